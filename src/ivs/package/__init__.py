@@ -1,0 +1,1 @@
+"""Model packages: one signed file per model (weights + intrinsics + budget report)."""

@@ -1,0 +1,79 @@
+"""The per-frame metadata record: what leaves the sensor for every processed frame.
+
+Schema `ivs.frame/1`; every field is documented in docs/metadata.md. No field can hold pixel
+data: boxes, scores, labels, timings and counters only.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+SCHEMA = "ivs.frame/1"
+
+
+class ClassScore(msgspec.Struct, frozen=True):
+    class_id: int
+    label: str
+    score: float
+
+
+class DetectionRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    box: tuple[float, float, float, float]
+    """x1, y1, x2, y2 in full-frame pixels."""
+    score: float
+    class_id: int
+    label: str
+    track_id: int | None = None
+    top_k: list[ClassScore] | None = None
+
+
+class Timings(msgspec.Struct, frozen=True):
+    """Milliseconds spent on this frame in each stage."""
+
+    read: float
+    queue: float
+    isp: float
+    infer: float
+    decode: float
+    total: float
+
+
+class ModelRef(msgspec.Struct, frozen=True, omit_defaults=True):
+    name: str
+    version: str
+    task: str
+    runtime: str
+    notice: str | None = None
+
+
+class FrameRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    sensor_id: str
+    seq: int
+    frame: int
+    time: float
+    t_capture_ns: int
+    source: str
+    width: int
+    height: int
+    model: ModelRef
+    detections: list[DetectionRecord]
+    timings_ms: Timings
+    dropped: int
+    dropped_total: int
+    mode: str
+    schema: str = SCHEMA
+    pts: float | None = None
+    roi: tuple[int, int, int, int] | None = None
+    artifact: str | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(FrameRecord)
+
+
+def encode(record: FrameRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode(data: bytes | str) -> FrameRecord:
+    return _decoder.decode(data)

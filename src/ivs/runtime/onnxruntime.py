@@ -1,0 +1,37 @@
+"""onnxruntime: the portable default (x86 and ARM), CPU execution provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ivs.errors import ModelError
+
+
+class OnnxRuntimeRunner:
+    name = "onnxruntime"
+
+    def __init__(self, model: bytes, input_name: str, threads: int) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        except Exception as err:
+            raise ModelError(f"onnxruntime cannot load the model: {err}") from None
+        inputs = [i.name for i in self._session.get_inputs()]
+        if input_name not in inputs:
+            raise ModelError(f"model input {input_name!r} not found: the network has inputs {inputs}")
+        self._input = input_name
+        self._outputs = [o.name for o in self._session.get_outputs()]
+
+    def run(self, tensor: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        values = self._session.run(self._outputs, {self._input: tensor})
+        return dict(zip(self._outputs, values, strict=True))
+
+    def close(self) -> None:
+        del self._session

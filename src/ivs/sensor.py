@@ -1,0 +1,330 @@
+"""The Sensor: wires source -> ISP -> runner -> decoder -> sinks and paces the frames.
+
+Two threads, like a camera and its processor. The capture thread reads frames at the source
+rate into a one-frame slot; the processing loop takes the newest frame. When the model is
+slower than the source, the frame waiting in the slot is replaced and counted as dropped,
+so memory holds at most one waiting frame and latency never grows. With `fps=0` (offline
+analysis) the capture thread waits instead, and every frame is processed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ivs.artifacts import ArtifactWriter, Mode
+from ivs.detections import Detections
+from ivs.errors import IvsError, SourceError
+from ivs.frame import Frame
+from ivs.model import Model
+from ivs.records import ClassScore, DetectionRecord, FrameRecord, ModelRef, Timings
+from ivs.sinks import Sink
+from ivs.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+STAGES = ("read", "queue", "isp", "infer", "decode", "total")
+
+
+@dataclass
+class _Captured:
+    frame: Frame
+    read_ms: float
+
+
+class FrameSlot:
+    """A mailbox of one frame. `replace=True`: a new frame replaces an unread one (a drop)."""
+
+    def __init__(self, replace: bool) -> None:
+        self._replace = replace
+        self._item: _Captured | None = None
+        self._closed = False
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item: _Captured, stop: threading.Event) -> None:
+        with self._cond:
+            if self._item is not None:
+                if self._replace:
+                    self.dropped += 1
+                else:
+                    while self._item is not None and not stop.is_set():
+                        self._cond.wait(0.1)
+            self._item = item
+            self._cond.notify_all()
+
+    def get(self) -> _Captured | None:
+        """The next frame, or None once the slot is closed and empty."""
+        with self._cond:
+            while self._item is None and not self._closed:
+                self._cond.wait(0.1)
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class RateMeter:
+    def __init__(self) -> None:
+        self._t: deque[float] = deque(maxlen=300)
+
+    def tick(self) -> None:
+        self._t.append(time.monotonic())
+
+    def rate(self, window: int) -> float:
+        t = list(self._t)[-window:]
+        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
+
+
+@dataclass
+class SensorStats:
+    """What the sensor has done so far; read by the live status line and the summary."""
+
+    frames_read: int = 0
+    frames_processed: int = 0
+    dropped: int = 0
+    detections: int = 0
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+    rate_meter: RateMeter = field(default_factory=lambda: RateMeter())
+    timings: dict[str, deque[float]] = field(
+        default_factory=lambda: {s: deque(maxlen=100_000) for s in STAGES}
+    )
+
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def fps(self) -> float:
+        e = self.elapsed()
+        return self.frames_processed / e if e > 0 else 0.0
+
+    def recent_fps(self, window: int = 30) -> float:
+        """Processing rate over the last `window` processed frames."""
+        return self.rate_meter.rate(window)
+
+    def percentile(self, stage: str, q: float) -> float:
+        values = self.timings[stage]
+        return float(np.percentile(np.fromiter(values, float), q)) if values else 0.0
+
+
+class Sensor:
+    """Runs a model on every frame of a source and sends one metadata record per frame.
+
+    fps: None paces at the source's own rate; a number paces at that rate; 0 processes
+        every frame as fast as possible without dropping (offline analysis, tests).
+    max_frames: stop after this many frames from the source (processed + dropped).
+    mode: "metadata" (default; no pixels leave), or "image"/"roi"/"tensor" with `artifacts`.
+    on_record: called after every record reached the sinks (live display, apps).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        model: Model,
+        sinks: Sequence[Sink],
+        *,
+        sensor_id: str = "ivs",
+        fps: float | None = None,
+        max_frames: int | None = None,
+        mode: Mode = "metadata",
+        artifacts: ArtifactWriter | None = None,
+        on_record: Callable[[FrameRecord, Detections], None] | None = None,
+    ) -> None:
+        if mode != "metadata" and artifacts is None:
+            raise ValueError(f"mode {mode!r} needs an ArtifactWriter")
+        if mode == "metadata" and artifacts is not None:
+            raise ValueError("metadata mode must not have an ArtifactWriter: no pixels leave")
+        if fps is not None and fps < 0:
+            raise ValueError(f"fps must be >= 0 (0 = unpaced), got {fps}")
+        self.source, self.model, self.sinks = source, model, list(sinks)
+        self.sensor_id, self.mode, self.artifacts = sensor_id, mode, artifacts
+        self.max_frames, self.on_record = max_frames, on_record
+        self.rate = source.fps if fps is None else (fps or None)
+        # A live source paces itself; a file is paced to behave like a camera unless fps=0.
+        self._paced = fps != 0 and not source.live and self.rate is not None
+        self._slot = FrameSlot(replace=fps != 0)
+        self._stop = threading.Event()
+        self._error: IvsError | None = None
+        self.stats = SensorStats()
+        self._seq = 0
+        self._last_dropped = 0
+        self._runtime = getattr(model.runner, "name", "unknown")
+
+    def stop(self) -> None:
+        """Ask the sensor to finish after the frame in hand (thread-safe)."""
+        self._stop.set()
+
+    def run(self) -> SensorStats:
+        """Run until the source ends, `max_frames`, or `stop()`. Raises the source's error
+        after every processed frame's record has been written."""
+        capture = threading.Thread(target=self._capture, name="ivs-capture", daemon=True)
+        self.stats = SensorStats()
+        capture.start()
+        try:
+            while (item := self._slot.get()) is not None:
+                self._process(item)
+        finally:
+            self._stop.set()
+            capture.join(timeout=5)
+            self.stats.ended = time.monotonic()
+            self.stats.dropped = self._slot.dropped
+            for sink in self.sinks:
+                sink.close()
+        if self._error is not None:
+            raise self._error
+        return self.stats
+
+    def _capture(self) -> None:
+        frames = self.source.frames()
+        period = 1.0 / self.rate if self._paced and self.rate else 0.0
+        t0 = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                if self.max_frames is not None and self.stats.frames_read >= self.max_frames:
+                    break
+                if period:
+                    # The i-th frame of a file is "captured" at t0 + i/fps, like a camera's.
+                    delay = t0 + self.stats.frames_read * period - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                t = time.perf_counter()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                read_ms = (time.perf_counter() - t) * 1e3
+                self.stats.frames_read += 1
+                self._slot.put(_Captured(frame, read_ms), self._stop)
+        except IvsError as err:
+            self._error = err
+        except Exception as err:  # a source bug must end the run with a reason, not hang it
+            log.exception("capture failed")
+            self._error = SourceError(f"{self.source.id}: capture failed: {err!r}")
+        finally:
+            self._slot.close()
+            try:
+                self.source.close()
+            except Exception:
+                log.debug("source close failed", exc_info=True)
+
+    def _process(self, item: _Captured) -> None:
+        frame = item.frame
+        t_start = time.monotonic_ns()
+        isp = self.model.prepare(frame.pixels)
+        t_isp = time.monotonic_ns()
+        outputs = self.model.infer(isp.tensor)
+        t_infer = time.monotonic_ns()
+        det = self.model.decode(outputs, isp.box_map)
+        t_decode = time.monotonic_ns()
+
+        timings = Timings(
+            read=round(item.read_ms, 3),
+            queue=round((t_start - frame.t_capture_ns) / 1e6, 3),
+            isp=round((t_isp - t_start) / 1e6, 3),
+            infer=round((t_infer - t_isp) / 1e6, 3),
+            decode=round((t_decode - t_infer) / 1e6, 3),
+            total=round(item.read_ms + (t_decode - frame.t_capture_ns) / 1e6, 3),
+        )
+        artifact = self.artifacts.write(frame, isp, det) if self.artifacts is not None else None
+        dropped_total = self._slot.dropped
+        record = self._record(frame, det, timings, dropped_total, artifact)
+        for sink in self.sinks:
+            sink.write(record)
+
+        st = self.stats
+        st.frames_processed += 1
+        st.detections += len(det)
+        st.dropped = dropped_total
+        st.rate_meter.tick()
+        for name in STAGES:
+            st.timings[name].append(getattr(timings, name))
+        if self.on_record is not None:
+            self.on_record(record, det)
+
+    def _record(
+        self,
+        frame: Frame,
+        det: Detections,
+        timings: Timings,
+        dropped_total: int,
+        artifact: str | None,
+    ) -> FrameRecord:
+        m = self.model.manifest
+        labels = m.labels
+        top_ids = det.data.get("top_k_class_id")
+        top_scores = det.data.get("top_k_confidence")
+        assert det.tracker_id is not None
+        rows = []
+        for i in range(len(det)):
+            cid = int(det.class_id[i])
+            top_k = None
+            if top_ids is not None and top_scores is not None:
+                top_k = [
+                    ClassScore(int(c), _label(labels, int(c)), round(float(s), 4))
+                    for c, s in zip(top_ids[i], top_scores[i], strict=True)
+                ]
+            tid = int(det.tracker_id[i])
+            x1, y1, x2, y2 = (round(float(v), 1) for v in det.xyxy[i])
+            rows.append(
+                DetectionRecord(
+                    box=(x1, y1, x2, y2),
+                    score=round(float(det.confidence[i]), 4),
+                    class_id=cid,
+                    label=_label(labels, cid),
+                    track_id=tid if tid >= 0 else None,
+                    top_k=top_k,
+                )
+            )
+        roi = self.model.isp.roi
+        previous = self._last_dropped
+        self._last_dropped = dropped_total
+        self._seq += 1
+        return FrameRecord(
+            sensor_id=self.sensor_id,
+            seq=self._seq,
+            frame=frame.index,
+            time=round(frame.wall_time, 6),
+            t_capture_ns=frame.t_capture_ns,
+            pts=frame.pts,
+            source=frame.source_id,
+            width=frame.width,
+            height=frame.height,
+            roi=(roi.x, roi.y, roi.w, roi.h) if roi is not None else None,
+            model=ModelRef(m.name, m.version, m.task, self._runtime, m.notice),
+            detections=rows,
+            timings_ms=timings,
+            dropped=dropped_total - previous,
+            dropped_total=dropped_total,
+            mode=self.mode,
+            artifact=artifact,
+        )
+
+
+def _label(labels: list[str], cid: int) -> str:
+    return labels[cid] if 0 <= cid < len(labels) else str(cid)
+
+
+def summarize(stats: SensorStats) -> dict[str, Any]:
+    """A plain summary of a run (what the CLI prints at the end)."""
+    return {
+        "frames_read": stats.frames_read,
+        "frames_processed": stats.frames_processed,
+        "dropped": stats.dropped,
+        "detections": stats.detections,
+        "seconds": round(stats.elapsed(), 3),
+        "fps": round(stats.fps(), 2),
+        "timings_ms": {
+            s: {"p50": round(stats.percentile(s, 50), 3), "p99": round(stats.percentile(s, 99), 3)}
+            for s in STAGES
+        },
+    }

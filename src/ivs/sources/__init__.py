@@ -1,0 +1,42 @@
+"""Sources: where frames come from. `open_source` picks one from a spec string."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ivs.errors import SourceError
+from ivs.sources.base import Source
+
+
+def open_source(spec: str) -> Source:
+    """Open a source from what a user types.
+
+    A camera index ("0"), "synthetic[:WxH][@FPS][:FRAMES]", an RTSP/HTTP URL, a folder of
+    images, or a video file.
+    """
+    if spec.isdigit():
+        from ivs.sources.camera import CameraSource
+
+        return CameraSource(int(spec))
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        from ivs.sources.synthetic import SyntheticSource
+
+        return SyntheticSource.from_spec(spec)
+    from ivs.sources.video import STREAM_SCHEMES, VideoSource
+
+    if spec.startswith(STREAM_SCHEMES):
+        return VideoSource(spec)
+    path = Path(spec)
+    if path.is_dir():
+        from ivs.sources.images import ImageFolderSource
+
+        return ImageFolderSource(path)
+    if not path.exists():
+        raise SourceError(
+            f"source {spec!r} not found: expected a video file, an RTSP URL, a camera index, "
+            "an image folder or 'synthetic'"
+        )
+    return VideoSource(spec)
+
+
+__all__ = ["Source", "SourceError", "open_source"]

