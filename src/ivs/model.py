@@ -79,7 +79,7 @@ def load_model(
     if threads is None:
         threads = int(m.runtime_hints.get("threads", min(2, os.cpu_count() or 1)))
     isp = Isp(m.input, roi)
-    sample = isp.process(np.zeros((m.input.height, m.input.width, 3), np.uint8)).tensor
+    sample = Isp(m.input).process(np.zeros((m.input.height, m.input.width, 3), np.uint8)).tensor
     runner = load_runner(runtime, package.model_bytes, m.model.format, m.input.name, sample, threads)
     missing = set(m.outputs.values()) - set(runner.run(sample))
     if missing:

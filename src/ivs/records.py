@@ -46,7 +46,9 @@ class ModelRef(msgspec.Struct, frozen=True, omit_defaults=True):
     notice: str | None = None
 
 
-class FrameRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+class FrameRecord(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="schema", tag=SCHEMA):
+    """One processed frame. `schema` (always first in JSON) is "ivs.frame/1"."""
+
     sensor_id: str
     seq: int
     frame: int
@@ -61,7 +63,6 @@ class FrameRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     dropped: int
     dropped_total: int
     mode: str
-    schema: str = SCHEMA
     pts: float | None = None
     roi: tuple[int, int, int, int] | None = None
     artifact: str | None = None

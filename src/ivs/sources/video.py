@@ -72,8 +72,9 @@ class VideoSource:
             ) from None
         if not self.live and self.expected_frames and index < self.expected_frames:
             raise SourceError(
-                f"{self.url}: truncated: the header declares {self.expected_frames} frames, "
-                f"only {index} could be decoded; expected a complete file"
+                f"{self.url}: incomplete: the header declares {self.expected_frames} frames, "
+                f"only {index} could be decoded (the file is truncated or corrupt); "
+                "expected a complete file"
             )
 
     def close(self) -> None:

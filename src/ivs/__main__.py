@@ -1,0 +1,3 @@
+from ivs.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""Shared fixtures: the sample media (fetched by scripts/fetch-media.sh) and the zoo models."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from ivs.model import Model, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+MEDIA = ROOT / ".cache" / "media"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    if not (MEDIA / "vtest.avi").is_file():
+        subprocess.run([ROOT / "scripts" / "fetch-media.sh", MEDIA], check=True)
+    return MEDIA
+
+
+@pytest.fixture(scope="session")
+def vtest(media: Path) -> Path:
+    return media / "vtest.avi"
+
+
+def read_frames(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
+    """RGB frames of a video at the given 0-based indices (decoded in order)."""
+    out: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in indices:
+                out[i] = frame.to_ndarray(format="rgb24")
+            if len(out) == len(indices):
+                break
+    return out
+
+
+@pytest.fixture(scope="session")
+def person_model() -> Iterator[Model]:
+    model = load_model("person", runtime="onnxruntime")
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="session")
+def classifier_model() -> Iterator[Model]:
+    model = load_model("classifier", runtime="onnxruntime")
+    yield model
+    model.close()

@@ -1,0 +1,71 @@
+"""The ISP maps every box back to full-frame pixels, whatever the ROI and resize policy."""
+
+import numpy as np
+import pytest
+
+from ivs.errors import ConfigError
+from ivs.isp import InputSpec, Isp, Roi
+
+
+def spec(policy: str, w: int = 100, h: int = 100, layout: str = "NHWC") -> InputSpec:
+    return InputSpec(name="x", width=w, height=h, layout=layout, resize=policy, std=(255.0, 255.0, 255.0))
+
+
+def frame_with_square(x1: int, y1: int, x2: int, y2: int) -> np.ndarray:
+    f = np.zeros((480, 640, 3), np.uint8)
+    f[y1:y2, x1:x2] = 255
+    return f
+
+
+def bright_box(tensor: np.ndarray) -> np.ndarray:
+    """xyxy of the bright pixels in an NHWC batch-1 tensor, in tensor pixels."""
+    mask = tensor[0, ..., 0] > 0.5
+    ys, xs = np.nonzero(mask)
+    return np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+
+
+@pytest.mark.parametrize("policy", ["stretch", "letterbox", "crop"])
+@pytest.mark.parametrize("roi", [None, Roi(100, 40, 400, 400), Roi(200, 100, 320, 240)])
+def test_box_found_in_tensor_maps_back_to_the_frame(policy, roi):
+    truth = np.array([[260, 180, 340, 260]], np.float32)  # inside every ROI and crop above
+    isp = Isp(spec(policy), roi)
+    out = isp.process(frame_with_square(*truth[0].astype(int)))
+    back = out.box_map.to_frame(bright_box(out.tensor))
+    # Resampling blurs the edges by up to one input pixel, i.e. one pixel / scale in the frame.
+    tol = 1.5 / min(out.box_map.scale_x, out.box_map.scale_y)
+    assert np.abs(back - truth).max() <= tol
+
+
+def test_letterbox_pads_and_keeps_aspect():
+    out = Isp(spec("letterbox")).process(np.full((480, 640, 3), 255, np.uint8))
+    img = out.tensor[0, ..., 0]
+    # 640x480 into 100x100: 100x75 image, 12 rows of padding above and 13 below.
+    assert img[:12].max() == 0 and img[12:87].min() == 1.0 and img[87:].max() == 0
+    assert out.box_map.scale_x == pytest.approx(out.box_map.scale_y)
+
+
+def test_normalisation_layout_and_colour():
+    s = InputSpec(name="x", width=2, height=2, layout="NCHW", color="BGR", mean=(10, 20, 30), std=(2, 4, 5))
+    f = np.zeros((2, 2, 3), np.uint8)
+    f[..., 0], f[..., 1], f[..., 2] = 100, 120, 130  # R, G, B
+    t = Isp(s).process(f).tensor
+    assert t.shape == (1, 3, 2, 2) and t.dtype == np.float32
+    # BGR order: channel 0 is blue: (130 - 10) / 2
+    assert t[0, :, 0, 0].tolist() == [60.0, 25.0, 14.0]  # (B-10)/2, (G-20)/4, (R-30)/5
+
+
+def test_uint8_input_is_not_normalised():
+    s = InputSpec(name="x", width=4, height=4, layout="NHWC", dtype="uint8")
+    t = Isp(s).process(np.full((8, 8, 3), 7, np.uint8)).tensor
+    assert t.dtype == np.uint8 and t.shape == (1, 4, 4, 3) and int(t.max()) == 7
+
+
+@pytest.mark.parametrize("text", ["1,2,3", "a,b,c,d", "1,2,-3,4", "0,0,0,10", "1;2;3;4"])
+def test_malformed_roi_says_what_is_expected(text):
+    with pytest.raises(ConfigError, match="expected X,Y"):
+        Roi.parse(text)
+
+
+def test_roi_outside_frame_is_refused():
+    with pytest.raises(ConfigError, match=r"reaches beyond the 640x480 frame"):
+        Isp(spec("stretch"), Roi(600, 0, 100, 100)).process(np.zeros((480, 640, 3), np.uint8))
