@@ -84,7 +84,9 @@ def calibration_folder() -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=RECIPES, action="append")
     parser.add_argument("--skip-recipe", action="store_true", help="pack from existing zoo/build")
     args = parser.parse_args()
@@ -106,8 +108,12 @@ def main() -> None:
             subprocess.run([py, ROOT / "zoo" / name / "build.py", "--out", build], check=True, cwd=ROOT)
         spec = load_spec(build / "spec.json")
         manifest = pack(
-            build / "model.fp32.onnx", spec, ZOO_OUT / f"{name}.ivsm",
-            calibration=calib, key=key, asset_dir=build,
+            build / "model.fp32.onnx",
+            spec,
+            ZOO_OUT / f"{name}.ivsm",
+            calibration=calib,
+            key=key,
+            asset_dir=build,
         )
         assert manifest.budget is not None
         print(
