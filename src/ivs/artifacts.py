@@ -26,17 +26,23 @@ class ArtifactWriter:
         self.mode, self.folder, self.labels = mode, folder, labels
         folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, frame: Frame, isp: IspOutput, det: Detections) -> str:
+    def write(self, frame: Frame, inputs: list[IspOutput], det: Detections) -> str:
+        """Write this frame's artifact; `inputs` are the model inputs (one per tile)."""
         name = f"{self.mode}_{frame.index:06d}"
         if self.mode == "image":
             path = self.folder / f"{name}.jpg"
             cv2.imwrite(str(path), draw(frame.pixels, det, self.labels)[..., ::-1])
         elif self.mode == "roi":
             path = self.folder / f"{name}.png"
-            cv2.imwrite(str(path), np.ascontiguousarray(isp.region[..., ::-1]))
+            # The region the model saw; with tiling, the area all tiles cover.
+            m = inputs[0].box_map
+            x0, y0 = int(m.origin_x), int(m.origin_y)
+            x1 = max(int(i.box_map.origin_x) + i.region.shape[1] for i in inputs)
+            y1 = max(int(i.box_map.origin_y) + i.region.shape[0] for i in inputs)
+            cv2.imwrite(str(path), np.ascontiguousarray(frame.pixels[y0:y1, x0:x1, ::-1]))
         else:
             path = self.folder / f"{name}.npy"
-            np.save(path, isp.tensor)
+            np.save(path, np.concatenate([i.tensor for i in inputs]))  # tiles along the batch axis
         return str(path)
 
 

@@ -75,6 +75,10 @@ def run(
         str, typer.Option(help="metadata (only metadata leaves) | image | roi | tensor.")
     ] = "metadata",
     roi: Annotated[str | None, typer.Option(help="Region of interest X,Y,W,H in frame pixels.")] = None,
+    tiles: Annotated[
+        str | None,
+        typer.Option(help="Cut the region into CxR overlapping tiles (default: the package's hint)."),
+    ] = None,
     fps: Annotated[
         float | None,
         typer.Option(help="Pace at this rate (default: the source's); 0 = every frame, unpaced."),
@@ -119,6 +123,7 @@ def run(
         if fps is not None and fps < 0:
             raise ConfigError(f"--fps {fps}: expected 0 (unpaced) or a positive rate")
         region = Roi.parse(roi) if roi is not None else None
+        grid = _parse_tiles(tiles) if tiles is not None else None
         if allow_unsigned:
             err_console.print(
                 "[bold yellow]WARNING: --allow-unsigned: unsigned or untrusted model packages "
@@ -129,6 +134,7 @@ def run(
             model,
             runtime=runtime,
             roi=region,
+            tiles=grid,
             threads=threads,
             keyring=ring,
             allow_unsigned=allow_unsigned,
@@ -194,6 +200,13 @@ def run(
     _print_summary(console, sensor, jsonl.bytes_written if jsonl else None)
     if error is not None:
         raise fail(str(error), 1)
+
+
+def _parse_tiles(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 8 for p in parts):
+        raise ConfigError(f"malformed --tiles {text!r}: expected CxR with 1 <= C, R <= 8, e.g. 2x1")
+    return int(parts[0]), int(parts[1])
 
 
 def _event_line(record: Any) -> str:

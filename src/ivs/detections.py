@@ -111,6 +111,31 @@ class Detections:
             data=dict(self.data),
         )
 
+    @classmethod
+    def merge(cls, parts: list[Detections]) -> Detections:
+        """Concatenate detections (e.g. of several tiles); per-detection `data` arrays are
+        concatenated, other `data` values are taken from the first part."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        data: dict[str, Any] = {}
+        for key, value in parts[0].data.items():
+            if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == len(parts[0]):
+                data[key] = np.concatenate([p.data[key] for p in parts])
+            else:
+                data[key] = value
+        kps = [p.keypoints for p in parts]
+        return cls(
+            xyxy=np.concatenate([p.xyxy for p in parts]),
+            confidence=np.concatenate([p.confidence for p in parts]),
+            class_id=np.concatenate([p.class_id for p in parts]),
+            tracker_id=np.concatenate([p.tracker_id for p in parts if p.tracker_id is not None]),
+            keypoints=None if any(k is None for k in kps) else np.concatenate(kps),  # type: ignore[arg-type]
+            data=data,
+        )
+
     @property
     def area(self) -> FloatArray:
         w = np.clip(self.xyxy[:, 2] - self.xyxy[:, 0], 0, None)

@@ -38,6 +38,11 @@ class InputSpec(BaseModel):
     std: tuple[float, float, float] = Field(
         (1.0, 1.0, 1.0), description="Divides each channel after `mean`: (x - mean) / std."
     )
+    interpolation: Literal["area", "linear"] = Field(
+        "area",
+        description="area: average the source pixels when shrinking (no aliasing); linear: "
+        "bilinear, as many training pipelines resize (use what the model was trained with).",
+    )
     resize: Literal["stretch", "letterbox", "crop"] = Field(
         "stretch",
         description="stretch: the whole region to the input size, aspect ignored; "
@@ -117,27 +122,68 @@ class IspOutput:
 class Isp:
     """Prepares frames for one model input.
 
+    roi: only this part of the frame is seen by the model (default: the whole frame).
+    tiles: (columns, rows): the region is cut into this grid of overlapping tiles, each scaled
+        to the model input on its own, so that small objects keep more pixels (at the cost of
+        one inference per tile). `overlap` is the fraction of a tile shared with its neighbour.
+
     >>> spec = InputSpec(name="x", width=4, height=4, layout="NCHW", mean=(0, 0, 0), std=(255, 255, 255))
     >>> out = Isp(spec).process(np.full((8, 16, 3), 255, np.uint8))
     >>> out.tensor.shape, float(out.tensor.max())
     ((1, 3, 4, 4), 1.0)
     """
 
-    def __init__(self, spec: InputSpec, roi: Roi | None = None) -> None:
+    def __init__(
+        self,
+        spec: InputSpec,
+        roi: Roi | None = None,
+        tiles: tuple[int, int] = (1, 1),
+        overlap: float = 0.25,
+    ) -> None:
+        if tiles[0] < 1 or tiles[1] < 1:
+            raise ConfigError(f"tiles {tiles[0]}x{tiles[1]}: expected at least 1x1")
+        if not 0 <= overlap < 1:
+            raise ConfigError(f"tile overlap {overlap}: expected 0 <= overlap < 1")
         self.spec = spec
         self.roi = roi
+        self.tiles = tiles
+        self.overlap = overlap
         self._mean = np.asarray(spec.mean, np.float32)
         self._inv_std = (1.0 / np.asarray(spec.std, np.float32)).astype(np.float32)
 
-    def process(self, pixels: npt.NDArray[np.uint8]) -> IspOutput:
-        fh, fw = pixels.shape[:2]
-        if self.roi is not None:
-            self.roi.check_inside(fw, fh)
-            rx, ry, rw, rh = self.roi.x, self.roi.y, self.roi.w, self.roi.h
-        else:
-            rx, ry, rw, rh = 0, 0, fw, fh
-        iw, ih = self.spec.width, self.spec.height
+    def region(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The part of a width x height frame the model looks at: x, y, w, h."""
+        if self.roi is None:
+            return 0, 0, width, height
+        self.roi.check_inside(width, height)
+        return self.roi.x, self.roi.y, self.roi.w, self.roi.h
 
+    def tile_rects(self, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """x, y, w, h of each tile, row by row; one rect (the region) without tiling."""
+        rx, ry, rw, rh = self.region(width, height)
+        cols, rows = self.tiles
+        # n tiles of size t with overlap o*t cover L: t * (n - (n - 1) * o) = L.
+        tw = round(rw / (cols - (cols - 1) * self.overlap))
+        th = round(rh / (rows - (rows - 1) * self.overlap))
+        xs = [rx + round(i * (rw - tw) / (cols - 1)) if cols > 1 else rx for i in range(cols)]
+        ys = [ry + round(j * (rh - th) / (rows - 1)) if rows > 1 else ry for j in range(rows)]
+        return [(x, y, tw, th) for y in ys for x in xs]
+
+    def process(self, pixels: npt.NDArray[np.uint8]) -> IspOutput:
+        """The model input for the whole region (no tiling)."""
+        fh, fw = pixels.shape[:2]
+        return self._prepare(pixels, *self.region(fw, fh))
+
+    def process_tiles(self, pixels: npt.NDArray[np.uint8]) -> list[IspOutput]:
+        """One model input per tile (a single one without tiling)."""
+        if self.tiles == (1, 1):
+            return [self.process(pixels)]
+        fh, fw = pixels.shape[:2]
+        return [self._prepare(pixels, *rect) for rect in self.tile_rects(fw, fh)]
+
+    def _prepare(self, pixels: npt.NDArray[np.uint8], rx: int, ry: int, rw: int, rh: int) -> IspOutput:
+        fh, fw = pixels.shape[:2]
+        iw, ih = self.spec.width, self.spec.height
         if self.spec.resize == "crop":
             # Largest centred sub-rectangle of the region with the input's aspect ratio.
             cw = min(rw, round(rh * iw / ih))
@@ -151,11 +197,11 @@ class Isp:
             nw, nh = max(1, round(rw * s)), max(1, round(rh * s))
             px, py = (iw - nw) // 2, (ih - nh) // 2
             canvas = np.zeros((ih, iw, 3), np.uint8)
-            canvas[py : py + nh, px : px + nw] = _resize(region, nw, nh)
+            canvas[py : py + nh, px : px + nw] = _resize(region, nw, nh, self.spec.interpolation)
             image = canvas
             box_map = BoxMap(nw / rw, nh / rh, px, py, rx, ry, fw, fh)
         else:
-            image = _resize(region, iw, ih)
+            image = _resize(region, iw, ih, self.spec.interpolation)
             box_map = BoxMap(iw / rw, ih / rh, 0.0, 0.0, rx, ry, fw, fh)
 
         if self.spec.color == "BGR":
@@ -171,11 +217,14 @@ class Isp:
         return IspOutput(batch, box_map, region)  # type: ignore[arg-type]
 
 
-def _resize(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+def _resize(
+    image: npt.NDArray[np.uint8], width: int, height: int, interpolation: str = "area"
+) -> npt.NDArray[np.uint8]:
     h, w = image.shape[:2]
     if (w, h) == (width, height):
         return image
     # INTER_AREA averages the source pixels when shrinking (no aliasing on small people far
     # away); it degenerates to a poor filter when enlarging, where INTER_LINEAR is right.
-    interp = cv2.INTER_AREA if width < w and height < h else cv2.INTER_LINEAR
+    shrinking = width < w and height < h
+    interp = cv2.INTER_AREA if interpolation == "area" and shrinking else cv2.INTER_LINEAR
     return np.asarray(cv2.resize(image, (width, height), interpolation=interp), np.uint8)

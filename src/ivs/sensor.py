@@ -220,11 +220,11 @@ class Sensor:
     def _process(self, item: _Captured) -> None:
         frame = item.frame
         t_start = time.monotonic_ns()
-        isp = self.model.prepare(frame.pixels)
+        inputs = self.model.prepare(frame.pixels)
         t_isp = time.monotonic_ns()
-        outputs = self.model.infer(isp.tensor)
+        outputs = self.model.infer(inputs)
         t_infer = time.monotonic_ns()
-        det = self.model.decode(outputs, isp.box_map)
+        det = self.model.decode(outputs, inputs)
         t_decode = time.monotonic_ns()
 
         timings = Timings(
@@ -235,7 +235,7 @@ class Sensor:
             decode=round((t_decode - t_infer) / 1e6, 3),
             total=round(item.read_ms + (t_decode - frame.t_capture_ns) / 1e6, 3),
         )
-        artifact = self.artifacts.write(frame, isp, det) if self.artifacts is not None else None
+        artifact = self.artifacts.write(frame, inputs, det) if self.artifacts is not None else None
         dropped_total = self._slot.dropped
         record = self._record(frame, det, timings, dropped_total, artifact)
         for sink in self.sinks:
