@@ -69,3 +69,24 @@ def test_malformed_roi_says_what_is_expected(text):
 def test_roi_outside_frame_is_refused():
     with pytest.raises(ConfigError, match=r"reaches beyond the 640x480 frame"):
         Isp(spec("stretch"), Roi(600, 0, 100, 100)).process(np.zeros((480, 640, 3), np.uint8))
+
+
+def test_tiles_cover_the_region_with_the_requested_overlap():
+    isp = Isp(spec("stretch"), Roi(100, 40, 400, 300), tiles=(2, 2), overlap=0.25)
+    rects = isp.tile_rects(640, 480)
+    assert len(rects) == 4
+    xs = sorted({r[0] for r in rects})
+    ys = sorted({r[1] for r in rects})
+    w, h = rects[0][2], rects[0][3]
+    assert xs[0] == 100 and xs[1] + w == 500 and ys[0] == 40 and ys[1] + h == 340
+    assert (xs[0] + w - xs[1]) / w == pytest.approx(0.25, abs=0.01)
+
+
+def test_tile_boxes_map_back_to_the_frame():
+    truth = np.array([[290, 200, 340, 300]], np.float32)  # tiles: x 0-366 and 274-640
+    isp = Isp(spec("stretch"), tiles=(2, 1))
+    outs = isp.process_tiles(frame_with_square(*truth[0].astype(int)))
+    assert len(outs) == 2
+    for out in outs:  # the square lies in the overlap: both tiles see it whole
+        back = out.box_map.to_frame(bright_box(out.tensor))
+        assert np.abs(back - truth).max() <= 1.5 / min(out.box_map.scale_x, out.box_map.scale_y)

@@ -1,0 +1,53 @@
+"""Merging detections of overlapping tiles: one detection per object."""
+
+import numpy as np
+
+from ivs.detections import Detections
+from ivs.isp import InputSpec, Isp
+from ivs.model import merge_tiles
+
+
+def tiles_and_inputs():
+    spec = InputSpec(name="x", width=100, height=100, layout="NHWC")
+    isp = Isp(spec, tiles=(2, 1), overlap=0.25)
+    inputs = isp.process_tiles(np.zeros((480, 640, 3), np.uint8))
+    return isp.tile_rects(640, 480), inputs
+
+
+def det(*boxes, scores=None):
+    boxes = np.array(boxes, np.float32).reshape(-1, 4)
+    return Detections(xyxy=boxes, confidence=scores or [0.9] * len(boxes), class_id=[0] * len(boxes))
+
+
+def test_object_seen_whole_by_both_tiles_is_reported_once():
+    rects, inputs = tiles_and_inputs()
+    left, right = rects
+    assert left[0] + left[2] > right[0]  # they overlap
+    obj = (330, 100, 350, 200)  # inside the overlap
+    merged = merge_tiles([det(obj), det(obj, scores=[0.8])], inputs, 0.5)
+    assert len(merged) == 1 and merged.confidence.tolist() == [np.float32(0.9)]
+
+
+def test_cut_copy_at_an_inner_edge_is_dropped_when_the_neighbour_saw_it_whole():
+    rects, inputs = tiles_and_inputs()
+    left_edge_of_right_tile = rects[1][0]
+    whole = (left_edge_of_right_tile - 30, 100, left_edge_of_right_tile + 20, 200)  # seen by the left tile
+    cut = (left_edge_of_right_tile, 100, left_edge_of_right_tile + 20, 200)  # right tile's cut view
+    merged = merge_tiles([det(whole), det(cut)], inputs, 0.5)
+    assert merged.xyxy.tolist() == [list(map(float, whole))]
+
+
+def test_large_object_cut_by_both_tiles_is_kept():
+    rects, inputs = tiles_and_inputs()
+    # Wider than the overlap: neither tile sees it whole, so both cut boxes stay (NMS may join).
+    a = (100, 100, rects[0][0] + rects[0][2], 400)
+    b = (rects[1][0], 100, 600, 400)
+    merged = merge_tiles([det(a), det(b)], inputs, 0.5)
+    assert len(merged) >= 1
+    assert merged.xyxy[:, 0].min() <= 100 or merged.xyxy[:, 2].max() >= 600
+
+
+def test_separate_objects_stay_separate():
+    _, inputs = tiles_and_inputs()
+    merged = merge_tiles([det((10, 10, 50, 90)), det((500, 10, 540, 90))], inputs, 0.5)
+    assert len(merged) == 2
