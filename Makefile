@@ -20,6 +20,7 @@ $(MEDIA)/vtest.avi: scripts/fetch-media.sh
 
 # The person detector over the sample street video, metadata only, paced at the video's 10 fps.
 demo: venv media
+	@rm -f out/demo.jsonl
 	$(BIN)/ivs run --source $(MEDIA)/vtest.avi --model person --out out/demo.jsonl
 
 lint: venv
