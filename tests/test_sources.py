@@ -96,3 +96,35 @@ def test_synthetic_is_deterministic_and_knows_where_figures_are():
 def test_malformed_synthetic_spec(spec: str):
     with pytest.raises(SourceError, match="synthetic"):
         open_source(spec)
+
+
+def test_network_stream_over_http(vtest: Path):
+    """A URL source goes through FFmpeg's network stack (here HTTP on loopback) and is live:
+    the sensor does not pace it, the stream does."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(vtest.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        src = open_source(f"http://127.0.0.1:{server.server_address[1]}/vtest.avi")
+        assert src.live
+        frames = []
+        for f in src.frames():
+            frames.append(f)
+            if len(frames) == 25:
+                break
+        src.close()
+        assert [f.index for f in frames] == list(range(25))
+        assert frames[0].pixels.shape == (576, 768, 3)
+        assert frames[10].pts == pytest.approx(1.0)
+    finally:
+        server.shutdown()
+        server.server_close()
