@@ -101,13 +101,18 @@ def run(
         Path | None, typer.Option(help="Folder of trusted .pub keys (default: the zoo key).")
     ] = None,
     allow_unsigned: Annotated[bool, typer.Option(help="DEVELOPMENT ONLY: load unsigned packages.")] = False,
+    watch: Annotated[
+        bool, typer.Option(help="Hot-swap when the package file is replaced (and on SIGHUP).")
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-frame lines on the console.")] = False,
 ) -> None:
     """Run a model on every frame of a source and emit metadata."""
     from ivs.artifacts import ArtifactWriter
+    from ivs.hotswap import PackageWatcher
     from ivs.isp import Roi
-    from ivs.model import load_model
+    from ivs.model import Model, load_model
     from ivs.package.signing import Keyring
+    from ivs.package.zoo import resolve
     from ivs.sensor import Sensor
     from ivs.sinks import Sink
     from ivs.sinks.jsonl import JsonlSink
@@ -130,15 +135,20 @@ def run(
                 "will run. Development only.[/]"
             )
         ring = Keyring.load(keyring) if keyring is not None else None
-        loaded = load_model(
-            model,
-            runtime=runtime,
-            roi=region,
-            tiles=grid,
-            threads=threads,
-            keyring=ring,
-            allow_unsigned=allow_unsigned,
-        )
+        package_path = resolve(model)
+
+        def load(path: Path) -> Model:
+            return load_model(
+                path,
+                runtime=runtime,
+                roi=region,
+                tiles=grid,
+                threads=threads,
+                keyring=ring,
+                allow_unsigned=allow_unsigned,
+            )
+
+        loaded = load(package_path)
         src = open_source(source)
         size = (getattr(src, "width", None), getattr(src, "height", None))
         if region is not None and size[0] and size[1]:
@@ -182,6 +192,23 @@ def run(
     def _interrupt(signum: int, frame: FrameType | None) -> None:
         sensor.stop()
 
+    def swap(new: Model) -> None:
+        nm = new.manifest
+        console.print(
+            f"[bold green]model swap:[/] {nm.name} {nm.version} ({new.runner.name}) from the next frame"
+        )
+        sensor.swap_model(new)
+
+    watcher = None
+    if watch:
+        watcher = PackageWatcher(
+            package_path,
+            load,
+            swap,
+            on_error=lambda msg: console.print(f"[bold red]{msg}[/]", soft_wrap=True),
+        ).start()
+        w = watcher
+        signal.signal(signal.SIGHUP, lambda signum, frame: w.reload())
     previous = signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     console.print(
@@ -196,7 +223,9 @@ def run(
         error = err
     finally:
         signal.signal(signal.SIGINT, previous)
-        loaded.close()
+        if watcher is not None:
+            watcher.close()
+        sensor.model.close()
     _print_summary(console, sensor, jsonl.bytes_written if jsonl else None)
     if error is not None:
         raise fail(str(error), 1)

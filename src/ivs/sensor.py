@@ -159,7 +159,21 @@ class Sensor:
         self.stats = SensorStats()
         self._seq = 0
         self._last_dropped = 0
+        self._next_model: Model | None = None
+        self._swap_lock = threading.Lock()
+        self.swaps = 0
         self._runtime = getattr(model.runner, "name", "unknown")
+
+    def swap_model(self, model: Model) -> None:
+        """Run `model` from the next frame on (thread-safe); the source never stops.
+
+        The frame in hand finishes on the old model, so every record names the model that
+        really produced it. The old model is closed after the swap.
+        """
+        with self._swap_lock:
+            pending, self._next_model = self._next_model, model
+        if pending is not None:  # two swaps before one frame: the first never ran
+            pending.close()
 
     def stop(self) -> None:
         """Ask the sensor to finish after the frame in hand (thread-safe)."""
@@ -217,7 +231,20 @@ class Sensor:
             except Exception:
                 log.debug("source close failed", exc_info=True)
 
+    def _take_swap(self) -> None:
+        with self._swap_lock:
+            new, self._next_model = self._next_model, None
+        if new is None:
+            return
+        old, self.model = self.model, new
+        self._runtime = getattr(new.runner, "name", "unknown")
+        self.swaps += 1
+        m = new.manifest
+        log.warning("model swapped: now %s %s (%s)", m.name, m.version, self._runtime)
+        old.close()
+
     def _process(self, item: _Captured) -> None:
+        self._take_swap()
         frame = item.frame
         t_start = time.monotonic_ns()
         inputs = self.model.prepare(frame.pixels)

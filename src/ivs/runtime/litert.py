@@ -32,4 +32,4 @@ class LiteRtRunner:
         return {name: self._interp.get_tensor(index) for name, index in self._outputs}
 
     def close(self) -> None:
-        del self._interp
+        self.__dict__.pop("_interp", None)

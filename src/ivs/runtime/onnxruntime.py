@@ -34,4 +34,4 @@ class OnnxRuntimeRunner:
         return dict(zip(self._outputs, values, strict=True))
 
     def close(self) -> None:
-        del self._session
+        self.__dict__.pop("_session", None)

@@ -48,5 +48,5 @@ class OpenVinoRunner:
         return {name: np.asarray(result[port]) for port, name in self._outputs}
 
     def close(self) -> None:
-        del self._request
-        del self._compiled
+        self.__dict__.pop("_request", None)
+        self.__dict__.pop("_compiled", None)
