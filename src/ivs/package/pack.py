@@ -74,6 +74,7 @@ def pack(
             calibration_images(calibration),
             per_channel=bool(qopts.get("per_channel", True)),
             nodes_to_exclude=list(qopts.get("nodes_to_exclude", [])),
+            calibrate_method=str(qopts.get("calibrate_method", "minmax")),
             progress=progress,
         )
         precision = "int8"

@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
+# spec["quantize"]["calibrate_method"] -> onnxruntime's calibration method. "percentile" clips
+# each activation range to its 99.999th percentile instead of the min/max over all images.
+CALIBRATE_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
+
 
 def calibration_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
@@ -68,9 +76,16 @@ def quantize_onnx(
     *,
     per_channel: bool = True,
     nodes_to_exclude: Sequence[str] = (),
+    calibrate_method: str = "minmax",
     progress: Callable[[int], None] = lambda n: None,
 ) -> bytes:
     """Return the int8 QDQ model for an fp32 ONNX model."""
+    method = CALIBRATE_METHODS.get(calibrate_method)
+    if method is None:
+        raise ModelError(
+            f"quantize calibrate_method {calibrate_method!r} is unknown: expected one of "
+            f"{sorted(CALIBRATE_METHODS)}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(fp32)
@@ -87,7 +102,7 @@ def quantize_onnx(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=method,
             nodes_to_exclude=list(nodes_to_exclude),
         )
         return dst.read_bytes()
