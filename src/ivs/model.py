@@ -97,7 +97,8 @@ def load_model(
         tiles = (int(hint[0]), int(hint[1]))
     isp = Isp(m.input, roi, tiles)
     sample = Isp(m.input).process(np.zeros((m.input.height, m.input.width, 3), np.uint8)).tensor
-    runner = load_runner(runtime, package.model_bytes, m.model.format, m.input.name, sample, threads)
+    weights = package.members[m.model.weights] if m.model.weights else None
+    runner = load_runner(runtime, package.model_bytes, m.model.format, m.input.name, sample, threads, weights)
     missing = set(m.outputs.values()) - set(runner.run(sample))
     if missing:
         raise ModelError(

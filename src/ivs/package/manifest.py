@@ -19,6 +19,7 @@ class ModelFile(BaseModel):
     path: str = Field(description="Member holding the network, e.g. model.onnx.")
     format: Literal["onnx", "openvino", "tflite"] = Field(description="How the network is stored.")
     precision: Literal["int8", "fp32", "fp16"] = Field(description="Weight precision.")
+    weights: str | None = Field(None, description="Separate weights member (OpenVINO IR's .bin).")
 
 
 class DecoderSpec(BaseModel):

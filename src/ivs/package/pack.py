@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from ivs.errors import PackageError
 from ivs.isp import InputSpec
 from ivs.package.budget import DEFAULT_BUDGET, budget_report, describe_overflow
-from ivs.package.manifest import Manifest
+from ivs.package.manifest import BudgetReport, Manifest
 from ivs.package.quantize import calibration_images, quantize_onnx
 from ivs.package.writer import write_package
 
@@ -58,38 +58,107 @@ def pack(
     asset_dir: Path | None = None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> Manifest:
-    """Quantize (when a calibration folder is given), check the budget, sign and write."""
-    if model.suffix != ".onnx":
-        raise PackageError(f"{model}: expected an ONNX model (.onnx)")
-    fp32 = model.read_bytes()
+    """Quantize (when a calibration folder is given), check the budget, sign and write.
+
+    `model` is an ONNX file (quantized with onnxruntime, packaged as ONNX), or a TFLite file,
+    a TensorFlow frozen graph or SavedModel, or OpenVINO IR (converted and quantized with
+    OpenVINO and NNCF, packaged as OpenVINO IR).
+    """
     try:
         input_spec = InputSpec.model_validate(spec["input"])
     except (KeyError, ValidationError) as err:
         raise PackageError(f"model spec 'input' is invalid: {err}") from None
-    qopts = spec.get("quantize", {})
-    if calibration is not None:
-        data = quantize_onnx(
-            fp32,
-            input_spec,
-            calibration_images(calibration),
-            per_channel=bool(qopts.get("per_channel", True)),
-            nodes_to_exclude=list(qopts.get("nodes_to_exclude", [])),
-            calibrate_method=str(qopts.get("calibrate_method", "minmax")),
-            progress=progress,
-        )
-        precision = "int8"
+    images = calibration_images(calibration) if calibration is not None else None
+    precision = "int8" if images is not None else "fp32"
+    if model.suffix == ".onnx":
+        members, model_file, report = _pack_onnx(model, spec, input_spec, images, budget, progress)
+    elif model.suffix == ".tflite" and images is None:
+        members, model_file, report = _pack_tflite(model, spec, input_spec, budget)
     else:
-        data, precision = fp32, "fp32"
-    report = budget_report(data, budget)
+        members, model_file, report = _pack_openvino(model, spec, input_spec, images, budget, progress)
+    model_file.setdefault("precision", precision)
     if not report.fits:
         raise PackageError(f"{spec.get('name', model.stem)} does not fit: {describe_overflow(report)}")
-    members = {"model.onnx": data}
     for role, member in spec.get("assets", {}).items():
         src = (asset_dir or model.parent) / member
         if not src.is_file():
             raise PackageError(f"asset {role!r}: {src} not found")
         members[member] = src.read_bytes()
     fields = {k: v for k, v in spec.items() if k != "quantize"}
-    fields["model"] = {"path": "model.onnx", "format": "onnx", "precision": precision}
+    fields["model"] = model_file
     fields["budget"] = report.model_dump()
     return write_package(out, fields, members, key)
+
+
+def _pack_onnx(
+    model: Path,
+    spec: dict[str, Any],
+    input_spec: InputSpec,
+    images: list[Path] | None,
+    budget: int,
+    progress: Callable[[int], None],
+) -> tuple[dict[str, bytes], dict[str, Any], BudgetReport]:
+    if not model.is_file():
+        raise PackageError(f"{model} not found: expected an ONNX file")
+    data = model.read_bytes()
+    if images is not None:
+        qopts = spec.get("quantize", {})
+        data = quantize_onnx(
+            data,
+            input_spec,
+            images,
+            per_channel=bool(qopts.get("per_channel", True)),
+            nodes_to_exclude=list(qopts.get("nodes_to_exclude", [])),
+            calibrate_method=str(qopts.get("calibrate_method", "minmax")),
+            progress=progress,
+        )
+    return {"model.onnx": data}, {"path": "model.onnx", "format": "onnx"}, budget_report(data, budget)
+
+
+def _pack_openvino(
+    model: Path,
+    spec: dict[str, Any],
+    input_spec: InputSpec,
+    images: list[Path] | None,
+    budget: int,
+    progress: Callable[[int], None],
+) -> tuple[dict[str, bytes], dict[str, Any], BudgetReport]:
+    from ivs.package import convert
+
+    convert.source_kind(model)
+    network = convert.read(model)
+    _check_names(model, network, input_spec, spec)
+    if images is not None:
+        network = convert.quantize(network, input_spec, images, progress)
+    xml, weights = convert.serialize(network)
+    report = convert.budget_report(network, budget)
+    model_file = {"path": "model.xml", "weights": "model.bin", "format": "openvino"}
+    return {"model.xml": xml, "model.bin": weights}, model_file, report
+
+
+def _pack_tflite(
+    model: Path, spec: dict[str, Any], input_spec: InputSpec, budget: int
+) -> tuple[dict[str, bytes], dict[str, Any], BudgetReport]:
+    """A TFLite file packaged as it is (for LiteRT, or OpenVINO); int8 if its weights are."""
+    from ivs.package import convert
+
+    network = convert.read(model)  # also proves the file is a readable TFLite model
+    _check_names(model, network, input_spec, spec)
+    quantized = any(
+        op.get_type_name() == "Constant" and op.get_element_type().get_type_name() in ("i8", "u8")
+        for op in network.get_ordered_ops()
+    )
+    model_file = {"path": "model.tflite", "format": "tflite", "precision": "int8" if quantized else "fp32"}
+    return {"model.tflite": model.read_bytes()}, model_file, convert.budget_report(network, budget)
+
+
+def _check_names(model: Path, network: Any, input_spec: InputSpec, spec: dict[str, Any]) -> None:
+    """The spec must name tensors the network has; say which it has when it does not."""
+    from ivs.package import convert
+
+    ins, outs = convert.io_names(network)
+    if input_spec.name not in ins:
+        raise PackageError(f"{model}: spec input {input_spec.name!r} is not a model input: it has {ins}")
+    missing = sorted(set(spec.get("outputs", {}).values()) - set(outs))
+    if missing:
+        raise PackageError(f"{model}: spec outputs {missing} are not outputs of the model: it has {outs}")

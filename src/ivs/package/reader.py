@@ -149,6 +149,8 @@ def read_package(path: Path, keyring: Keyring | None = None, *, allow_unsigned: 
             )
     if manifest.model.path not in raw:
         raise PackageError(f"{where}: model member {manifest.model.path!r} is not in the package")
+    if manifest.model.weights is not None and manifest.model.weights not in raw:
+        raise PackageError(f"{where}: weights member {manifest.model.weights!r} is not in the package")
     for role, member in manifest.assets.items():
         if member not in raw:
             raise PackageError(f"{where}: asset {role!r} -> {member!r} is not in the package")

@@ -32,7 +32,14 @@ def available(model_format: str) -> list[str]:
     ]
 
 
-def create(name: str, model: bytes, model_format: str, input_name: str, threads: int) -> Runner:
+def create(
+    name: str,
+    model: bytes,
+    model_format: str,
+    input_name: str,
+    threads: int,
+    weights: bytes | None = None,
+) -> Runner:
     if name == "onnxruntime":
         from ivs.runtime.onnxruntime import OnnxRuntimeRunner
 
@@ -40,7 +47,7 @@ def create(name: str, model: bytes, model_format: str, input_name: str, threads:
     if name == "openvino":
         from ivs.runtime.openvino import OpenVinoRunner
 
-        return OpenVinoRunner(model, model_format, input_name, threads)
+        return OpenVinoRunner(model, model_format, input_name, threads, weights)
     if name == "litert":
         from ivs.runtime.litert import LiteRtRunner
 
@@ -55,6 +62,7 @@ def load_runner(
     input_name: str,
     sample: np.ndarray[Any, Any],
     threads: int = 2,
+    weights: bytes | None = None,
 ) -> Runner:
     """Create the asked runner; for "auto", time each available one briefly and keep the fastest."""
     candidates = available(model_format)
@@ -70,14 +78,14 @@ def load_runner(
             raise ModelError(
                 f"runtime {runtime!r} cannot run this model: {why}; expected one of {candidates}"
             )
-        return create(runtime, model, model_format, input_name, threads)
+        return create(runtime, model, model_format, input_name, threads, weights)
     if not candidates:
         raise ModelError(f"no installed runtime reads {model_format} models")
     if len(candidates) == 1:
-        return create(candidates[0], model, model_format, input_name, threads)
+        return create(candidates[0], model, model_format, input_name, threads, weights)
     best: tuple[float, Runner] | None = None
     for name in candidates:
-        runner = create(name, model, model_format, input_name, threads)
+        runner = create(name, model, model_format, input_name, threads, weights)
         runner.run(sample)  # warm-up: first runs allocate and pick kernels
         times = []
         for _ in range(7):

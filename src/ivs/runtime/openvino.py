@@ -17,36 +17,56 @@ _SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml"}
 class OpenVinoRunner:
     name = "openvino"
 
-    def __init__(self, model: bytes, model_format: str, input_name: str, threads: int) -> None:
-        if model_format == "openvino":
-            raise ModelError("OpenVINO IR packages need the .bin beside the .xml; not supported yet")
+    def __init__(
+        self, model: bytes, model_format: str, input_name: str, threads: int, weights: bytes | None = None
+    ) -> None:
         core = ov.Core()
-        # read_model wants a path for ONNX/TFLite; the file lives only while it is read.
-        fd, path = tempfile.mkstemp(suffix=_SUFFIX[model_format])
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(model)
-            network = core.read_model(path)
+            if model_format == "openvino":
+                if weights is None:
+                    raise ModelError("OpenVINO IR needs its weights (.bin) beside the .xml")
+                network = core.read_model(model.decode(), ov.Tensor(np.frombuffer(weights, np.uint8)))
+            else:
+                network = _read_file(core, model, _SUFFIX[model_format])
+        except ModelError:
+            raise
         except Exception as err:
             raise ModelError(f"OpenVINO cannot read the model: {err}") from None
-        finally:
-            os.unlink(path)
         names = [n for p in network.inputs for n in p.get_names()]
         if input_name not in names:
             raise ModelError(f"model input {input_name!r} not found: the network has inputs {names}")
         self._compiled = core.compile_model(
             network,
             "CPU",
-            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"},
+            # f32, not the CPU's default bf16 where it has AVX512-BF16: the layers an int8
+            # model keeps in float must compute what they computed when it was measured.
+            {
+                "INFERENCE_NUM_THREADS": threads,
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_PRECISION_HINT": "f32",
+            },
         )
         self._request = self._compiled.create_infer_request()
         self._input = input_name
-        self._outputs = [(o, o.get_any_name()) for o in self._compiled.outputs]
+        # A tensor may carry several names (a frozen graph's "logits:0" is also "Identity:0"):
+        # answer to each of them.
+        self._outputs = [(o, sorted(o.get_names())) for o in self._compiled.outputs]
 
     def run(self, tensor: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
         result = self._request.infer({self._input: tensor})
-        return {name: np.asarray(result[port]) for port, name in self._outputs}
+        return {name: np.asarray(result[port]) for port, names in self._outputs for name in names}
 
     def close(self) -> None:
         self.__dict__.pop("_request", None)
         self.__dict__.pop("_compiled", None)
+
+
+def _read_file(core: ov.Core, model: bytes, suffix: str) -> ov.Model:
+    # read_model wants a path for ONNX/TFLite; the file lives only while it is read.
+    fd, path = tempfile.mkstemp(suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model)
+        return core.read_model(path)
+    finally:
+        os.unlink(path)
