@@ -45,12 +45,13 @@ def test_classifier_top1_agreement(media):
     assert in_top5 / n >= 0.95
 
 
-@pytest.mark.parametrize("name", ["person", "coco"])
+@pytest.mark.parametrize("name", ["person", "coco", "face"])
 def test_detector_int8_recall_of_fp32(name: str, media):
     ref = reference(name)["detections"]
     model = load_model(name, runtime="onnxruntime")
     found = total = extra = 0
-    for key, rgb in evalset.detector_frames():
+    frames = evalset.face_frames() if name == "face" else evalset.detector_frames()
+    for key, rgb in frames:
         det = model(rgb)
         fp32 = np.array(ref[key], np.float32).reshape(-1, 6)
         for cls in np.unique(fp32[:, 5]).astype(int):
@@ -62,5 +63,5 @@ def test_detector_int8_recall_of_fp32(name: str, media):
         extra += max(0, len(det) - len(fp32))
     model.close()
     print(f"{name}: int8 recall of fp32 detections {found}/{total} = {found / total:.3f}, extra {extra}")
-    assert total >= 40
+    assert total >= (20 if name == "face" else 40)
     assert found / total >= 0.95

@@ -38,7 +38,7 @@ import evalset  # noqa: E402
 
 from ivs.package.signing import BUILTIN_KEYRING, generate, load_private  # noqa: E402
 
-RECIPES = ["classifier", "person", "coco"]
+RECIPES = ["classifier", "person", "coco", "face"]
 # YOLOv3-tiny's int8 weights alone are 8.5 MiB: it cannot fit the IMX500's 8 MiB class without
 # retraining a thinner network. It is packed against a 16 MiB budget, and the docs say so.
 BUDGETS = {"coco": 16 * 2**20}
@@ -117,7 +117,8 @@ def write_reference(name: str, build: Path, spec: dict[str, Any]) -> None:
             out["top1"] = {key: int(model(rgb).class_id[0]) for key, rgb in evalset.classifier_images()}
         else:
             out["detections"] = {}
-            for key, rgb in evalset.detector_frames():
+            frames = evalset.face_frames() if spec["task"] == "face" else evalset.detector_frames()
+            for key, rgb in frames:
                 det = model(rgb)
                 out["detections"][key] = [
                     [

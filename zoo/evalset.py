@@ -13,7 +13,8 @@ every image of each source, hard ones included:
     25  vtest.avi frames 10, 40, 70, ... 730 (i = 10 mod 30)
     25  Megamind.avi frames round(linspace(0, 269, 25))
 
-The detector set is vtest.avi frames 10, 50, 90, ... 770 (i = 10 mod 40).
+The detector set is vtest.avi frames 10, 50, 90, ... 770 (i = 10 mod 40); the face set is
+Megamind.avi frames 10, 23, 36, ... (i = 10 mod 13, 20 frames) and skimage's astronaut.
 """
 
 from __future__ import annotations
@@ -75,3 +76,10 @@ def classifier_images() -> Iterator[tuple[str, npt.NDArray[np.uint8]]]:
 
 def detector_frames() -> Iterator[tuple[str, npt.NDArray[np.uint8]]]:
     yield from video_frames(MEDIA / "vtest.avi", VTEST_DETECTOR, "vtest")
+
+
+def face_frames() -> Iterator[tuple[str, npt.NDArray[np.uint8]]]:
+    from skimage import data
+
+    yield "skimage_astronaut", to_rgb(data.astronaut())
+    yield from video_frames(MEDIA / "Megamind.avi", set(range(10, 10 + 13 * 20, 13)), "megamind")
