@@ -104,3 +104,12 @@ def test_model_list_and_verify():
     assert r.returncode == 0 and "classifier" in r.stdout
     r = ivs("model", "verify", "classifier")
     assert r.returncode == 0 and r.stdout.startswith("OK classifier")
+
+
+def test_untrained_benchmark_model_says_so_in_every_output():
+    r = ivs("run", "--source", "synthetic:160x120@30:3", "--model", "mobilenet-v1", "--fps", "0", "--out", "-")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert len(records) == 3
+    assert all("untrained" in rec["model"]["notice"] for rec in records)
+    assert "note: mobilenet-v1: untrained weights" in r.stderr

@@ -92,6 +92,10 @@ def run(
     artifacts: Annotated[Path, typer.Option(help="Folder for image/roi/tensor outputs.")] = Path(
         "ivs-artifacts"
     ),
+    classify_with: Annotated[
+        str | None,
+        typer.Option(help="Second stage: a classifier (zoo name or package) run on each detection's crop."),
+    ] = None,
     runtime: Annotated[str, typer.Option(help="auto | onnxruntime | openvino | litert.")] = "auto",
     threads: Annotated[
         int | None, typer.Option(help="Inference threads (default: the package's hint, or 2).")
@@ -149,6 +153,24 @@ def run(
             )
 
         loaded = load(package_path)
+        second = []
+        if classify_with is not None:
+            second.append(
+                load_model(
+                    classify_with,
+                    runtime=runtime,
+                    threads=threads,
+                    keyring=ring,
+                    allow_unsigned=allow_unsigned,
+                    roi=None,
+                    tiles=(1, 1),
+                )
+            )
+            if second[0].manifest.task != "classification":
+                raise ConfigError(
+                    f"--classify-with {classify_with}: a {second[0].manifest.task} model; expected a "
+                    "classification model (e.g. mask)"
+                )
         src = open_source(source)
         size = (getattr(src, "width", None), getattr(src, "height", None))
         if region is not None and size[0] and size[1]:
@@ -187,6 +209,7 @@ def run(
         mode=mode,  # type: ignore[arg-type]
         artifacts=writer,
         on_record=on_record,
+        second_stage=second,
     )
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -226,6 +249,8 @@ def run(
         if watcher is not None:
             watcher.close()
         sensor.model.close()
+        for extra in second:
+            extra.close()
     _print_summary(console, sensor, jsonl.bytes_written if jsonl else None)
     if error is not None:
         raise fail(str(error), 1)
@@ -243,6 +268,13 @@ def _event_line(record: Any) -> str:
     for d in record.detections:
         labels[d.label] = labels.get(d.label, 0) + 1
     what = ", ".join(f"{n} {k}" for k, n in sorted(labels.items())) or "nothing"
+    answers: dict[str, int] = {}
+    for d in record.detections:
+        for name, attr in (d.attributes or {}).items():
+            key = f"{name}: {attr.label}"
+            answers[key] = answers.get(key, 0) + 1
+    if answers:
+        what += " (" + ", ".join(f"{n} {k}" for k, n in sorted(answers.items())) + ")"
     if record.model.task == "classification" and record.detections:
         d = record.detections[0]
         what = f"{d.label} {d.score:.2f}"

@@ -25,9 +25,11 @@ class DetectionRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     label: str
     track_id: int | None = None
     top_k: list[ClassScore] | None = None
+    attributes: dict[str, ClassScore] | None = None
+    """Second-stage answers about this object, by model name (e.g. {"mask": ...})."""
 
 
-class Timings(msgspec.Struct, frozen=True):
+class Timings(msgspec.Struct, frozen=True, omit_defaults=True):
     """Milliseconds spent on this frame in each stage."""
 
     read: float
@@ -36,6 +38,8 @@ class Timings(msgspec.Struct, frozen=True):
     infer: float
     decode: float
     total: float
+    classify: float = 0.0
+    """Second-stage classifiers on the detections' crops (0 when there are none)."""
 
 
 class ModelRef(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ivs.artifacts import ArtifactWriter, Mode
+from ivs.cascade import classify_detections
 from ivs.detections import Detections
 from ivs.errors import IvsError, SourceError
 from ivs.frame import Frame
@@ -140,6 +141,7 @@ class Sensor:
         mode: Mode = "metadata",
         artifacts: ArtifactWriter | None = None,
         on_record: Callable[[FrameRecord, Detections], None] | None = None,
+        second_stage: Sequence[Model] = (),
     ) -> None:
         if mode != "metadata" and artifacts is None:
             raise ValueError(f"mode {mode!r} needs an ArtifactWriter")
@@ -150,6 +152,7 @@ class Sensor:
         self.source, self.model, self.sinks = source, model, list(sinks)
         self.sensor_id, self.mode, self.artifacts = sensor_id, mode, artifacts
         self.max_frames, self.on_record = max_frames, on_record
+        self.second_stage = list(second_stage)
         self.rate = source.fps if fps is None else (fps or None)
         # A live source paces itself; a file is paced to behave like a camera unless fps=0.
         self._paced = fps != 0 and not source.live and self.rate is not None
@@ -253,6 +256,9 @@ class Sensor:
         t_infer = time.monotonic_ns()
         det = self.model.decode(outputs, inputs)
         t_decode = time.monotonic_ns()
+        for classifier in self.second_stage:
+            det = classify_detections(classifier, frame.pixels, det)
+        t_classify = time.monotonic_ns()
 
         timings = Timings(
             read=round(item.read_ms, 3),
@@ -260,7 +266,8 @@ class Sensor:
             isp=round((t_isp - t_start) / 1e6, 3),
             infer=round((t_infer - t_isp) / 1e6, 3),
             decode=round((t_decode - t_infer) / 1e6, 3),
-            total=round(item.read_ms + (t_decode - frame.t_capture_ns) / 1e6, 3),
+            classify=round((t_classify - t_decode) / 1e6, 3),
+            total=round(item.read_ms + (t_classify - frame.t_capture_ns) / 1e6, 3),
         )
         artifact = self.artifacts.write(frame, inputs, det) if self.artifacts is not None else None
         dropped_total = self._slot.dropped
@@ -300,6 +307,15 @@ class Sensor:
                     ClassScore(int(c), _label(labels, int(c)), round(float(s), 4))
                     for c, s in zip(top_ids[i], top_scores[i], strict=True)
                 ]
+            attributes = {
+                m.manifest.name: ClassScore(
+                    int(det.data[f"{m.manifest.name}.class_id"][i]),
+                    _label(m.labels, int(det.data[f"{m.manifest.name}.class_id"][i])),
+                    round(float(det.data[f"{m.manifest.name}.confidence"][i]), 4),
+                )
+                for m in self.second_stage
+                if int(det.data[f"{m.manifest.name}.class_id"][i]) >= 0
+            }
             tid = int(det.tracker_id[i])
             x1, y1, x2, y2 = (round(float(v), 1) for v in det.xyxy[i])
             rows.append(
@@ -310,6 +326,7 @@ class Sensor:
                     label=_label(labels, cid),
                     track_id=tid if tid >= 0 else None,
                     top_k=top_k,
+                    attributes=attributes or None,
                 )
             )
         roi = self.model.isp.roi
