@@ -156,3 +156,22 @@ def test_cli_pack_verify_and_budget_refusal(calibration, signer, tmp_path):
     line = next(x for x in r.stderr.splitlines() if x.startswith("ivs: error:"))
     assert "tiny does not fit: needs" in line and "MiB over the 0.00 MiB budget; heaviest layers: w (" in line
     assert not (tmp_path / "big.ivsm").exists()
+
+
+def test_openvino_ir_source(calibration, signer, tmp_path):
+    import openvino as ov
+
+    key, ring, _ = signer
+    ir = tmp_path / "ir" / "tiny.xml"
+    ir.parent.mkdir()
+    ov.save_model(ov.convert_model(str(SOURCES["savedmodel"][0])), str(ir), compress_to_fp16=False)
+    out = tmp_path / "ir.ivsm"
+    manifest = pack(ir, spec_for("image", "logits"), out, calibration=calibration, key=key)
+    assert (manifest.model.format, manifest.model.precision, manifest.model.weights) == (
+        "openvino",
+        "int8",
+        "model.bin",
+    )
+    model = load_model(out, keyring=ring, runtime="openvino")
+    assert np.corrcoef(model.runner.run(REF["input"])["logits"].ravel(), REF["logits"].ravel())[0, 1] > 0.9
+    model.close()
