@@ -30,29 +30,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ivs.decode import DecodeContext, register
+from ivs.decode.params import param_float, param_int, sigmoid
 from ivs.detections import Detections, box_iou, nms
 
 # MediaPipe's score_clipping_thresh for BlazeFace: logits are clipped before the sigmoid.
 _LOGIT_CLIP = 100.0
 _NMS_METHODS = ("weighted", "plain")
-
-
-def _float(params: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"blazeface: param {key!r} must be a number in [{lo}, {hi}], got {value!r}")
-    if not lo <= float(value) <= hi:
-        raise ValueError(f"blazeface: param {key!r} must be in [{lo}, {hi}], got {value!r}")
-    return float(value)
-
-
-def _int(params: Mapping[str, Any], key: str, default: int, lo: int) -> int:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"blazeface: param {key!r} must be an integer >= {lo}, got {value!r}")
-    if value < lo:
-        raise ValueError(f"blazeface: param {key!r} must be >= {lo}, got {value!r}")
-    return value
 
 
 def _scales(params: Mapping[str, Any], ctx: DecodeContext) -> npt.NDArray[np.float32]:
@@ -70,14 +53,6 @@ def _scales(params: Mapping[str, Any], ctx: DecodeContext) -> npt.NDArray[np.flo
     if arr.shape != (4,) or not np.all(arr > 0):
         raise ValueError(f"blazeface: param 'scales' must be 4 positive numbers (x, y, w, h), got {value!r}")
     return arr
-
-
-def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    # Logits are clipped to +-100 first (as MediaPipe does), so exp() cannot overflow float32
-    # for x >= -88 and underflows harmlessly to 0 below.
-    with np.errstate(over="ignore"):
-        out: npt.NDArray[np.float32] = (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
-    return out
 
 
 def weighted_nms(
@@ -156,10 +131,10 @@ def decode_blazeface(
     Returns boxes xyxy and keypoints (N, K, 3) = (x, y, score) in model-input pixels; a
     keypoint's score is its face's score. class_id is 0 (the package's only label).
     """
-    score_threshold = _float(params, "score_threshold", 0.5, 0.0, 1.0)
-    iou_threshold = _float(params, "iou_threshold", 0.3, 0.0, 1.0)
-    max_detections = _int(params, "max_detections", 100, 0)
-    num_keypoints = _int(params, "num_keypoints", 6, 0)
+    score_threshold = param_float("blazeface", params, "score_threshold", 0.5, 0.0, 1.0)
+    iou_threshold = param_float("blazeface", params, "iou_threshold", 0.3, 0.0, 1.0)
+    max_detections = param_int("blazeface", params, "max_detections", 100, 0)
+    num_keypoints = param_int("blazeface", params, "num_keypoints", 6, 0)
     scales = _scales(params, ctx)
     method = params.get("nms", "weighted")
     if method not in _NMS_METHODS:
@@ -211,7 +186,7 @@ def decode_blazeface(
         )
 
     # 1. Scores, thresholded before anything is decoded.
-    scores = _sigmoid(np.clip(logits.reshape(n), -_LOGIT_CLIP, _LOGIT_CLIP))
+    scores = sigmoid(np.clip(logits.reshape(n), -_LOGIT_CLIP, _LOGIT_CLIP))
     idx = np.flatnonzero(scores >= score_threshold)
     data: dict[str, Any] = {} if names is None else {"keypoint_names": list(names)}
     if idx.size == 0 or max_detections == 0:

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ivs.decode import DecodeContext, register
+from ivs.decode.params import param_float, param_int, sigmoid
 from ivs.detections import Detections
 
 _SCORE_FUNCTIONS = ("sigmoid", "softmax", "identity")
@@ -30,24 +31,6 @@ _ANCHOR_FORMATS = ("ycxchw", "yxyx")
 # exp() of more than this overflows float32; TF clamps nothing, but a quantized model can
 # emit a saturated encoding and a box of 1e38 pixels is of use to no one.
 _MAX_LOG_SCALE = float(np.log(1000.0 / 16.0))
-
-
-def _float(params: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"ssd: param {key!r} must be a number in [{lo}, {hi}], got {value!r}")
-    if not lo <= float(value) <= hi:
-        raise ValueError(f"ssd: param {key!r} must be in [{lo}, {hi}], got {value!r}")
-    return float(value)
-
-
-def _int(params: Mapping[str, Any], key: str, default: int, lo: int) -> int:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"ssd: param {key!r} must be an integer >= {lo}, got {value!r}")
-    if value < lo:
-        raise ValueError(f"ssd: param {key!r} must be >= {lo}, got {value!r}")
-    return value
 
 
 def _choice(params: Mapping[str, Any], key: str, default: str, allowed: Sequence[str]) -> str:
@@ -96,16 +79,6 @@ def _class_indices(params: Mapping[str, Any], num_logits: int) -> npt.NDArray[np
     return idx
 
 
-def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    # Split by sign so that exp() never overflows.
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
-
-
 @register("ssd")
 def decode_ssd(
     outputs: Mapping[str, np.ndarray[Any, Any]], params: Mapping[str, Any], ctx: DecodeContext
@@ -137,9 +110,9 @@ def decode_ssd(
 
     Returns boxes xyxy in model-input pixels (0..input_width, 0..input_height).
     """
-    score_threshold = _float(params, "score_threshold", 0.5, 0.0, 1.0)
-    iou_threshold = _float(params, "iou_threshold", 0.6, 0.0, 1.0)
-    max_detections = _int(params, "max_detections", 100, 0)
+    score_threshold = param_float("ssd", params, "score_threshold", 0.5, 0.0, 1.0)
+    iou_threshold = param_float("ssd", params, "iou_threshold", 0.6, 0.0, 1.0)
+    max_detections = param_int("ssd", params, "max_detections", 100, 0)
     scales = _scale_factors(params)
     score_function = _choice(params, "score_function", "sigmoid", _SCORE_FUNCTIONS)
     anchor_format = _choice(params, "anchor_format", "ycxchw", _ANCHOR_FORMATS)
@@ -178,7 +151,7 @@ def decode_ssd(
 
     # 1. Scores of the requested classes only, (N, K).
     if score_function == "sigmoid":
-        scores = _sigmoid(np.ascontiguousarray(logits[0][:, classes]))
+        scores = sigmoid(np.ascontiguousarray(logits[0][:, classes]))
     elif score_function == "softmax":
         z = logits[0] - logits[0].max(axis=1, keepdims=True)
         e = np.exp(z)

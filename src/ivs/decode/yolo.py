@@ -25,29 +25,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ivs.decode import DecodeContext, register
+from ivs.decode.params import param_float, param_int, sigmoid
 from ivs.detections import Detections
 
 # exp() of more than this overflows float32; a quantized model can emit a saturated tw/th,
 # and a box 1000x its anchor is of use to no one.
 _MAX_LOG_SCALE = float(np.log(1000.0))
-
-
-def _float(params: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"yolo: param {key!r} must be a number in [{lo}, {hi}], got {value!r}")
-    if not lo <= float(value) <= hi:
-        raise ValueError(f"yolo: param {key!r} must be in [{lo}, {hi}], got {value!r}")
-    return float(value)
-
-
-def _int(params: Mapping[str, Any], key: str, default: int, lo: int) -> int:
-    value = params.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"yolo: param {key!r} must be an integer >= {lo}, got {value!r}")
-    if value < lo:
-        raise ValueError(f"yolo: param {key!r} must be >= {lo}, got {value!r}")
-    return value
 
 
 def _heads(params: Mapping[str, Any]) -> list[str]:
@@ -99,16 +82,6 @@ def _anchors(params: Mapping[str, Any], n_heads: int) -> list[npt.NDArray[np.flo
     return out
 
 
-def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    # Split by sign so that exp() never overflows.
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
-
-
 def _decode_head(
     raw: npt.NDArray[np.float32],
     anchors: npt.NDArray[np.float32],
@@ -118,17 +91,17 @@ def _decode_head(
     num_classes: int,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     """One head's (xyxy, score, class_id) above the threshold; raw is (A, 5 + C, H, W)."""
-    obj = _sigmoid(np.ascontiguousarray(raw[:, 4]))  # (A, H, W)
+    obj = sigmoid(np.ascontiguousarray(raw[:, 4]))  # (A, H, W)
     a_idx, gy, gx = np.nonzero(obj >= score_threshold)
     if a_idx.size == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     cand = raw[a_idx, :, gy, gx]  # (K, 5 + C)
-    scores = obj[a_idx, gy, gx][:, None] * _sigmoid(np.ascontiguousarray(cand[:, 5 : 5 + num_classes]))
+    scores = obj[a_idx, gy, gx][:, None] * sigmoid(np.ascontiguousarray(cand[:, 5 : 5 + num_classes]))
     row, class_id = np.nonzero(scores >= score_threshold)
     if row.size == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     t = cand[row, :4]
-    xy = _sigmoid(np.ascontiguousarray(t[:, :2])) * scale_x_y - 0.5 * (scale_x_y - 1.0)
+    xy = sigmoid(np.ascontiguousarray(t[:, :2])) * scale_x_y - 0.5 * (scale_x_y - 1.0)
     cx = (gx[row] + xy[:, 0]) * stride
     cy = (gy[row] + xy[:, 1]) * stride
     wh = np.exp(np.minimum(t[:, 2:4], _MAX_LOG_SCALE)) * anchors[a_idx[row]]
@@ -170,16 +143,16 @@ def decode_yolo(
     heads = _heads(params)
     strides = _strides(params, len(heads))
     anchors = _anchors(params, len(heads))
-    score_threshold = _float(params, "score_threshold", 0.25, 0.0, 1.0)
-    iou_threshold = _float(params, "iou_threshold", 0.45, 0.0, 1.0)
-    max_detections = _int(params, "max_detections", 100, 0)
-    scale_x_y = _float(params, "scale_x_y", 1.0, 1.0, 4.0)
+    score_threshold = param_float("yolo", params, "score_threshold", 0.25, 0.0, 1.0)
+    iou_threshold = param_float("yolo", params, "iou_threshold", 0.45, 0.0, 1.0)
+    max_detections = param_int("yolo", params, "max_detections", 100, 0)
+    scale_x_y = param_float("yolo", params, "scale_x_y", 1.0, 1.0, 4.0)
     clip = params.get("clip", True)
     if not isinstance(clip, bool):
         raise ValueError(f"yolo: param 'clip' must be true or false, got {clip!r}")
     num_classes: int | None = None
     if "num_classes" in params:
-        num_classes = _int(params, "num_classes", 1, 1)
+        num_classes = param_int("yolo", params, "num_classes", 1, 1)
 
     missing = [h for h in heads if h not in outputs]
     if missing:
