@@ -10,6 +10,7 @@ import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def ensure_upstream(package: str, requirement: str, install: bool) -> Path:
@@ -40,3 +41,45 @@ def licence_file(pkg_dir: Path, dist_prefix: str) -> Path:
             if (dist / name).is_file():
                 return dist / name
     sys.exit(f"upstream licence file not found in {dist_prefix}'s dist-info")
+
+
+def fold_and_freeze(model: Any, path: Path) -> Any:
+    """Fold BatchNorm into Conv and fold constants, then make the bytes deterministic.
+
+    onnxruntime's basic optimisation level (standard ONNX ops only) does the folding, so the
+    graph quantizes as Conv nodes with per-channel weights. It names folded constants
+    differently from run to run and lists every domain it knows in opset_import: initializers
+    are renamed after their first consumer and sorted, and only the default domain is kept.
+    Writes `path` and returns the final model.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    tmp = path.with_suffix(".unfolded.onnx")
+    onnx.save(model, tmp)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.optimized_model_filepath = str(path)
+    ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
+    tmp.unlink()
+    final = onnx.load(path)
+    inits = {i.name for i in final.graph.initializer}
+    names: dict[str, str] = {}
+    for node in final.graph.node:
+        for k, name in enumerate(node.input):
+            if name in inits and name not in names:
+                names[name] = f"{node.name}/in{k}"
+        node.input[:] = [names.get(i, i) for i in node.input]
+    for init in final.graph.initializer:
+        init.name = names.get(init.name, init.name)
+    ordered = sorted(final.graph.initializer, key=lambda i: i.name)
+    del final.graph.initializer[:]
+    final.graph.initializer.extend(ordered)
+    domains = {n.domain for n in final.graph.node}
+    assert domains <= {""}, f"non-standard ops after folding: {domains}"
+    keep = [o for o in final.opset_import if o.domain == ""]
+    del final.opset_import[:]
+    final.opset_import.extend(keep)
+    onnx.save(final, path)
+    onnx.checker.check_model(final, full_check=True)
+    return final

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -158,15 +159,31 @@ def box_iou(a: FloatArray, b: FloatArray) -> FloatArray:
     return iou
 
 
+def batched_nms(
+    xyxy: FloatArray,
+    scores: FloatArray,
+    class_id: IntArray,
+    iou_threshold: float,
+    max_detections: int | None = None,
+) -> IntArray:
+    """Class-wise non-maximum suppression (OpenCV's); kept indices, best first, capped."""
+    if len(xyxy) == 0:
+        return np.zeros(0, np.int64)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    keep = np.asarray(
+        cv2.dnn.NMSBoxesBatched(
+            xywh.astype(np.float64).tolist(),
+            np.asarray(scores, np.float32).tolist(),
+            np.asarray(class_id, np.int32).tolist(),
+            0.0,
+            float(iou_threshold),
+        ),
+        dtype=np.int64,
+    ).reshape(-1)
+    keep = keep[np.argsort(-scores[keep], kind="stable")]
+    return keep[:max_detections] if max_detections is not None else keep
+
+
 def nms(xyxy: FloatArray, scores: FloatArray, iou_threshold: float) -> IntArray:
-    """Greedy non-maximum suppression; returns the kept indices, best first."""
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    while order.size:
-        i = int(order[0])
-        keep.append(i)
-        if order.size == 1:
-            break
-        ious = box_iou(xyxy[i : i + 1], xyxy[order[1:]])[0]
-        order = order[1:][ious <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    """Non-maximum suppression over all boxes regardless of class; kept indices, best first."""
+    return batched_nms(xyxy, scores, np.zeros(len(xyxy), np.int64), iou_threshold)

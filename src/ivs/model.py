@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ivs import decode
-from ivs.detections import Detections, nms
+from ivs.detections import Detections, batched_nms
 from ivs.errors import ModelError
 from ivs.isp import Isp, IspOutput, Roi
 from ivs.package.manifest import Manifest
@@ -148,9 +148,4 @@ def merge_tiles(parts: list[Detections], inputs: list[IspOutput], iou_threshold:
         drop = np.zeros(len(merged), bool)
         drop[np.nonzero(cut)[0][covered]] = True
         merged = merged[~drop]
-    keep: list[int] = []
-    for cid in np.unique(merged.class_id):
-        idx = np.nonzero(merged.class_id == cid)[0]
-        keep.extend(idx[nms(merged.xyxy[idx], merged.confidence[idx], iou_threshold)].tolist())
-    order = np.asarray(sorted(keep, key=lambda i: -float(merged.confidence[i])), np.int64)
-    return merged[order]
+    return merged[batched_nms(merged.xyxy, merged.confidence, merged.class_id, iou_threshold)]

@@ -40,7 +40,7 @@ import tensorflow as tf
 import tf2onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from recipe import ensure_upstream, licence_file
+from recipe import ensure_upstream, fold_and_freeze, licence_file
 
 # --no-deps: it declares numpy<2, opencv-contrib-python, jax, ...; only its files are used.
 UPSTREAM = "mediapipe==0.10.21"
@@ -165,36 +165,7 @@ def to_onnx(tflite_path: Path, path: Path, rename: dict[str, str]) -> None:
     model.producer_name = "ivs zoo/face/build.py (tf2onnx)"
     model.doc_string = f"MediaPipe BlazeFace short range from {UPSTREAM} ({MODEL_FILE})"
     onnx.checker.check_model(model, full_check=True)
-    # Fold constants (ORT basic level: standard ONNX ops only), so the graph quantizes as
-    # Conv nodes with per-channel weights.
-    tmp = path.with_suffix(".tf2onnx.onnx")
-    onnx.save(model, tmp)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(path)
-    ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
-    tmp.unlink()
-    final = onnx.load(path)
-    # Deterministic bytes: name initializers after their first consumer, keep only the default
-    # domain in opset_import.
-    inits = {i.name: i for i in final.graph.initializer}
-    names: dict[str, str] = {}
-    for node in final.graph.node:
-        for k, name in enumerate(node.input):
-            if name in inits and name not in names:
-                names[name] = f"{node.name}/in{k}"
-        node.input[:] = [names.get(i, i) for i in node.input]
-    for init in final.graph.initializer:
-        init.name = names.get(init.name, init.name)
-    ordered = sorted(final.graph.initializer, key=lambda i: i.name)
-    del final.graph.initializer[:]
-    final.graph.initializer.extend(ordered)
-    assert {n.domain for n in final.graph.node} <= {""}, {n.domain for n in final.graph.node}
-    keep = [o for o in final.opset_import if o.domain == ""]
-    del final.opset_import[:]
-    final.opset_import.extend(keep)
-    onnx.save(final, path)
-    onnx.checker.check_model(final, full_check=True)
+    final = fold_and_freeze(model, path)
     ops = sorted({n.op_type for n in final.graph.node})
     print("onnx ops:", ops, "nodes:", len(final.graph.node))
 

