@@ -77,9 +77,7 @@ def test_person_detector_finds_the_walkers(runtime: str, vtest: Path, labels: di
     recall, fps = evaluate(labels, detections)
     held_out = {"frames": [f for f in labels["frames"] if f["index"] in HELD_OUT]}
     held_recall, _ = evaluate(held_out, detections)
-    print(
-        f"{runtime}: person recall {recall:.3f} (held-out {held_recall:.3f}), false positives per frame {fps}"
-    )
+    print(f"{runtime}: person recall {recall:.3f} (held-out {held_recall:.3f}), false positives per frame {fps}")
     assert recall >= 0.8
     assert held_recall >= 0.8
     assert max(fps.values()) <= 1

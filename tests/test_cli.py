@@ -12,9 +12,7 @@ import pytest
 
 
 def ivs(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ivs", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "ivs", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def error_line(r: subprocess.CompletedProcess[str]) -> str:
@@ -107,9 +105,7 @@ def test_model_list_and_verify():
 
 
 def test_untrained_benchmark_model_says_so_in_every_output():
-    r = ivs(
-        "run", "--source", "synthetic:160x120@30:3", "--model", "mobilenet-v1", "--fps", "0", "--out", "-"
-    )
+    r = ivs("run", "--source", "synthetic:160x120@30:3", "--model", "mobilenet-v1", "--fps", "0", "--out", "-")
     assert r.returncode == 0, r.stderr
     records = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(records) == 3

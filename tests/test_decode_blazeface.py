@@ -88,9 +88,7 @@ def test_weighted_nms_averages_overlapping_faces_by_score() -> None:
     kps = boxes[:, None, :2].copy()
     b, s, k = weighted_nms(boxes, scores, kps, 0.3)
     assert s.tolist() == pytest.approx([0.9, 0.7])  # the best score, not the mean
-    np.testing.assert_allclose(
-        b[0], [(0.6 * 0 + 0.9 * 2) / 1.5, 0, (0.6 * 10 + 0.9 * 12) / 1.5, 10], rtol=1e-6
-    )
+    np.testing.assert_allclose(b[0], [(0.6 * 0 + 0.9 * 2) / 1.5, 0, (0.6 * 10 + 0.9 * 12) / 1.5, 10], rtol=1e-6)
     np.testing.assert_allclose(k[0, 0], [1.2, 0.0], rtol=1e-6)
     np.testing.assert_allclose(b[1], boxes[2])
 
@@ -122,9 +120,7 @@ def test_keypoint_names_are_reported() -> None:
         ((1, 2, 8), (1, 2, 2), r"expected 'scores' of shape \(1, 2, 1\)"),
     ],
 )
-def test_bad_shapes_say_what_was_expected(
-    reg_shape: tuple[int, ...], logit_shape: tuple[int, ...], match: str
-) -> None:
+def test_bad_shapes_say_what_was_expected(reg_shape: tuple[int, ...], logit_shape: tuple[int, ...], match: str) -> None:
     out = {"regressors": np.zeros(reg_shape, np.float32), "scores": np.zeros(logit_shape, np.float32)}
     with pytest.raises(ValueError, match=match):
         decode_blazeface(out, PARAMS, CTX)

@@ -25,9 +25,7 @@ def test_shape_mismatch_names_the_expected_shape():
     with pytest.raises(ValueError, match=r"confidence: expected shape \(2,\), got \(3,\)"):
         Detections(xyxy=np.zeros((2, 4)), confidence=np.zeros(3), class_id=np.zeros(2))
     with pytest.raises(ValueError, match=r"keypoints: expected shape \(2, K, 3\)"):
-        Detections(
-            xyxy=np.zeros((2, 4)), confidence=np.zeros(2), class_id=np.zeros(2), keypoints=np.zeros((2, 3))
-        )
+        Detections(xyxy=np.zeros((2, 4)), confidence=np.zeros(2), class_id=np.zeros(2), keypoints=np.zeros((2, 3)))
 
 
 def test_empty_has_zero_rows():

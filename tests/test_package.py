@@ -159,9 +159,7 @@ def test_non_json_and_oversized_manifest_are_refused(package: Path, keys, tmp_pa
     bad = rewrite(package, tmp_path / "nj.ivsm", lambda n, d: b"not json {" if n == "manifest.json" else d)
     with pytest.raises(PackageError, match="not valid JSON"):
         read_package(bad, keys[1], allow_unsigned=True)
-    big = rewrite(
-        package, tmp_path / "big.ivsm", lambda n, d: b" " * (5 * 2**20) if n == "manifest.json" else d
-    )
+    big = rewrite(package, tmp_path / "big.ivsm", lambda n, d: b" " * (5 * 2**20) if n == "manifest.json" else d)
     with pytest.raises(PackageError, match="manifest.json is .* bytes, expected at most"):
         read_package(big, keys[1])
 
@@ -169,9 +167,7 @@ def test_non_json_and_oversized_manifest_are_refused(package: Path, keys, tmp_pa
 def test_unknown_decoder_is_refused(tmp_path: Path, keys):
     model = tiny_classifier()
     out = tmp_path / "dec.ivsm"
-    write_package(
-        out, fields(model, decoder={"name": "nosuch", "params": {}}), {"model.onnx": model}, keys[0]
-    )
+    write_package(out, fields(model, decoder={"name": "nosuch", "params": {}}), {"model.onnx": model}, keys[0])
     with pytest.raises(PackageError, match="decoder 'nosuch' does not exist: expected one of"):
         read_package(out, keys[1])
 

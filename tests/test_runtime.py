@@ -43,7 +43,5 @@ def test_auto_times_each_runtime_and_keeps_the_fastest(caplog):
 
 
 def test_litert_refuses_onnx_with_the_reason():
-    with pytest.raises(
-        ModelError, match="runtime 'litert' cannot run this model: it cannot read onnx models"
-    ):
+    with pytest.raises(ModelError, match="runtime 'litert' cannot run this model: it cannot read onnx models"):
         load_model("person", runtime="litert")

@@ -54,9 +54,7 @@ def test_corrupt_and_missing_files(tmp_path: Path):
 
 
 def test_unreadable_camera_says_which_and_what_was_expected():
-    with pytest.raises(
-        SourceError, match=r"camera 63 cannot be opened: expected a connected camera at /dev/video63"
-    ):
+    with pytest.raises(SourceError, match=r"camera 63 cannot be opened: expected a connected camera at /dev/video63"):
         open_source("63")
 
 

@@ -135,9 +135,7 @@ def write_reference(name: str, build: Path, spec: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=RECIPES, action="append")
     parser.add_argument("--skip-recipe", action="store_true", help="pack from existing zoo/build")
     args = parser.parse_args()

@@ -64,9 +64,7 @@ class Detections:
         if self.keypoints is not None:
             self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
             if self.keypoints.ndim != 3 or self.keypoints.shape[0] != n:
-                raise ValueError(
-                    f"Detections.keypoints: expected shape ({n}, K, 3), got {self.keypoints.shape}"
-                )
+                raise ValueError(f"Detections.keypoints: expected shape ({n}, K, 3), got {self.keypoints.shape}")
 
     @classmethod
     def empty(cls) -> Detections:

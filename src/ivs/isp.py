@@ -29,9 +29,7 @@ class InputSpec(BaseModel):
     height: int = Field(gt=0, description="Input height in pixels.")
     layout: Literal["NHWC", "NCHW"] = Field(description="Tensor layout, with a batch of 1.")
     color: Literal["RGB", "BGR"] = Field("RGB", description="Channel order the model expects.")
-    dtype: Literal["float32", "uint8"] = Field(
-        "float32", description="Element type; uint8 inputs skip normalisation."
-    )
+    dtype: Literal["float32", "uint8"] = Field("float32", description="Element type; uint8 inputs skip normalisation.")
     mean: tuple[float, float, float] = Field(
         (0.0, 0.0, 0.0), description="Subtracted per channel (in `color` order) before `std`."
     )

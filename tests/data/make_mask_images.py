@@ -64,12 +64,8 @@ PLEAT_RGB = (120, 165, 200)
 LOOP_RGB = (235, 240, 245)
 
 
-def _pts(
-    points: list[tuple[int, int]], scale: float = 1.0, offset: tuple[float, float] = (0, 0)
-) -> NDArray[np.int32]:
-    return np.array(
-        [[round(x * scale + offset[0]), round(y * scale + offset[1])] for x, y in points], np.int32
-    )
+def _pts(points: list[tuple[int, int]], scale: float = 1.0, offset: tuple[float, float] = (0, 0)) -> NDArray[np.int32]:
+    return np.array([[round(x * scale + offset[0]), round(y * scale + offset[1])] for x, y in points], np.int32)
 
 
 def draw_surgical_mask(

@@ -224,9 +224,7 @@ def isp(rgb: np.ndarray, size: int) -> np.ndarray:
     px, py = (size - nw) // 2, (size - nh) // 2
     canvas = np.zeros((size, size, 3), np.uint8)
     interp = cv2.INTER_LINEAR
-    canvas[py : py + nh, px : px + nw] = (
-        rgb if (nw, nh) == (w, h) else cv2.resize(rgb, (nw, nh), interpolation=interp)
-    )
+    canvas[py : py + nh, px : px + nw] = rgb if (nw, nh) == (w, h) else cv2.resize(rgb, (nw, nh), interpolation=interp)
     return np.ascontiguousarray((canvas.astype(np.float32) / 255.0).transpose(2, 0, 1)[None])
 
 
@@ -356,11 +354,7 @@ def main() -> None:
         zeroed = float(ours[:, 5:][~kept].max())
         assert zeroed <= 0.2 + 1e-4, (name, zeroed)
         boxes_live = kept.any(1)
-        db = (
-            float(np.abs(ref[boxes_live, :4] - ours[boxes_live, :4]).max() * size)
-            if boxes_live.any()
-            else 0.0
-        )
+        db = float(np.abs(ref[boxes_live, :4] - ours[boxes_live, :4]).max() * size) if boxes_live.any() else 0.0
         d_ours = detections_from_cells(ours, size, SCORE_THRESHOLD, IOU_THRESHOLD)
         d_cv = detections_from_cells(ref, size, SCORE_THRESHOLD, IOU_THRESHOLD)
         n, mi, ms = match(d_ours, d_cv)

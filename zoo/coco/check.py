@@ -122,9 +122,7 @@ def main() -> None:
             same = bool((d.class_id == np.asarray([ref[k]["class"] for k in j])).all())
         else:
             mi, ds, same = 1.0, 0.0, True
-        print(
-            f"{name}: ivs fp32 {len(d)} detections vs cv2 {len(ref)}: min IoU {mi:.4f}, max |dscore| {ds:.4f}"
-        )
+        print(f"{name}: ivs fp32 {len(d)} detections vs cv2 {len(ref)}: min IoU {mi:.4f}, max |dscore| {ds:.4f}")
         assert same and mi >= 0.9 and ds < 0.02, (name, mi, ds)
     del size
 
@@ -151,9 +149,7 @@ def main() -> None:
             acc[0] += mc
             acc[1] += nc
         print(f"vtest {i:4d}: fp32 {len(a)} int8 {len(b)} recall {m}/{n}")
-    print(
-        f"int8 recall of fp32 detections (IoU 0.5, same class): {m_all}/{n_all} = {m_all / max(n_all, 1):.3f}"
-    )
+    print(f"int8 recall of fp32 detections (IoU 0.5, same class): {m_all}/{n_all} = {m_all / max(n_all, 1):.3f}")
     print(f"int8 detections with no fp32 match: {extra}")
     print("per class:", {k: f"{v[0]}/{v[1]}" for k, v in per_class.items()})
 

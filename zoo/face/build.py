@@ -292,9 +292,7 @@ def main() -> None:
     onnx_path = out / "model.fp32.onnx"
     to_onnx(src, onnx_path, {inp["name"]: IN_NAME, reg_src: REG_NAME, cls_src: CLS_NAME})
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    shapes = {
-        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in onnx.load(onnx_path).graph.output
-    }
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in onnx.load(onnx_path).graph.output}
     print("onnx input:", IN_NAME, [1, SIZE, SIZE, 3], "outputs:", shapes)
 
     # ONNX == TFLite (raw outputs) on real images and noise; TFLite's detections as reference.

@@ -102,9 +102,7 @@ def face_calibration(folder: Path) -> None:
 
 def show(name: str, d: Detections) -> str:
     return f"{name}: " + (
-        ", ".join(
-            f"{s:.3f}@[{', '.join(f'{v:.0f}' for v in b)}]" for b, s in zip(d.xyxy, d.confidence, strict=True)
-        )
+        ", ".join(f"{s:.3f}@[{', '.join(f'{v:.0f}' for v in b)}]" for b, s in zip(d.xyxy, d.confidence, strict=True))
         or "none"
     )
 
@@ -204,9 +202,7 @@ def main() -> None:
                 f"max {stats['kp_err_max']:.3f} of the face width"
             )
             score_diff = [
-                abs(float(fp[n].confidence[0]) - float(q[n].confidence[0]))
-                for n in images
-                if len(fp[n]) and len(q[n])
+                abs(float(fp[n].confidence[0]) - float(q[n].confidence[0])) for n in images if len(fp[n]) and len(q[n])
             ]
             print(f"top score |fp32 - int8|: mean {np.mean(score_diff):.3f} max {np.max(score_diff):.3f}")
             assert not len(q["chelsea"]), "int8 finds a face on chelsea (a cat)"

@@ -152,9 +152,7 @@ def main() -> None:
         k = model(x, training=False).numpy()
         o = sess.run([OUT_NAME], {IN_NAME: x.transpose(0, 3, 1, 2)})[0]
         diff = float(np.abs(o - k).max())
-        print(
-            f"{name}: keras {np.round(k[0], 5).tolist()} onnx {np.round(o[0], 5).tolist()} |diff| {diff:.1e}"
-        )
+        print(f"{name}: keras {np.round(k[0], 5).tolist()} onnx {np.round(o[0], 5).tolist()} |diff| {diff:.1e}")
         assert diff < 1e-4, diff
         reference[name] = {"keras": [round(float(v), 6) for v in k[0]], "label": labels[int(k[0].argmax())]}
     (out / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")

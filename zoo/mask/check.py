@@ -173,10 +173,7 @@ def main() -> None:
     for name, want in TESTS.items():
         rgb = np.ascontiguousarray(cv2.imread(str(TEST_DATA / name))[..., ::-1])
         p = probs(rgb)
-        row = {
-            k: {"label": labels[int(v.argmax())], "probs": [round(float(a), 4) for a in v]}
-            for k, v in p.items()
-        }
+        row = {k: {"label": labels[int(v.argmax())], "probs": [round(float(a), 4) for a in v]} for k, v in p.items()}
         report["tests"][name] = row  # type: ignore[index]
         for k, r in row.items():
             ok &= r["label"] == want
@@ -203,13 +200,9 @@ def main() -> None:
                 mean_abs_dp=round(float(dp.mean()), 4),
                 max_abs_dp=round(float(dp.max()), 4),
             )
-            line += (
-                f"  top-1 agreement with fp32 {agree:.3f}  |dp(mask)| mean {dp.mean():.4f} max {dp.max():.4f}"
-            )
+            line += f"  top-1 agreement with fp32 {agree:.3f}  |dp(mask)| mean {dp.mean():.4f} max {dp.max():.4f}"
             for part, sel in (("plain", truth == 1), ("masked", truth == 0)):
-                entry[f"agreement_{part}"] = round(
-                    float((a.argmax(1)[sel] == arr["fp32"].argmax(1)[sel]).mean()), 4
-                )
+                entry[f"agreement_{part}"] = round(float((a.argmax(1)[sel] == arr["fp32"].argmax(1)[sel]).mean()), 4)
         for part, sel in (("plain", truth == 1), ("masked", truth == 0)):
             entry[f"accuracy_{part}"] = round(float((a.argmax(1)[sel] == truth[sel]).mean()), 4)
         report["held_out"][k] = entry  # type: ignore[index]

@@ -187,8 +187,7 @@ def make_spec() -> dict[str, Any]:
         "version": VERSION,
         "task": "benchmark",
         "description": (
-            "MobileNet V1 1.0/224, UNTRAINED (random weights): latency comparison with the "
-            "IMX500's 3.1 ms claim only"
+            "MobileNet V1 1.0/224, UNTRAINED (random weights): latency comparison with the IMX500's 3.1 ms claim only"
         ),
         "notice": "untrained weights: outputs are meaningless; for latency measurement only",
         "input": {

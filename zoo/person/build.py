@@ -261,9 +261,7 @@ def main() -> None:
                 "score": round(float(s), 4),
                 "class": int(c),
             }
-            for b, s, c in zip(
-                det_boxes[0, :k][keep], det_scores[0, :k][keep], det_classes[0, :k][keep], strict=True
-            )
+            for b, s, c in zip(det_boxes[0, :k][keep], det_scores[0, :k][keep], det_classes[0, :k][keep], strict=True)
         ]
         reference[name] = {"frame_shape": list(rgb.shape), "tf_detections": dets}
         print(f"{name}: TF graph detections (score >= 0.3, model-input px):")

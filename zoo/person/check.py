@@ -102,10 +102,7 @@ def check_reference(model: Model, out: Path) -> None:
         match = iou.argmax(axis=1)
         assert (iou.max(axis=1) >= 0.9).all(), iou
         assert np.abs(d.confidence - tf_scores[match]).max() < 0.01
-        print(
-            f"  {name}: matches the TF graph's own {len(tf_dets)} detections "
-            f"(min IoU {iou.max(axis=1).min():.4f})"
-        )
+        print(f"  {name}: matches the TF graph's own {len(tf_dets)} detections (min IoU {iou.max(axis=1).min():.4f})")
 
 
 class Frames(CalibrationDataReader):

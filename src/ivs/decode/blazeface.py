@@ -159,18 +159,14 @@ def decode_blazeface(
 
     for role in ("regressors", "scores"):
         if role not in outputs:
-            raise ValueError(
-                f"blazeface: expected outputs with roles 'regressors' and 'scores', got {sorted(outputs)}"
-            )
+            raise ValueError(f"blazeface: expected outputs with roles 'regressors' and 'scores', got {sorted(outputs)}")
     if anchors_name not in ctx.assets:
         raise ValueError(
             f"blazeface: expected an asset {anchors_name!r} with the anchors, got assets {sorted(ctx.assets)}"
         )
     anchors = np.asarray(ctx.assets[anchors_name], np.float32)
     if anchors.ndim != 2 or anchors.shape[1] != 4:
-        raise ValueError(
-            f"blazeface: expected anchors of shape (N, 4) (x_center, y_center, w, h), got {anchors.shape}"
-        )
+        raise ValueError(f"blazeface: expected anchors of shape (N, 4) (x_center, y_center, w, h), got {anchors.shape}")
     n = anchors.shape[0]
     cols = 4 + 2 * num_keypoints
     reg = np.asarray(outputs["regressors"], np.float32)
@@ -209,9 +205,9 @@ def decode_blazeface(
     w = r[:, 2] / scales[2] * wa
     h = r[:, 3] / scales[3] * ha
     size = np.array([ctx.input_width, ctx.input_height], np.float32)
-    xyxy = (
-        np.stack([xc - 0.5 * w, yc - 0.5 * h, xc + 0.5 * w, yc + 0.5 * h], axis=1) * np.tile(size, 2)
-    ).astype(np.float32)
+    xyxy = (np.stack([xc - 0.5 * w, yc - 0.5 * h, xc + 0.5 * w, yc + 0.5 * h], axis=1) * np.tile(size, 2)).astype(
+        np.float32
+    )
     kp = r[:, 4:].reshape(-1, num_keypoints, 2)
     kxy = np.empty_like(kp)
     kxy[..., 0] = kp[..., 0] / scales[0] * wa[:, None] + xca[:, None]
@@ -227,9 +223,7 @@ def decode_blazeface(
     xyxy, conf, kxy = xyxy[:max_detections], conf[:max_detections], kxy[:max_detections]
     if clip:
         xyxy = np.clip(xyxy, 0.0, np.tile(size, 2)).astype(np.float32)
-    keypoints = np.concatenate(
-        [kxy, np.broadcast_to(conf[:, None, None], (len(conf), num_keypoints, 1))], axis=2
-    )
+    keypoints = np.concatenate([kxy, np.broadcast_to(conf[:, None, None], (len(conf), num_keypoints, 1))], axis=2)
     return Detections(
         xyxy=xyxy,
         confidence=conf,

@@ -9,9 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 
-def param_float(
-    decoder: str, params: Mapping[str, Any], key: str, default: float, lo: float, hi: float
-) -> float:
+def param_float(decoder: str, params: Mapping[str, Any], key: str, default: float, lo: float, hi: float) -> float:
     """params[key] (or `default`) as a float in [lo, hi]; ValueError naming the decoder otherwise."""
     value = params.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):

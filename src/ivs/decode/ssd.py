@@ -66,9 +66,7 @@ def _class_indices(params: Mapping[str, Any], num_logits: int) -> npt.NDArray[np
         or not value
         or not all(isinstance(i, int) and not isinstance(i, bool) for i in value)
     ):
-        raise ValueError(
-            f"ssd: param 'class_logit_indices' must be a non-empty list of integers, got {value!r}"
-        )
+        raise ValueError(f"ssd: param 'class_logit_indices' must be a non-empty list of integers, got {value!r}")
     idx = np.asarray(value, dtype=np.int64)
     if idx.min() < 0 or idx.max() >= num_logits:
         raise ValueError(
@@ -126,9 +124,7 @@ def decode_ssd(
         if role not in outputs:
             raise ValueError(f"ssd: expected outputs with roles 'boxes' and 'scores', got {sorted(outputs)}")
     if anchors_name not in ctx.assets:
-        raise ValueError(
-            f"ssd: expected an asset {anchors_name!r} with the anchors, got assets {sorted(ctx.assets)}"
-        )
+        raise ValueError(f"ssd: expected an asset {anchors_name!r} with the anchors, got assets {sorted(ctx.assets)}")
     anchors = np.asarray(ctx.assets[anchors_name], np.float32)
     if anchors.ndim != 2 or anchors.shape[1] != 4:
         raise ValueError(f"ssd: expected anchors of shape (N, 4), got {anchors.shape}")
@@ -138,14 +134,10 @@ def decode_ssd(
     if boxes.shape == (1, n, 1, 4):
         boxes = boxes.reshape(1, n, 4)
     if boxes.shape != (1, n, 4):
-        raise ValueError(
-            f"ssd: expected 'boxes' of shape (1, {n}, 4) (one encoding per anchor), got {boxes.shape}"
-        )
+        raise ValueError(f"ssd: expected 'boxes' of shape (1, {n}, 4) (one encoding per anchor), got {boxes.shape}")
     logits = np.asarray(outputs["scores"], np.float32)
     if logits.ndim != 3 or logits.shape[:2] != (1, n) or logits.shape[2] < 1:
-        raise ValueError(
-            f"ssd: expected 'scores' of shape (1, {n}, classes) (one row per anchor), got {logits.shape}"
-        )
+        raise ValueError(f"ssd: expected 'scores' of shape (1, {n}, classes) (one row per anchor), got {logits.shape}")
     classes = _class_indices(params, logits.shape[2])
 
     # 1. Scores of the requested classes only, (N, K).

@@ -40,9 +40,7 @@ def _heads(params: Mapping[str, Any]) -> list[str]:
         or not value
         or not all(isinstance(h, str) for h in value)
     ):
-        raise ValueError(
-            f"yolo: param 'heads' must be a non-empty list of output roles, one per head, got {value!r}"
-        )
+        raise ValueError(f"yolo: param 'heads' must be a non-empty list of output roles, one per head, got {value!r}")
     return list(value)
 
 

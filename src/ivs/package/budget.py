@@ -59,13 +59,9 @@ def budget_report(model_bytes: bytes, budget_bytes: int = DEFAULT_BUDGET, top: i
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] not in init_names:
             alias[node.output[0]] = alias.get(node.input[0], node.input[0])
     # Dequantized weights are weights (counted above), not activations.
-    weight_views = {
-        n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init_names
-    }
+    weight_views = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in init_names}
     compute = [
-        n
-        for n in graph.node
-        if n.op_type != "Constant" and n.output and n.output[0] not in alias.keys() | weight_views
+        n for n in graph.node if n.op_type != "Constant" and n.output and n.output[0] not in alias.keys() | weight_views
     ]
     last_use: dict[str, int] = {}
     for step, node in enumerate(compute):

@@ -43,9 +43,7 @@ class BudgetReport(BaseModel):
 
     budget_bytes: int = Field(description="The budget the package was checked against.")
     weight_bytes: int = Field(description="Bytes of all initializers (weights, biases, scales).")
-    peak_activation_bytes: int = Field(
-        description="Largest sum of live intermediate tensors at any step, batch 1."
-    )
+    peak_activation_bytes: int = Field(description="Largest sum of live intermediate tensors at any step, batch 1.")
     largest_layers: list[LayerWeight] = Field(description="The heaviest initializers, largest first.")
     fits: bool = Field(description="weight_bytes + peak_activation_bytes <= budget_bytes.")
 

@@ -83,8 +83,7 @@ def quantize_onnx(
     method = CALIBRATE_METHODS.get(calibrate_method)
     if method is None:
         raise ModelError(
-            f"quantize calibrate_method {calibrate_method!r} is unknown: expected one of "
-            f"{sorted(CALIBRATE_METHODS)}"
+            f"quantize calibrate_method {calibrate_method!r} is unknown: expected one of {sorted(CALIBRATE_METHODS)}"
         )
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")

@@ -55,9 +55,7 @@ class Package:
 def _safe_member(name: str, where: str) -> None:
     p = PurePosixPath(name)
     if name.startswith("/") or "\\" in name or ".." in p.parts or p.is_absolute():
-        raise PackageError(
-            f"{where}: member path {name!r} escapes the package: expected a relative path without '..'"
-        )
+        raise PackageError(f"{where}: member path {name!r} escapes the package: expected a relative path without '..'")
 
 
 def read_package(path: Path, keyring: Keyring | None = None, *, allow_unsigned: bool = False) -> Package:
@@ -80,15 +78,12 @@ def read_package(path: Path, keyring: Keyring | None = None, *, allow_unsigned: 
             _safe_member(name, where)
         total = sum(i.file_size for i in infos.values())
         if total > MAX_PACKAGE_BYTES:
-            raise PackageError(
-                f"{where}: members expand to {total} bytes, expected at most {MAX_PACKAGE_BYTES}"
-            )
+            raise PackageError(f"{where}: members expand to {total} bytes, expected at most {MAX_PACKAGE_BYTES}")
         if MANIFEST not in infos:
             raise PackageError(f"{where}: no {MANIFEST}: expected one at the package root")
         if infos[MANIFEST].file_size > MAX_MANIFEST_BYTES:
             raise PackageError(
-                f"{where}: {MANIFEST} is {infos[MANIFEST].file_size} bytes, expected at most "
-                f"{MAX_MANIFEST_BYTES}"
+                f"{where}: {MANIFEST} is {infos[MANIFEST].file_size} bytes, expected at most {MAX_MANIFEST_BYTES}"
             )
         try:
             raw = {name: zf.read(name) for name in infos}
@@ -156,7 +151,6 @@ def read_package(path: Path, keyring: Keyring | None = None, *, allow_unsigned: 
             raise PackageError(f"{where}: asset {role!r} -> {member!r} is not in the package")
     if manifest.decoder.name not in decode.names():
         raise PackageError(
-            f"{where}: decoder {manifest.decoder.name!r} does not exist: expected one of "
-            f"{', '.join(decode.names())}"
+            f"{where}: decoder {manifest.decoder.name!r} does not exist: expected one of {', '.join(decode.names())}"
         )
     return Package(path=path, manifest=manifest, members=raw, signed_by=signed_by)

@@ -35,9 +35,7 @@ def generate(private_path: Path) -> Path:
     private_path.chmod(0o600)
     public_path = private_path.with_suffix(".pub")
     public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return public_path
 
@@ -84,9 +82,7 @@ class Keyring:
     def verify(self, manifest_bytes: bytes, signature: dict[str, str], where: str) -> str:
         """Check a signature; returns the key id or raises PackageError saying why not."""
         if signature.get("algorithm") != "ed25519":
-            raise PackageError(
-                f"{where}: signature algorithm {signature.get('algorithm')!r}, expected 'ed25519'"
-            )
+            raise PackageError(f"{where}: signature algorithm {signature.get('algorithm')!r}, expected 'ed25519'")
         kid = signature.get("key_id", "")
         key = self.keys.get(kid)
         if key is None:
@@ -98,7 +94,6 @@ class Keyring:
             key.verify(base64.b64decode(signature.get("signature", ""), validate=True), manifest_bytes)
         except (InvalidSignature, ValueError):
             raise PackageError(
-                f"{where}: manifest signature does not verify with key {kid}: "
-                "the manifest was changed after signing"
+                f"{where}: manifest signature does not verify with key {kid}: the manifest was changed after signing"
             ) from None
         return kid

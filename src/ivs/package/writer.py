@@ -25,9 +25,7 @@ def write_package(
     doc = dict(manifest_fields)
     doc["members"] = {name: hashlib.sha256(data).hexdigest() for name, data in sorted(members.items())}
     manifest = Manifest.model_validate(doc)
-    manifest_bytes = json.dumps(
-        manifest.model_dump(mode="json", exclude_none=True), indent=1, sort_keys=True
-    ).encode()
+    manifest_bytes = json.dumps(manifest.model_dump(mode="json", exclude_none=True), indent=1, sort_keys=True).encode()
     tmp = out.with_suffix(out.suffix + ".tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -19,8 +19,7 @@ def resolve(model: str) -> Path:
     if path.suffix == ".ivsm" or path.exists() or "/" in model:
         if not path.is_file():
             raise ModelError(
-                f"model package {model} not found: expected an .ivsm file "
-                f"or a zoo name ({', '.join(names())})"
+                f"model package {model} not found: expected an .ivsm file or a zoo name ({', '.join(names())})"
             )
         return path
     candidate = ZOO_DIR / f"{model}.ivsm"

@@ -75,9 +75,7 @@ def load_runner(
                 if model_format not in _FORMATS[runtime]
                 else f"the {_MODULES[runtime]} package is not installed"
             )
-            raise ModelError(
-                f"runtime {runtime!r} cannot run this model: {why}; expected one of {candidates}"
-            )
+            raise ModelError(f"runtime {runtime!r} cannot run this model: {why}; expected one of {candidates}")
         return create(runtime, model, model_format, input_name, threads, weights)
     if not candidates:
         raise ModelError(f"no installed runtime reads {model_format} models")

@@ -25,8 +25,7 @@ class ImageFolderSource:
         self.paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
         if not self.paths:
             raise SourceError(
-                f"image folder {folder} holds no images: expected files ending in "
-                f"{', '.join(sorted(SUFFIXES))}"
+                f"image folder {folder} holds no images: expected files ending in {', '.join(sorted(SUFFIXES))}"
             )
 
     def frames(self) -> Iterator[Frame]:

@@ -111,9 +111,7 @@ class SyntheticSource:
     def render(self, index: int) -> npt.NDArray[np.uint8]:
         img = self._background.copy()
         visible = [
-            f
-            for f in self.figures
-            if index >= f.first_frame and (f.last_frame is None or index <= f.last_frame)
+            f for f in self.figures if index >= f.first_frame and (f.last_frame is None or index <= f.last_frame)
         ]
         for f, (x1, y1, x2, y2) in zip(visible, self.boxes_at(index), strict=True):
             cx, w, h = int((x1 + x2) / 2), int(x2 - x1), int(y2 - y1)

@@ -39,8 +39,7 @@ class VideoSource:
             self._container = av.open(url, options=options, timeout=10.0)
         except (av.FFmpegError, OSError) as err:
             raise SourceError(
-                f"{url}: not a readable video ({_reason(err)}): expected a video file or stream "
-                "that FFmpeg can decode"
+                f"{url}: not a readable video ({_reason(err)}): expected a video file or stream that FFmpeg can decode"
             ) from None
         if not self._container.streams.video:
             self._container.close()
