@@ -18,6 +18,7 @@ from rich.text import Text
 
 from ivs import __version__
 from ivs.errors import ConfigError, IvsError
+from ivs.records import FrameRecord
 
 app = typer.Typer(
     help="ivs: an intelligent vision sensor in software. Frames in, metadata out.",
@@ -29,6 +30,8 @@ model_app = typer.Typer(help="Model packages: list, inspect, verify, pack.", no_
 keys_app = typer.Typer(help="Signing keys for model packages.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(keys_app, name="keys")
+config_app = typer.Typer(help="Sensor configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 err_console = Console(stderr=True)
 MODES = ("metadata", "image", "roi", "tensor")
@@ -60,20 +63,22 @@ def version() -> None:
 @app.command()
 def run(
     source: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--source",
             "-s",
             help="Video file, RTSP URL, camera index, image folder, or synthetic[:WxH][@FPS][:FRAMES].",
         ),
-    ],
+    ] = None,
     model: Annotated[
-        str,
+        str | None,
         typer.Option("--model", "-m", help="Zoo name (see `ivs model list`) or .ivsm package path."),
-    ],
-    mode: Annotated[
-        str, typer.Option(help="metadata (only metadata leaves) | image | roi | tensor.")
-    ] = "metadata",
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="A sensor YAML file (source, model, apps, sinks) instead of the flags."),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="metadata (only metadata leaves) | image | roi | tensor.")] = "metadata",
     roi: Annotated[str | None, typer.Option(help="Region of interest X,Y,W,H in frame pixels.")] = None,
     tiles: Annotated[
         str | None,
@@ -83,35 +88,25 @@ def run(
         float | None,
         typer.Option(help="Pace at this rate (default: the source's); 0 = every frame, unpaced."),
     ] = None,
-    max_frames: Annotated[
-        int | None, typer.Option(help="Stop after this many frames from the source.")
-    ] = None,
-    out: Annotated[
-        str | None, typer.Option(help="Write metadata as JSON lines to a file, or - for stdout.")
-    ] = None,
-    artifacts: Annotated[Path, typer.Option(help="Folder for image/roi/tensor outputs.")] = Path(
-        "ivs-artifacts"
-    ),
+    max_frames: Annotated[int | None, typer.Option(help="Stop after this many frames from the source.")] = None,
+    out: Annotated[str | None, typer.Option(help="Write metadata as JSON lines to a file, or - for stdout.")] = None,
+    artifacts: Annotated[Path, typer.Option(help="Folder for image/roi/tensor outputs.")] = Path("ivs-artifacts"),
     classify_with: Annotated[
         str | None,
         typer.Option(help="Second stage: a classifier (zoo name or package) run on each detection's crop."),
     ] = None,
     runtime: Annotated[str, typer.Option(help="auto | onnxruntime | openvino | litert.")] = "auto",
-    threads: Annotated[
-        int | None, typer.Option(help="Inference threads (default: the package's hint, or 2).")
-    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads (default: the package's hint, or 2).")] = None,
     sensor_id: Annotated[str, typer.Option(help="This sensor's id in every record.")] = "ivs",
-    keyring: Annotated[
-        Path | None, typer.Option(help="Folder of trusted .pub keys (default: the zoo key).")
-    ] = None,
+    keyring: Annotated[Path | None, typer.Option(help="Folder of trusted .pub keys (default: the zoo key).")] = None,
     allow_unsigned: Annotated[bool, typer.Option(help="DEVELOPMENT ONLY: load unsigned packages.")] = False,
-    watch: Annotated[
-        bool, typer.Option(help="Hot-swap when the package file is replaced (and on SIGHUP).")
-    ] = True,
+    watch: Annotated[bool, typer.Option(help="Hot-swap when the package file is replaced (and on SIGHUP).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-frame lines on the console.")] = False,
 ) -> None:
-    """Run a model on every frame of a source and emit metadata."""
+    """Run a model on every frame of a source and emit metadata (and the apps' events)."""
+    from ivs.apps import App
     from ivs.artifacts import ArtifactWriter
+    from ivs.assemble import assemble, check_file
     from ivs.hotswap import PackageWatcher
     from ivs.isp import Roi
     from ivs.model import Model, load_model
@@ -138,6 +133,30 @@ def run(
                 "[bold yellow]WARNING: --allow-unsigned: unsigned or untrusted model packages "
                 "will run. Development only.[/]"
             )
+        apps: list[App] = []
+        tracker = None
+        cfg = None
+        emit_frames = True
+        if config is not None:
+            if source is not None or model is not None:
+                raise ConfigError("--config replaces --source and --model: expected one or the other")
+            cfg, problems = check_file(config)
+            if cfg is None:
+                for problem in problems:
+                    err_console.print(
+                        Text(f"ivs: error: {problem.format(str(config))}", style="bold red"), soft_wrap=True
+                    )
+                raise typer.Exit(2)
+            keyring = Path(cfg.keyring) if cfg.keyring else keyring
+            source, model, sensor_id = cfg.source.url, cfg.model.name, cfg.id
+            runtime, threads, classify_with = cfg.model.runtime, cfg.model.threads, cfg.model.classify_with
+            fps = cfg.source.fps if fps is None else fps
+            max_frames = cfg.source.max_frames if max_frames is None else max_frames
+            region = Roi(*cfg.model.roi) if cfg.model.roi else region
+            grid = cfg.model.tiles or grid
+            emit_frames = cfg.frames
+        elif source is None or model is None:
+            raise ConfigError("expected --source and --model, or --config FILE")
         ring = Keyring.load(keyring) if keyring is not None else None
         package_path = resolve(model)
 
@@ -179,6 +198,15 @@ def run(
         jsonl = JsonlSink(out) if out is not None else None
         if jsonl is not None:
             sinks.append(jsonl)
+        if cfg is not None:
+            assembly = assemble(cfg, allow_unsigned=allow_unsigned, source=src, model=loaded, second_stage=second)
+            tracker, apps = assembly.tracker, assembly.apps
+            if out is None:
+                sinks.extend(assembly.sinks)
+                to_stdout_config = any(getattr(x, "target", "") == "-" for x in assembly.sinks)
+                if jsonl is None:
+                    jsonl = next((x for x in assembly.sinks if isinstance(x, JsonlSink)), None)
+                out = "-" if to_stdout_config else (jsonl.target if jsonl else None)
         writer = (
             ArtifactWriter(mode, artifacts, loaded.labels)  # type: ignore[arg-type]
             if mode != "metadata"
@@ -194,8 +222,21 @@ def run(
     if m.notice:
         console.print(f"[yellow]note: {m.name}: {m.notice}[/]")
 
+    class ConsoleEvents:
+        """Prints the apps' events on the console as they happen."""
+
+        def write(self, message: Any) -> None:
+            if not isinstance(message, FrameRecord):
+                console.print(_describe_event(message), highlight=False)
+
+        def close(self) -> None:
+            pass
+
+    if apps and not quiet and not to_stdout:
+        sinks.append(ConsoleEvents())
+
     def on_record(record: Any, det: Any) -> None:
-        if not quiet and not to_stdout:
+        if not quiet and not to_stdout and not apps:
             console.print(_event_line(record), highlight=False)
         live.update(_status(sensor))
 
@@ -210,6 +251,9 @@ def run(
         artifacts=writer,
         on_record=on_record,
         second_stage=second,
+        tracker=tracker,
+        apps=apps,
+        emit_frames=emit_frames,
     )
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -217,9 +261,7 @@ def run(
 
     def swap(new: Model) -> None:
         nm = new.manifest
-        console.print(
-            f"[bold green]model swap:[/] {nm.name} {nm.version} ({new.runner.name}) from the next frame"
-        )
+        console.print(f"[bold green]model swap:[/] {nm.name} {nm.version} ({new.runner.name}) from the next frame")
         sensor.swap_model(new)
 
     watcher = None
@@ -263,6 +305,31 @@ def _parse_tiles(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _describe_event(e: Any) -> str:
+    """One human line for an event."""
+    from ivs.events import kind_of
+
+    kind = kind_of(e)
+    head = f"frame {e.frame:6d}  {kind:<10s} {e.app}:"
+    if kind == "count":
+        totals = " ".join(f"{d} {sum(v.values())}" for d, v in e.totals.items())
+        return f"{head} {e.label} #{e.track_id} {e.direction}  (totals {totals})"
+    if kind in ("zone_enter", "zone_leave"):
+        dwell = f" after {e.dwell_s:.1f} s" if kind == "zone_leave" else ""
+        return f"{head} {e.label} #{e.track_id}{dwell}  (occupancy {e.occupancy})"
+    if kind == "loiter":
+        return f"{head} {e.label} #{e.track_id} has stayed {e.dwell_s:.1f} s"
+    if kind == "stop":
+        return f"{head} STOP: {e.objects} {', '.join(sorted(set(e.labels)))} in the zone"
+    if kind == "clear":
+        return f"{head} clear after {e.empty_frames} empty frames ({e.stopped_s:.1f} s stopped)"
+    if kind == "mask":
+        return f"{head} face #{e.track_id}: {'mask' if e.mask else 'NO MASK'} ({e.score:.0%} of {e.frames} frames)"
+    if kind == "heatmap":
+        return f"{head} {e.cols}x{e.rows} grid over {e.frames} frames ({sum(e.counts)} points)"
+    return f"{head} {e}"
+
+
 def _event_line(record: Any) -> str:
     labels: dict[str, int] = {}
     for d in record.detections:
@@ -289,9 +356,7 @@ def _status(sensor: Any) -> Table:
         f"[bold]{st.frames_processed}[/] frames",
         f"{st.recent_fps():.1f} fps",
     ]
-    row += [
-        f"{s} {st.timings[s][-1]:.1f}" for s in ("read", "isp", "infer", "decode", "total") if st.timings[s]
-    ]
+    row += [f"{s} {st.timings[s][-1]:.1f}" for s in ("read", "isp", "infer", "decode", "total") if st.timings[s]]
     row.append(f"ms | dropped [bold]{st.dropped}[/]")
     t.add_row(*row)
     return t
@@ -378,9 +443,7 @@ def model_pack(
         typer.Option(help="spec.json: name, version, task, input, outputs, labels, decoder, assets."),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Package file to write (.ivsm).")],
-    calibration: Annotated[
-        Path | None, typer.Option(help="Folder of calibration images; int8 when given.")
-    ] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Folder of calibration images; int8 when given.")] = None,
     key: Annotated[Path | None, typer.Option(help="Ed25519 private key (PEM) to sign with.")] = None,
     budget: Annotated[float, typer.Option(help="Memory budget in MiB.")] = 8.0,
 ) -> None:
@@ -427,6 +490,50 @@ def keys_generate(
         raise fail(f"{path} exists: expected a new file name (refusing to overwrite a key)", 2)
     pub = generate(path)
     typer.echo(f"private key {path} (keep it secret), public key {pub} (put it in sensors' keyrings)")
+
+
+@config_app.command("check")
+def config_check(path: Annotated[Path, typer.Argument(help="Sensor YAML file.")]) -> None:
+    """Validate a sensor config: every error with its line number; exit 0 only when clean."""
+    from ivs.assemble import check_file
+
+    try:
+        cfg, problems = check_file(path)
+    except IvsError as err:
+        raise fail(str(err), 2) from None
+    for problem in problems:
+        err_console.print(Text(f"ivs: error: {problem.format(str(path))}", style="bold red"), soft_wrap=True)
+    if cfg is None:
+        raise typer.Exit(1)
+    kinds = ", ".join(f"{a.type} {a.name!r}" for a in cfg.apps) or "no apps"
+    typer.echo(f"OK {path}: sensor {cfg.id}, {cfg.source.url} -> {cfg.model.name}; {kinds}")
+
+
+@config_app.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of sensor config files (every field, with its description)."""
+    from ivs.config import SensorConfig
+
+    typer.echo(json.dumps(SensorConfig.model_json_schema(), indent=2))
+
+
+@app.command()
+def heatmap(
+    events: Annotated[Path, typer.Argument(help="JSON lines holding `heatmap` events.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG to write.")],
+    background: Annotated[
+        Path | None, typer.Option(help="An image of the scene to draw on (same size as the frames).")
+    ] = None,
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this heatmap app's events.")] = None,
+) -> None:
+    """Render the heatmap events of a run (summed) to a PNG."""
+    from ivs.render import render_heatmap
+
+    try:
+        n = render_heatmap(events, output, background, app_name)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    typer.echo(f"wrote {output} from {n} heatmap events")
 
 
 def main() -> None:

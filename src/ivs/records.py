@@ -40,6 +40,8 @@ class Timings(msgspec.Struct, frozen=True, omit_defaults=True):
     total: float
     classify: float = 0.0
     """Second-stage classifiers on the detections' crops (0 when there are none)."""
+    apps: float = 0.0
+    """Tracker and apps (0 when there are none)."""
 
 
 class ModelRef(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -76,8 +78,9 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(FrameRecord)
 
 
-def encode(record: FrameRecord) -> bytes:
-    return _encoder.encode(record)
+def encode(message: msgspec.Struct) -> bytes:
+    """JSON bytes of a frame record or an event."""
+    return _encoder.encode(message)
 
 
 def decode(data: bytes | str) -> FrameRecord:

@@ -15,23 +15,33 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import msgspec
 import numpy as np
 
+from ivs.apps import App, FrameContext
 from ivs.artifacts import ArtifactWriter, Mode
 from ivs.cascade import classify_detections
 from ivs.detections import Detections
 from ivs.errors import IvsError, SourceError
+from ivs.events import Event
 from ivs.frame import Frame
 from ivs.model import Model
 from ivs.records import ClassScore, DetectionRecord, FrameRecord, ModelRef, Timings
 from ivs.sinks import Sink
 from ivs.sources.base import Source
+from ivs.track import ByteTracker
 
 log = logging.getLogger(__name__)
 
-STAGES = ("read", "queue", "isp", "infer", "decode", "total")
+STAGES = ("read", "queue", "isp", "infer", "decode", "classify", "apps", "total")
+
+
+class Tracker(Protocol):
+    """Gives detections stable ids across frames (`ivs.track.ByteTracker`)."""
+
+    def update(self, det: Detections) -> Detections: ...
 
 
 @dataclass
@@ -99,9 +109,7 @@ class SensorStats:
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     rate_meter: RateMeter = field(default_factory=lambda: RateMeter())
-    timings: dict[str, deque[float]] = field(
-        default_factory=lambda: {s: deque(maxlen=100_000) for s in STAGES}
-    )
+    timings: dict[str, deque[float]] = field(default_factory=lambda: {s: deque(maxlen=100_000) for s in STAGES})
 
     def elapsed(self) -> float:
         return (self.ended or time.monotonic()) - self.started
@@ -142,6 +150,9 @@ class Sensor:
         artifacts: ArtifactWriter | None = None,
         on_record: Callable[[FrameRecord, Detections], None] | None = None,
         second_stage: Sequence[Model] = (),
+        tracker: Tracker | None = None,
+        apps: Sequence[App] = (),
+        emit_frames: bool = True,
     ) -> None:
         if mode != "metadata" and artifacts is None:
             raise ValueError(f"mode {mode!r} needs an ArtifactWriter")
@@ -153,6 +164,12 @@ class Sensor:
         self.sensor_id, self.mode, self.artifacts = sensor_id, mode, artifacts
         self.max_frames, self.on_record = max_frames, on_record
         self.second_stage = list(second_stage)
+        self.apps = list(apps)
+        # Apps reason about objects over time: they need track ids.
+        self.tracker = tracker if tracker is not None or not self.apps else ByteTracker()
+        self.emit_frames = emit_frames
+        self.events = 0
+        self._last_ctx: FrameContext | None = None
         self.rate = source.fps if fps is None else (fps or None)
         # A live source paces itself; a file is paced to behave like a camera unless fps=0.
         self._paced = fps != 0 and not source.live and self.rate is not None
@@ -194,6 +211,7 @@ class Sensor:
         finally:
             self._stop.set()
             capture.join(timeout=5)
+            self._finish_apps()
             self.stats.ended = time.monotonic()
             self.stats.dropped = self._slot.dropped
             for sink in self.sinks:
@@ -259,6 +277,9 @@ class Sensor:
         for classifier in self.second_stage:
             det = classify_detections(classifier, frame.pixels, det)
         t_classify = time.monotonic_ns()
+        tracked = self.tracker.update(det) if self.tracker is not None else det
+        events = self._run_apps(frame, det, tracked)
+        t_apps = time.monotonic_ns()
 
         timings = Timings(
             read=round(item.read_ms, 3),
@@ -267,13 +288,17 @@ class Sensor:
             infer=round((t_infer - t_isp) / 1e6, 3),
             decode=round((t_decode - t_infer) / 1e6, 3),
             classify=round((t_classify - t_decode) / 1e6, 3),
-            total=round(item.read_ms + (t_classify - frame.t_capture_ns) / 1e6, 3),
+            apps=round((t_apps - t_classify) / 1e6, 3),
+            total=round(item.read_ms + (t_apps - frame.t_capture_ns) / 1e6, 3),
         )
         artifact = self.artifacts.write(frame, inputs, det) if self.artifacts is not None else None
         dropped_total = self._slot.dropped
-        record = self._record(frame, det, timings, dropped_total, artifact)
-        for sink in self.sinks:
-            sink.write(record)
+        record = self._record(frame, det, tracked, timings, dropped_total, artifact)
+        if self.emit_frames:
+            self._emit(record)
+        for event in events:
+            self._emit(msgspec.structs.replace(event, sensor_id=self.sensor_id, seq=self._next_seq()))
+        self.events += len(events)
 
         st = self.stats
         st.frames_processed += 1
@@ -285,16 +310,56 @@ class Sensor:
         if self.on_record is not None:
             self.on_record(record, det)
 
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _emit(self, message: msgspec.Struct) -> None:
+        for sink in self.sinks:
+            sink.write(message)
+
+    def _context(self, frame: Frame, det: Detections, tracked: Detections) -> FrameContext:
+        t_source = frame.pts if frame.pts is not None else frame.t_capture_ns / 1e9
+        return FrameContext(
+            index=frame.index,
+            time=frame.wall_time,
+            t_capture_ns=frame.t_capture_ns,
+            t_source=t_source,
+            width=frame.width,
+            height=frame.height,
+            labels=self.model.labels,
+            detections=det,
+            tracked=tracked,
+        )
+
+    def _run_apps(self, frame: Frame, det: Detections, tracked: Detections) -> list[Event]:
+        if not self.apps:
+            return []
+        ctx = self._context(frame, det, tracked)
+        self._last_ctx = ctx
+        return [event for app in self.apps for event in app.update(ctx)]
+
+    def _finish_apps(self) -> None:
+        """Events the apps owe at the end of a run (e.g. the last heatmap)."""
+        for app in self.apps:
+            for event in app.finish(self._last_ctx):
+                self._emit(msgspec.structs.replace(event, sensor_id=self.sensor_id, seq=self._next_seq()))
+                self.events += 1
+
     def _record(
         self,
         frame: Frame,
         det: Detections,
+        tracked: Detections,
         timings: Timings,
         dropped_total: int,
         artifact: str | None,
     ) -> FrameRecord:
         m = self.model.manifest
         labels = m.labels
+        # Tracked boxes are the detections' own boxes: match them to give each its track id.
+        assert tracked.tracker_id is not None
+        track_of = {tuple(b): int(t) for b, t in zip(tracked.xyxy.tolist(), tracked.tracker_id, strict=True)}
         top_ids = det.data.get("top_k_class_id")
         top_scores = det.data.get("top_k_confidence")
         assert det.tracker_id is not None
@@ -316,7 +381,7 @@ class Sensor:
                 for m in self.second_stage
                 if int(det.data[f"{m.manifest.name}.class_id"][i]) >= 0
             }
-            tid = int(det.tracker_id[i])
+            tid = track_of.get(tuple(det.xyxy[i].tolist()), int(det.tracker_id[i]))
             x1, y1, x2, y2 = (round(float(v), 1) for v in det.xyxy[i])
             rows.append(
                 DetectionRecord(
@@ -332,10 +397,9 @@ class Sensor:
         roi = self.model.isp.roi
         previous = self._last_dropped
         self._last_dropped = dropped_total
-        self._seq += 1
         return FrameRecord(
             sensor_id=self.sensor_id,
-            seq=self._seq,
+            seq=self._next_seq(),
             frame=frame.index,
             time=round(frame.wall_time, 6),
             t_capture_ns=frame.t_capture_ns,
@@ -368,7 +432,6 @@ def summarize(stats: SensorStats) -> dict[str, Any]:
         "seconds": round(stats.elapsed(), 3),
         "fps": round(stats.fps(), 2),
         "timings_ms": {
-            s: {"p50": round(stats.percentile(s, 50), 3), "p99": round(stats.percentile(s, 99), 3)}
-            for s in STAGES
+            s: {"p50": round(stats.percentile(s, 50), 3), "p99": round(stats.percentile(s, 99), 3)} for s in STAGES
         },
     }

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ivs.records import FrameRecord
+import msgspec
 
 
 class Sink(Protocol):
-    def write(self, record: FrameRecord) -> None: ...
+    """Receives every message of a sensor, in order: frame records and events."""
+
+    def write(self, record: msgspec.Struct) -> None: ...
 
     def close(self) -> None: ...

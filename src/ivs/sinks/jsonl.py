@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
+import msgspec
+
 from ivs.errors import ConfigError
-from ivs.records import FrameRecord, encode
+from ivs.records import encode
 
 
 class JsonlSink:
@@ -29,7 +31,7 @@ class JsonlSink:
         else:
             self._out = sys.stdout.buffer
 
-    def write(self, record: FrameRecord) -> None:
+    def write(self, record: msgspec.Struct) -> None:
         line = encode(record) + b"\n"
         self._out.write(line)
         self._out.flush()

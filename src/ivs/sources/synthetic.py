@@ -37,6 +37,9 @@ class Figure:
     color: tuple[int, int, int]
     first_frame: int = 0
     last_frame: int | None = None
+    sprite: npt.NDArray[np.uint8] | None = None
+    """An RGB image drawn (resized to w x h) instead of the flat silhouette, e.g. a real
+    person cut from a photo, so that a real detector sees a real object."""
 
 
 class SyntheticSource:
@@ -114,6 +117,10 @@ class SyntheticSource:
             f for f in self.figures if index >= f.first_frame and (f.last_frame is None or index <= f.last_frame)
         ]
         for f, (x1, y1, x2, y2) in zip(visible, self.boxes_at(index), strict=True):
+            if f.sprite is not None:
+                x, y = round(float(x1)), round(float(y1))
+                img[y : y + f.h, x : x + f.w] = cv2.resize(f.sprite, (f.w, f.h), interpolation=cv2.INTER_LINEAR)
+                continue
             cx, w, h = int((x1 + x2) / 2), int(x2 - x1), int(y2 - y1)
             head = max(2, w // 3)
             cv2.circle(img, (cx, int(y1) + head), head, f.color, -1)

@@ -1,0 +1,62 @@
+"""Apps: small stateful objects that turn tracked detections into events, on change.
+
+Each app gets a `FrameContext` for every processed frame and returns the events that frame
+caused (usually none). Apps are configured in the sensor's YAML (see `ivs.config`) and
+documented in docs/apps.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ivs.detections import Detections
+from ivs.events import Event
+
+
+@dataclass(frozen=True)
+class FrameContext:
+    """What an app may know about one frame.
+
+    detections: everything the model found (full-frame pixels), before tracking: what a
+        safety stop must react to without waiting for a track to be confirmed.
+    tracked: the detections that belong to confirmed tracks, with `tracker_id` set.
+    t_source: the source's clock in seconds (video pts; else monotonic capture time), which
+        dwell times and periods use, so offline runs give the same answers as live ones.
+    """
+
+    index: int
+    time: float
+    t_capture_ns: int
+    t_source: float
+    width: int
+    height: int
+    labels: list[str]
+    detections: Detections
+    tracked: Detections
+
+    def event_fields(self, app: str) -> dict[str, Any]:
+        return {
+            "frame": self.index,
+            "time": round(self.time, 6),
+            "t_capture_ns": self.t_capture_ns,
+            "t_source": round(self.t_source, 4),
+            "app": app,
+        }
+
+    def label(self, class_id: int) -> str:
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
+
+
+class App(Protocol):
+    name: str
+
+    def update(self, ctx: FrameContext) -> list[Event]: ...
+
+    def state(self) -> dict[str, Any]:
+        """A summary for the run summary and the sensor's state topic."""
+        ...
+
+    def finish(self, ctx: FrameContext | None) -> list[Event]:
+        """Events owed at the end of a run (e.g. the last heatmap)."""
+        ...

@@ -1,0 +1,136 @@
+"""Polygon zones: enter and leave events, occupancy, dwell time, and loitering.
+
+A track is in the zone when its anchor point is inside the polygon for `enter_frames`
+consecutive frames, and leaves it when outside (or not seen) for `leave_frames` consecutive
+frames: a box flickering at the edge does not make a stream of enter/leave events. Dwell is
+measured on the source's clock from the first frame inside to the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ivs.apps import FrameContext
+from ivs.events import Event, Loiter, ZoneEnter, ZoneLeave
+from ivs.geometry import Anchor, anchors, inside_polygon
+
+
+@dataclass
+class _Visit:
+    label: str
+    first_inside: float
+    last_inside: float
+    inside_streak: int = 0
+    outside_streak: int = 0
+    member: bool = False
+    loitered: bool = False
+
+
+@dataclass
+class Zone:
+    """One polygon zone.
+
+    classes: class ids that count (None: all).
+    loiter_s: send one `loiter` event when a visit lasts this long (None: never).
+    """
+
+    name: str
+    polygon: npt.NDArray[np.float32]
+    classes: set[int] | None = None
+    anchor: Anchor = "bottom_center"
+    enter_frames: int = 2
+    leave_frames: int = 5
+    loiter_s: float | None = None
+    entered: int = 0
+    _visits: dict[int, _Visit] = field(default_factory=dict)
+
+    @property
+    def occupancy(self) -> int:
+        return sum(1 for v in self._visits.values() if v.member)
+
+    def present(self, ctx: FrameContext) -> int:
+        """Objects whose anchor is inside on this very frame (no debouncing)."""
+        det = self._select(ctx)
+        return int(inside_polygon(anchors(det.xyxy, self.anchor), self.polygon).sum())
+
+    def _select(self, ctx: FrameContext) -> Any:
+        det = ctx.tracked
+        if self.classes is not None:
+            det = det[np.isin(det.class_id, list(self.classes))]
+        return det
+
+    def update(self, ctx: FrameContext) -> list[Event]:
+        det = self._select(ctx)
+        inside = inside_polygon(anchors(det.xyxy, self.anchor), self.polygon)
+        points = anchors(det.xyxy, self.anchor)
+        events: list[Event] = []
+        seen: set[int] = set()
+        for i in range(len(det)):
+            tid = int(det.tracker_id[i])
+            seen.add(tid)
+            visit = self._visits.get(tid)
+            if not inside[i]:
+                if visit is not None:
+                    visit.inside_streak = 0
+                    visit.outside_streak += 1
+                continue
+            if visit is None:
+                visit = self._visits[tid] = _Visit(ctx.label(int(det.class_id[i])), ctx.t_source, ctx.t_source)
+            visit.inside_streak += 1
+            visit.outside_streak = 0
+            visit.last_inside = ctx.t_source
+            if not visit.member and visit.inside_streak >= self.enter_frames:
+                visit.member = True
+                self.entered += 1
+                point = (round(float(points[i, 0]), 1), round(float(points[i, 1]), 1))
+                events.append(
+                    ZoneEnter(
+                        **ctx.event_fields(self.name),
+                        track_id=tid,
+                        label=visit.label,
+                        anchor=point,
+                        occupancy=self.occupancy,
+                    )
+                )
+            dwell = visit.last_inside - visit.first_inside
+            if visit.member and not visit.loitered and self.loiter_s is not None and dwell >= self.loiter_s:
+                visit.loitered = True
+                events.append(
+                    Loiter(
+                        **ctx.event_fields(self.name),
+                        track_id=tid,
+                        label=visit.label,
+                        dwell_s=round(dwell, 2),
+                    )
+                )
+        for tid, visit in list(self._visits.items()):
+            if tid not in seen:
+                visit.inside_streak = 0
+                visit.outside_streak += 1
+            if visit.outside_streak >= self.leave_frames:
+                del self._visits[tid]
+                if visit.member:
+                    events.append(
+                        ZoneLeave(
+                            **ctx.event_fields(self.name),
+                            track_id=tid,
+                            label=visit.label,
+                            dwell_s=round(visit.last_inside - visit.first_inside, 2),
+                            occupancy=self.occupancy,
+                        )
+                    )
+        return events
+
+    def dwell(self) -> dict[int, float]:
+        """Current dwell time in seconds of each track in the zone."""
+        return {t: round(v.last_inside - v.first_inside, 2) for t, v in self._visits.items() if v.member}
+
+    def state(self) -> dict[str, Any]:
+        return {"occupancy": self.occupancy, "entered": self.entered, "dwell_s": self.dwell()}
+
+    def finish(self, ctx: FrameContext | None) -> list[Event]:
+        return []

@@ -1,0 +1,140 @@
+"""From a `SensorConfig` to a running `Sensor`: open the source, load the models, build the
+tracker, the apps and the sinks. Also the checks `ivs config check` runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ivs.apps import App
+from ivs.apps.heatmap import HeatmapGrid
+from ivs.apps.line import LineCounter
+from ivs.apps.mask import MaskCheck
+from ivs.apps.safety import SafetyZone
+from ivs.apps.zone import Zone
+from ivs.config import (
+    AppConfig,
+    HeatmapApp,
+    LineApp,
+    MaskApp,
+    Problem,
+    SafetyApp,
+    SensorConfig,
+    ZoneApp,
+    check_against,
+    load,
+    scale_points,
+)
+from ivs.errors import ConfigError, IvsError
+from ivs.model import Model
+from ivs.package.reader import read_package
+from ivs.package.signing import Keyring
+from ivs.package.zoo import resolve
+from ivs.sinks import Sink
+from ivs.sinks.jsonl import JsonlSink
+from ivs.sources import Source, open_source
+from ivs.track import ByteTracker
+
+
+def source_size(source: Source, config: SensorConfig) -> tuple[int, int] | None:
+    width, height = getattr(source, "width", None), getattr(source, "height", None)
+    if width and height:
+        return int(width), int(height)
+    return config.source.frame_size
+
+
+def check_file(path: Path) -> tuple[SensorConfig | None, list[Problem]]:
+    """Everything `ivs config check` reports: schema errors, then checks against the source's
+    frame size and the model's labels."""
+    config, problems, node = load(path)
+    if config is None:
+        return None, problems
+    size = labels = None
+    try:
+        src = open_source(config.source.url)
+        size = source_size(src, config)
+        src.close()
+    except IvsError as err:
+        problems.append(Problem(("source", "url"), str(err), _line(node, ("source", "url"))))
+    try:
+        keyring = Keyring.load(Path(config.keyring)) if config.keyring else None
+        labels = read_package(resolve(config.model.name), keyring).manifest.labels
+    except IvsError as err:
+        problems.append(Problem(("model", "name"), str(err), _line(node, ("model", "name"))))
+    problems += check_against(config, node, size, labels)
+    return (config if not problems else None), problems
+
+
+def _line(node: object, loc: tuple[str | int, ...]) -> int | None:
+    from ivs.config import _line_of
+
+    return _line_of(node, loc)  # type: ignore[arg-type]
+
+
+def _class_ids(names: list[str] | None, labels: list[str]) -> set[int] | None:
+    if names is None:
+        return None
+    return {labels.index(n) for n in names}
+
+
+def build_app(app: AppConfig, labels: list[str], size: tuple[int, int], classifier: Model | None) -> App:
+    if isinstance(app, LineApp):
+        p1, p2 = scale_points([app.p1, app.p2], app.coords, size)
+        return LineCounter(app.name, p1, p2, _class_ids(app.classes, labels), app.anchor, app.hysteresis)
+    if isinstance(app, ZoneApp):
+        polygon = np.asarray(scale_points(app.polygon, app.coords, size), np.float32)
+        return Zone(
+            app.name, polygon, _class_ids(app.classes, labels), app.anchor,
+            app.enter_frames, app.leave_frames, app.loiter_s,
+        )  # fmt: skip
+    if isinstance(app, SafetyApp):
+        polygon = np.asarray(scale_points(app.polygon, app.coords, size), np.float32)
+        return SafetyZone(
+            app.name, polygon, _class_ids(app.classes, labels), app.clear_frames, app.trigger,
+            app.min_confidence,
+        )  # fmt: skip
+    if isinstance(app, MaskApp):
+        if classifier is None or app.mask_label not in classifier.labels:
+            raise ConfigError(
+                f"mask app {app.name!r}: expected a second-stage classifier with label {app.mask_label!r}"
+            )
+        return MaskCheck(
+            app.name, classifier.manifest.name, classifier.labels.index(app.mask_label),
+            app.min_frames, app.min_share,
+        )  # fmt: skip
+    if isinstance(app, HeatmapApp):
+        return HeatmapGrid(app.name, app.cols, app.rows, app.period_s, _class_ids(app.classes, labels))
+    raise ConfigError(f"unknown app type {app!r}")
+
+
+@dataclass
+class Assembly:
+    """What a configured sensor adds to its source and models: tracker, apps, sinks."""
+
+    tracker: ByteTracker
+    apps: list[App]
+    sinks: list[Sink]
+
+
+def assemble(
+    config: SensorConfig,
+    *,
+    source: Source,
+    model: Model,
+    second_stage: list[Model],
+    allow_unsigned: bool = False,
+) -> Assembly:
+    """Build the tracker, apps and sinks of a config for an opened source and loaded models."""
+    size = source_size(source, config)
+    if size is None:
+        raise ConfigError(
+            f"source {config.source.url!r} does not say its frame size: expected source.frame_size: [w, h]"
+        )
+    tc = config.tracker
+    tracker = ByteTracker(high_threshold=tc.high_threshold, low_threshold=tc.low_threshold, lost_frames=tc.lost_frames)
+    classifier = second_stage[0] if second_stage else None
+    apps = [build_app(a, model.labels, size, classifier) for a in config.apps]
+    sinks: list[Sink] = [JsonlSink(s.path) for s in config.sinks]
+    return Assembly(tracker, apps, sinks)

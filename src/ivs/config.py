@@ -1,0 +1,281 @@
+"""The sensor's YAML configuration: one file describes a sensor, validated with line numbers.
+
+    ivs config check examples/retail-counting.yaml
+    ivs run --config examples/retail-counting.yaml
+
+Every field is described here (`ivs config schema` prints the JSON Schema); unknown keys are
+errors. Checks that need the world (the frame size of the source, the labels of the model)
+run in `check_against`, so a line outside the frame or a zone of a class the model does not
+know is caught before the sensor starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ivs.errors import ConfigError
+
+Point = tuple[float, float]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Model):
+    url: str = Field(description="Video file, RTSP/HTTP URL, camera index, image folder or synthetic[:WxH][@FPS][:N].")
+    fps: float | None = Field(None, ge=0, description="Pace at this rate (default: the source's); 0 = unpaced.")
+    max_frames: int | None = Field(None, gt=0, description="Stop after this many frames.")
+    frame_size: tuple[int, int] | None = Field(
+        None, description="Width, height: to check coordinates when the source cannot say (cameras)."
+    )
+
+
+class ModelConfig(_Model):
+    name: str = Field(description="Zoo name or .ivsm package path.")
+    runtime: Literal["auto", "onnxruntime", "openvino", "litert"] = Field("auto", description="Inference engine.")
+    roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest x, y, w, h in pixels.")
+    tiles: tuple[int, int] | None = Field(None, description="Columns, rows of overlapping tiles.")
+    threads: int | None = Field(None, gt=0, description="Inference threads.")
+    classify_with: str | None = Field(None, description="Second-stage classifier run on each detection's crop.")
+
+
+class TrackerConfig(_Model):
+    high_threshold: float = Field(0.5, ge=0, le=1, description="Detections above this start and extend tracks.")
+    low_threshold: float = Field(0.1, ge=0, le=1, description="Detections above this only extend tracks.")
+    lost_frames: int = Field(30, ge=0, description="Frames a lost track is kept to be found again.")
+
+
+class _AppBase(_Model):
+    name: str = Field(description="This app's name in every event it sends.")
+    coords: Literal["pixels", "normalized"] = Field(
+        "pixels", description="Coordinates in pixels, or as fractions of the frame's width and height."
+    )
+
+
+class LineApp(_AppBase):
+    type: Literal["line"]
+    p1: Point = Field(description="Start of the counting segment.")
+    p2: Point = Field(description="End of the counting segment; in = crossing to the right of p1->p2.")
+    classes: list[str] | None = Field(None, description="Labels to count (default: all).")
+    anchor: Literal["bottom_center", "center", "top_center"] = Field(
+        "bottom_center", description="Point of the box judged."
+    )
+    hysteresis: float = Field(6.0, ge=0, description="Dead band in pixels each side of the line.")
+
+
+class ZoneApp(_AppBase):
+    type: Literal["zone"]
+    polygon: list[Point] = Field(description="The zone's corners, in order.")
+    classes: list[str] | None = Field(None, description="Labels that count (default: all).")
+    anchor: Literal["bottom_center", "center", "top_center"] = Field(
+        "bottom_center", description="Point of the box judged."
+    )
+    enter_frames: int = Field(2, ge=1, description="Consecutive frames inside before `zone_enter`.")
+    leave_frames: int = Field(5, ge=1, description="Consecutive frames outside before `zone_leave`.")
+    loiter_s: float | None = Field(None, gt=0, description="Send `loiter` once a visit lasts this long (seconds).")
+
+    @field_validator("polygon")
+    @classmethod
+    def _three_points(cls, v: list[Point]) -> list[Point]:
+        if len(v) < 3:
+            raise ValueError(f"a polygon needs at least 3 points, got {len(v)}")
+        return v
+
+
+class SafetyApp(_AppBase):
+    type: Literal["safety"]
+    polygon: list[Point] = Field(description="The stop zone's corners, in order.")
+    classes: list[str] | None = Field(["person"], description="Labels that stop the machine.")
+    clear_frames: int = Field(10, ge=1, description="Consecutive empty frames before `clear`.")
+    trigger: Literal["overlap", "anchor"] = Field("overlap", description="Any part of the box, or where it stands.")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="Ignore detections below this.")
+
+    _three_points = field_validator("polygon")(ZoneApp._three_points.__func__)  # type: ignore[attr-defined]
+
+
+class MaskApp(_AppBase):
+    type: Literal["mask"]
+    classifier: str = Field("mask", description="Name of the second-stage classifier (model.classify_with).")
+    mask_label: str = Field("mask", description="The classifier's label that means a mask is worn.")
+    min_frames: int = Field(3, ge=1, description="Votes a face needs before its ping.")
+    min_share: float = Field(0.7, gt=0.5, le=1, description="Share of votes the answer needs.")
+
+
+class HeatmapApp(_AppBase):
+    type: Literal["heatmap"]
+    cols: int = Field(32, ge=1, le=512, description="Grid columns.")
+    rows: int = Field(24, ge=1, le=512, description="Grid rows.")
+    period_s: float = Field(60.0, gt=0, description="Send the grid this often (source seconds).")
+    classes: list[str] | None = Field(None, description="Labels that count (default: all).")
+
+
+AppConfig = Annotated[LineApp | ZoneApp | SafetyApp | MaskApp | HeatmapApp, Field(discriminator="type")]
+
+
+class JsonlSinkConfig(_Model):
+    type: Literal["jsonl"]
+    path: str = Field(description="File to append JSON lines to, or - for stdout.")
+
+
+SinkConfig = Annotated[JsonlSinkConfig, Field(discriminator="type")]
+
+
+class SensorConfig(_Model):
+    """One sensor: where frames come from, what runs on them, what it says and where to."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Sensor id in every message.")
+    source: SourceConfig
+    model: ModelConfig
+    tracker: TrackerConfig = Field(default_factory=lambda: TrackerConfig(), description="Multi-object tracker.")
+    apps: list[AppConfig] = Field(default_factory=list, description="What to decide from the tracks.")
+    sinks: list[SinkConfig] = Field(
+        default_factory=lambda: [JsonlSinkConfig(type="jsonl", path="-")], description="Where messages go."
+    )
+    frames: bool = Field(False, description="Also send the per-frame record (detections) of every frame.")
+    keyring: str | None = Field(None, description="Folder of trusted .pub keys (default: the zoo key).")
+
+    @model_validator(mode="after")
+    def _unique_app_names(self) -> SensorConfig:
+        names = [a.name for a in self.apps]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"app names must be unique: {dupes} used more than once")
+        return self
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error found in a config file, with where it is."""
+
+    loc: tuple[str | int, ...]
+    message: str
+    line: int | None = None
+
+    def format(self, path: str) -> str:
+        where = f"{path}:{self.line}" if self.line else path
+        field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in self.loc).replace(".[", "[")
+        return f"{where}: {field}: {self.message}" if field else f"{where}: {self.message}"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
+    """1-based line of the deepest YAML node the pydantic location reaches."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    node, line = value, key.start_mark.line + 1
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    # pydantic adds the union member's tag ("line", "zone", ...) to the location of errors
+    # inside a discriminated union; the YAML has no such level.
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if i > 0 and out and out[-2:-1] == ["apps"] and isinstance(part, str) and part in _APP_TYPES:
+            continue
+        if i > 0 and out and out[-2:-1] == ["sinks"] and part == "jsonl":
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+_APP_TYPES = {"line", "zone", "safety", "mask", "heatmap"}
+
+
+def load(path: Path) -> tuple[SensorConfig | None, list[Problem], yaml.Node | None]:
+    """Parse and validate; returns the config (None if invalid), every problem, the YAML tree."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror}): expected a YAML file") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        return None, [Problem((), f"not valid YAML: {getattr(err, 'problem', err)}", line)], None
+    if not isinstance(data, dict):
+        return (
+            None,
+            [Problem((), "expected a mapping of settings at the top level (id, source, model, ...)", 1)],
+            node,
+        )
+    try:
+        return SensorConfig.model_validate(data), [], node
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = _clean_loc(tuple(e["loc"]))
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                msg = f"unknown key {loc[-1]!r}: expected one of the documented keys (ivs config schema)"
+            problems.append(Problem(loc, msg, _line_of(node, loc)))
+        return None, problems, node
+
+
+def scale_points(points: list[Point], coords: str, size: tuple[int, int]) -> list[Point]:
+    if coords == "pixels":
+        return points
+    return [(x * size[0], y * size[1]) for x, y in points]
+
+
+def check_against(
+    config: SensorConfig, node: yaml.Node | None, size: tuple[int, int] | None, labels: list[str] | None
+) -> list[Problem]:
+    """Checks that need the source's frame size and the model's labels."""
+    problems: list[Problem] = []
+
+    def bad(loc: tuple[str | int, ...], message: str) -> None:
+        problems.append(Problem(loc, message, _line_of(node, loc)))
+
+    for i, app in enumerate(config.apps):
+        classes = getattr(app, "classes", None)
+        if labels is not None and classes:
+            for k, label in enumerate(classes):
+                if label not in labels:
+                    shown = ", ".join(labels[:12]) + (" ..." if len(labels) > 12 else "")
+                    bad(("apps", i, "classes", k), f"unknown class {label!r}: the model's labels are {shown}")
+        points: list[tuple[str, int | None, Point]] = []
+        if isinstance(app, LineApp):
+            points = [("p1", None, app.p1), ("p2", None, app.p2)]
+        elif isinstance(app, ZoneApp | SafetyApp):
+            points = [("polygon", k, p) for k, p in enumerate(app.polygon)]
+        if app.coords == "normalized":
+            for key, j, (x, y) in points:
+                if not (0 <= x <= 1 and 0 <= y <= 1):
+                    loc = ("apps", i, key) if j is None else ("apps", i, key, j)
+                    bad(loc, f"point ({x}, {y}) is not normalized: expected 0 <= x, y <= 1")
+        elif size is not None:
+            w, h = size
+            for key, j, (x, y) in points:
+                if not (0 <= x <= w and 0 <= y <= h):
+                    loc = ("apps", i, key) if j is None else ("apps", i, key, j)
+                    bad(
+                        loc,
+                        f"point ({x:g}, {y:g}) is outside the {w}x{h} frame: expected 0 <= x <= {w}, 0 <= y <= {h}",
+                    )
+        if isinstance(app, LineApp) and app.p1 == app.p2:
+            bad(("apps", i, "p2"), "p1 and p2 are the same point: expected a line of some length")
+        if isinstance(app, MaskApp) and config.model.classify_with is None:
+            bad(
+                ("apps", i, "type"),
+                "the mask app needs a second-stage classifier: set model.classify_with: mask",
+            )
+    return problems

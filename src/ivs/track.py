@@ -1,0 +1,428 @@
+"""ByteTrack: multi-object tracking that gives each detected object an id that lasts.
+
+`ByteTracker.update()` takes one frame's `Detections` and returns those that belong to
+confirmed tracks, with `tracker_id` set. It follows ByteTrack (Zhang et al., "ByteTrack:
+Multi-Object Tracking by Associating Every Detection Box", ECCV 2022): a constant-velocity
+Kalman filter predicts every track's box, confident detections are matched to the predictions
+by IoU first, and the tracks left over then get a second chance with the low-confidence
+detections, which are often the same objects half occluded. Nothing but box motion and overlap
+is used (no appearance model), so the tracker is cheap and blind to what objects look like.
+
+>>> import numpy as np
+>>> from ivs.detections import Detections
+>>> tracker = ByteTracker()
+>>> for x in (10.0, 14.0, 18.0):  # one person walking right, 4 px a frame
+...     det = Detections(xyxy=np.array([[x, 20, x + 40, 120]], np.float32),
+...                      confidence=np.array([0.9], np.float32), class_id=np.array([0]))
+...     out = tracker.update(det)
+>>> out.tracker_id.tolist(), out.xyxy.tolist()
+([1], [[18.0, 20.0, 58.0, 120.0]])
+>>> [(t.id, t.state.value, t.hits) for t in tracker.tracks]
+[(1, 'tracked', 3)]
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]  # no stubs in the venv
+
+from ivs.detections import Detections, FloatArray, IntArray, box_iou
+
+F64 = npt.NDArray[np.float64]
+
+# Kalman filter noise, as a fraction of the box height (ByteTrack's and DeepSORT's values):
+# position is uncertain by about 1/20 of the height, velocity by 1/160 of it per frame, so the
+# filter trusts big (near) boxes' pixels less than small (far) ones' in absolute terms.
+_STD_POSITION = 1.0 / 20
+_STD_VELOCITY = 1.0 / 160
+# The state is (cx, cy, aspect, h) and their velocities; one step is one frame.
+_MOTION = np.eye(8)
+_MOTION[:4, 4:] = np.eye(4)
+
+# ByteTrack matches a tentative (one-frame) track to a leftover confident detection when the
+# cost 1 - IoU is at most 0.7. Not a parameter: it only decides how easily a new track is
+# confirmed, and `min_hits` is the knob for that.
+_CONFIRM_IOU = 0.3
+
+
+class TrackState(enum.Enum):
+    """Where a track is in its life."""
+
+    TENTATIVE = "tentative"
+    """Started from a detection but not yet confirmed; has no id and is not reported."""
+    TRACKED = "tracked"
+    """Confirmed and matched in the latest frame; reported with its id."""
+    LOST = "lost"
+    """Confirmed but unmatched since; predicted on for `lost_frames` frames to be found again."""
+
+
+@dataclass(frozen=True)
+class Track:
+    """A read-only snapshot of one track (see `ByteTracker.tracks`), for debugging and drawing."""
+
+    id: int
+    """The tracker id; -1 while the track is tentative."""
+    xyxy: tuple[float, float, float, float]
+    """The Kalman filter's box: the filtered one if seen this frame, else the prediction."""
+    class_id: int
+    state: TrackState
+    age: int
+    """Frames since the track was started, 0 in the frame that started it."""
+    hits: int
+    """Frames in which a detection was matched to the track."""
+    frames_since_seen: int
+    """0 if a detection was matched to it in the latest frame."""
+
+
+@dataclass(eq=False)
+class _Track:
+    id: int  # -1 until confirmed
+    mean: F64  # (8,) Kalman state
+    cov: F64  # (8, 8)
+    class_id: int
+    state: TrackState
+    start_frame: int
+    last_seen: int
+    hits: int = 1
+
+
+class ByteTracker:
+    """ByteTrack multi-object tracker; see the module docstring for an example.
+
+    Confidence splits each frame's detections in three: *high* (>= `high_threshold`) ones are
+    matched first against all confirmed tracks, including lost ones; *low* ones (between
+    `low_threshold` and `high_threshold`) only continue tracks that were tracked in the previous
+    frame and are still unmatched, since a weak box next to a track is most likely that object
+    partly hidden, while a weak box on its own is most likely a false positive; the rest are
+    ignored. Boxes that are not finite or have no width or height are ignored too.
+
+    A new track starts from a high detection with confidence >= `new_track_threshold` that
+    matched nothing. It stays tentative (no id, not reported) until it has been matched in
+    `min_hits` consecutive frames, and is dropped at its first miss: a one-frame false positive
+    never gets an id. As in ByteTrack, tracks started in the very first frame after construction
+    or `reset()` are confirmed at once, so objects already in view get ids immediately. Ids are
+    given when a track is confirmed, so the reported ids are 1, 2, 3, ... without the gaps
+    ByteTrack leaves for tentative tracks that die.
+
+    A confirmed track that is matched by nothing becomes lost: it is not reported, its Kalman
+    filter keeps predicting it (with its height held fixed), and a high detection near the
+    prediction takes it back with its old id. After `lost_frames` frames without a match it is
+    removed for good.
+
+    Args:
+        high_threshold: confidence at which a detection takes part in the first association
+            (and may start a track).
+        low_threshold: detections below this confidence are ignored.
+        new_track_threshold: confidence a high detection needs to start a track; at least
+            `high_threshold`. Higher than it (ByteTrack adds 0.1) so that borderline boxes can
+            continue tracks but not create them.
+        match_iou: least IoU between a track's predicted box and a high detection for them to
+            match (ByteTrack's cost 1 - IoU <= 0.8). Lower follows faster or jerkier motion but
+            mixes up neighbours more.
+        second_match_iou: least IoU for a low detection to continue a track; stricter than
+            `match_iou` because low detections are less trustworthy.
+        lost_frames: frames a lost track is kept to be re-identified by motion; scale it with
+            the frame rate (ByteTrack uses 30 at 30 fps). 0 removes a track at its first miss.
+        min_hits: consecutive matched frames before a new track is confirmed and reported;
+            ByteTrack's behaviour is 2. 1 confirms every new track at once.
+        class_aware: when true, a track only matches detections of its own class_id, so a
+            person track never takes a car box. When false, the class is ignored and a track
+            takes the class of the detection it last matched.
+
+    Raises:
+        ValueError: if a parameter is out of its range; the message says which and why.
+    """
+
+    def __init__(
+        self,
+        *,
+        high_threshold: float = 0.5,
+        low_threshold: float = 0.1,
+        new_track_threshold: float = 0.6,
+        match_iou: float = 0.2,
+        second_match_iou: float = 0.5,
+        lost_frames: int = 30,
+        min_hits: int = 2,
+        class_aware: bool = True,
+    ) -> None:
+        if not 0.0 <= low_threshold <= high_threshold <= 1.0:
+            raise ValueError(
+                "ByteTracker: expected 0 <= low_threshold <= high_threshold <= 1, "
+                f"got low_threshold={low_threshold}, high_threshold={high_threshold}"
+            )
+        if not high_threshold <= new_track_threshold <= 1.0:
+            raise ValueError(
+                "ByteTracker: expected high_threshold <= new_track_threshold <= 1 (new tracks "
+                f"start only from high detections), got new_track_threshold={new_track_threshold}, "
+                f"high_threshold={high_threshold}"
+            )
+        for name, iou in (("match_iou", match_iou), ("second_match_iou", second_match_iou)):
+            if not 0.0 < iou <= 1.0:
+                raise ValueError(f"ByteTracker: expected 0 < {name} <= 1, got {iou}")
+        if isinstance(lost_frames, bool) or not isinstance(lost_frames, int) or lost_frames < 0:
+            raise ValueError(f"ByteTracker: expected lost_frames an int >= 0, got {lost_frames!r}")
+        if isinstance(min_hits, bool) or not isinstance(min_hits, int) or min_hits < 1:
+            raise ValueError(f"ByteTracker: expected min_hits an int >= 1, got {min_hits!r}")
+        self.high_threshold = float(high_threshold)
+        self.low_threshold = float(low_threshold)
+        self.new_track_threshold = float(new_track_threshold)
+        self.match_iou = float(match_iou)
+        self.second_match_iou = float(second_match_iou)
+        self.lost_frames = lost_frames
+        self.min_hits = min_hits
+        self.class_aware = bool(class_aware)
+        self._tracks: list[_Track] = []
+        self._frame = 0
+        # Kept across reset(): an id is never handed out twice by one tracker, so whatever
+        # downstream keys on ids (events, counts) cannot confuse an old object with a new one.
+        self._next_id = 1
+
+    def reset(self) -> None:
+        """Forget all tracks (e.g. when the scene cuts). Ids keep counting up, never reused."""
+        self._tracks = []
+        self._frame = 0
+
+    @property
+    def tracks(self) -> tuple[Track, ...]:
+        """Snapshots of all live tracks (tentative, tracked and lost), oldest first."""
+        out = []
+        for t in self._tracks:
+            box = _xyah_to_xyxy(t.mean[None, :4])[0]
+            out.append(
+                Track(
+                    id=t.id,
+                    xyxy=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                    class_id=t.class_id,
+                    state=t.state,
+                    age=self._frame - t.start_frame,
+                    hits=t.hits,
+                    frames_since_seen=self._frame - t.last_seen,
+                )
+            )
+        return tuple(out)
+
+    def update(self, det: Detections) -> Detections:
+        """Advance one frame: the detections of confirmed tracks, with `tracker_id` set.
+
+        The returned rows are the input rows (boxes as detected, not as filtered, and every
+        other field and per-detection `data` array carried over), in input order.
+        """
+        if not isinstance(det, Detections):
+            raise TypeError(f"ByteTracker.update: expected Detections, got {type(det).__name__}")
+        self._frame += 1
+        self._predict()
+
+        xyxy = det.xyxy
+        wh = xyxy[:, 2:] - xyxy[:, :2]
+        usable = np.isfinite(xyxy).all(axis=1) & (wh > 0).all(axis=1)
+        usable &= det.confidence >= self.low_threshold
+        high = usable & (det.confidence >= self.high_threshold)
+        high_idx = np.flatnonzero(high)
+        low_idx = np.flatnonzero(usable & ~high)
+
+        confirmed = [t for t in self._tracks if t.state is not TrackState.TENTATIVE]
+        tentative = [t for t in self._tracks if t.state is TrackState.TENTATIVE]
+        matches: list[tuple[_Track, int]] = []
+
+        # 1. Confident detections against every confirmed track, lost ones included, so an
+        # object that reappears near where its track was predicted gets its old id back.
+        pairs, free_tracks, free_high = self._associate(confirmed, det, high_idx, self.match_iou)
+        matches += [(confirmed[i], int(high_idx[j])) for i, j in pairs]
+
+        # 2. Weak detections only continue tracks that were tracked until now: a lost track's
+        # prediction has drifted, and a weak box near it is more likely something else.
+        still = [confirmed[i] for i in free_tracks if confirmed[i].state is TrackState.TRACKED]
+        pairs, free_still, _ = self._associate(still, det, low_idx, self.second_match_iou)
+        matches += [(still[i], int(low_idx[j])) for i, j in pairs]
+        for i in free_still:
+            still[i].state = TrackState.LOST
+
+        # 3. Tentative tracks against the confident detections nobody took; a miss kills them.
+        rest = high_idx[free_high]
+        pairs, free_tentative, free_rest = self._associate(tentative, det, rest, _CONFIRM_IOU)
+        matches += [(tentative[i], int(rest[j])) for i, j in pairs]
+        dead = {tentative[i] for i in free_tentative}
+
+        self._correct(matches, det)
+
+        # 4. New tracks from confident detections that matched nothing.
+        new_idx = rest[free_rest]
+        new_idx = new_idx[det.confidence[new_idx] >= self.new_track_threshold]
+        born = self._start(new_idx, det)
+
+        # 5. Drop dead tentative tracks and lost tracks past their time.
+        self._tracks = [
+            t
+            for t in self._tracks
+            if t not in dead and not (t.state is TrackState.LOST and self._frame - t.last_seen > self.lost_frames)
+        ]
+
+        matches += zip(born, new_idx.tolist(), strict=True)
+        rows = sorted((j, t.id) for t, j in matches if t.state is TrackState.TRACKED)
+        index: IntArray = np.array([j for j, _ in rows], np.int64)
+        out = det[index]
+        out.tracker_id = np.array([i for _, i in rows], np.int64)
+        return out
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _predict(self) -> None:
+        if not self._tracks:
+            return
+        mean = np.stack([t.mean for t in self._tracks])
+        cov = np.stack([t.cov for t in self._tracks])
+        # ByteTrack holds a lost track's height still: without measurements a growing or
+        # shrinking box would keep doing so and soon match nothing (or everything).
+        lost = np.array([t.state is TrackState.LOST for t in self._tracks])
+        mean[lost, 7] = 0.0
+        mean, cov = _kf_predict(mean, cov)
+        for t, m, c in zip(self._tracks, mean, cov, strict=True):
+            t.mean, t.cov = m, c
+
+    def _associate(
+        self, tracks: list[_Track], det: Detections, idx: IntArray, min_iou: float
+    ) -> tuple[list[tuple[int, int]], list[int], IntArray]:
+        """Optimal one-to-one matching of tracks to det rows `idx` with IoU >= min_iou.
+
+        Returns (track, position in idx) pairs, unmatched track positions, unmatched positions
+        in idx.
+        """
+        if not tracks or len(idx) == 0:
+            return [], list(range(len(tracks))), np.arange(len(idx))
+        boxes = _xyah_to_xyxy(np.stack([t.mean[:4] for t in tracks])).astype(np.float32)
+        iou = box_iou(boxes, det.xyxy[idx]).astype(np.float64)
+        if self.class_aware:
+            classes = np.array([t.class_id for t in tracks])
+            iou[classes[:, None] != det.class_id[idx][None, :]] = 0.0
+        pairs = _assign(1.0 - iou, 1.0 - min_iou)
+        tracked = {i for i, _ in pairs}
+        taken = {j for _, j in pairs}
+        free_tracks = [i for i in range(len(tracks)) if i not in tracked]
+        free_det = np.array([j for j in range(len(idx)) if j not in taken], np.int64)
+        return pairs, free_tracks, free_det
+
+    def _correct(self, matches: list[tuple[_Track, int]], det: Detections) -> None:
+        """Kalman-update matched tracks with their detections and advance their state."""
+        if not matches:
+            return
+        mean = np.stack([t.mean for t, _ in matches])
+        cov = np.stack([t.cov for t, _ in matches])
+        z = _xyxy_to_xyah(det.xyxy[[j for _, j in matches]])
+        mean, cov = _kf_update(mean, cov, z)
+        # Ids go out in input order, so that the same input always yields the same ids.
+        for (t, j), m, c in sorted(zip(matches, mean, cov, strict=True), key=lambda r: r[0][1]):
+            t.mean, t.cov = m, c
+            t.hits += 1
+            t.last_seen = self._frame
+            if not self.class_aware:
+                t.class_id = int(det.class_id[j])
+            if t.state is TrackState.LOST:
+                t.state = TrackState.TRACKED
+            elif t.state is TrackState.TENTATIVE and t.hits >= self.min_hits:
+                self._confirm(t)
+
+    def _start(self, idx: IntArray, det: Detections) -> list[_Track]:
+        """New tracks from det rows `idx`, appended to the track list and returned."""
+        if len(idx) == 0:
+            return []
+        mean, cov = _kf_initiate(_xyxy_to_xyah(det.xyxy[idx]))
+        confirm_now = self._frame == 1 or self.min_hits <= 1
+        born: list[_Track] = []
+        for j, m, c in zip(idx, mean, cov, strict=True):
+            t = _Track(
+                id=-1,
+                mean=m,
+                cov=c,
+                class_id=int(det.class_id[j]),
+                state=TrackState.TENTATIVE,
+                start_frame=self._frame,
+                last_seen=self._frame,
+            )
+            if confirm_now:
+                self._confirm(t)
+            born.append(t)
+        self._tracks += born
+        return born
+
+    def _confirm(self, t: _Track) -> None:
+        t.state = TrackState.TRACKED
+        t.id = self._next_id
+        self._next_id += 1
+
+
+def _assign(cost: F64, limit: float) -> list[tuple[int, int]]:
+    """Min-cost matching where leaving a row and a column unmatched costs `limit`.
+
+    Plain Hungarian assignment matches as many pairs as it can, and would take two mediocre
+    matches over one good one; padding the matrix with "unmatched" slots at limit / 2 each side
+    (what lap.lapjv's cost_limit, used by ByteTrack, does) lets it leave pairs unmatched
+    instead, and a pair costing more than `limit` is never worth taking.
+    """
+    n, m = cost.shape
+    big = limit + 1.0
+    ext = np.full((n + m, n + m), limit / 2.0)
+    ext[:n, :m] = np.where(cost <= limit, cost, big)
+    ext[n:, m:] = 0.0
+    rows, cols = linear_sum_assignment(ext)
+    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if r < n and c < m and cost[r, c] <= limit]
+
+
+# -- Kalman filter on (cx, cy, aspect w/h, h, and their velocities), batched over tracks ------
+
+
+def _xyxy_to_xyah(xyxy: FloatArray) -> F64:
+    b = np.asarray(xyxy, np.float64)
+    w = b[:, 2] - b[:, 0]
+    h = b[:, 3] - b[:, 1]
+    return np.stack([b[:, 0] + w / 2, b[:, 1] + h / 2, w / h, h], axis=1)
+
+
+def _xyah_to_xyxy(xyah: F64) -> F64:
+    cx, cy, a, h = xyah.T
+    w = a * h
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+def _diag(std: F64) -> F64:
+    """(N, k) standard deviations to (N, k, k) diagonal covariances."""
+    k = std.shape[1]
+    out: F64 = (std**2)[:, :, None] * np.eye(k)
+    return out
+
+
+def _kf_initiate(z: F64) -> tuple[F64, F64]:
+    h = z[:, 3]
+    p, v = _STD_POSITION * h, _STD_VELOCITY * h
+    # Velocity starts at zero but very uncertain (10x), so the second detection sets it.
+    std = np.stack(
+        [2 * p, 2 * p, np.full_like(h, 1e-2), 2 * p, 10 * v, 10 * v, np.full_like(h, 1e-5), 10 * v],
+        axis=1,
+    )
+    mean = np.concatenate([z, np.zeros_like(z)], axis=1)
+    return mean, _diag(std)
+
+
+def _kf_predict(mean: F64, cov: F64) -> tuple[F64, F64]:
+    h = mean[:, 3]
+    p, v = _STD_POSITION * h, _STD_VELOCITY * h
+    std = np.stack([p, p, np.full_like(h, 1e-2), p, v, v, np.full_like(h, 1e-5), v], axis=1)
+    mean = mean @ _MOTION.T
+    cov = _MOTION @ cov @ _MOTION.T + _diag(std)
+    return mean, cov
+
+
+def _kf_update(mean: F64, cov: F64, z: F64) -> tuple[F64, F64]:
+    h = mean[:, 3]
+    p = _STD_POSITION * h
+    # The measurement (the detection) is the first four state entries.
+    s = cov[:, :4, :4] + _diag(np.stack([p, p, np.full_like(h, 1e-1), p], axis=1))
+    ph = cov[:, :, :4]  # P H^T
+    # K = P H^T S^-1; S is symmetric, so K^T = solve(S, H P).
+    gain = np.linalg.solve(s, ph.transpose(0, 2, 1)).transpose(0, 2, 1)
+    mean = mean + (gain @ (z - mean[:, :4])[:, :, None])[:, :, 0]
+    cov = cov - gain @ s @ gain.transpose(0, 2, 1)
+    return mean, cov

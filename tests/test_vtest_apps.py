@@ -1,0 +1,154 @@
+"""Counting, zone occupancy and track identity on real video against hand-made ground truth
+(tests/data/vtest_counts.json, vtest_zone.json, vtest_tracks.json; tests/data/README.md)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ivs.apps import FrameContext
+from ivs.apps.line import LineCounter
+from ivs.apps.zone import Zone
+from ivs.detections import box_iou
+from ivs.events import Count
+from ivs.model import load_model
+from ivs.sensor import Sensor
+from ivs.sources import open_source
+from tests.conftest import DATA
+
+COUNTS = json.loads((DATA / "vtest_counts.json").read_text())
+ZONE = json.loads((DATA / "vtest_zone.json").read_text())
+TRACKS = json.loads((DATA / "vtest_tracks.json").read_text())
+
+
+class Probe:
+    """An app that records what the other apps and the tracker say at chosen frames."""
+
+    name = "probe"
+
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        self.occupancy: dict[int, int] = {}
+        self.tracked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def update(self, ctx: FrameContext) -> list:
+        self.occupancy[ctx.index] = self.zone.occupancy
+        self.tracked[ctx.index] = (ctx.tracked.xyxy.copy(), ctx.tracked.tracker_id.copy())
+        return []
+
+    def state(self) -> dict:
+        return {}
+
+    def finish(self, ctx) -> list:
+        return []
+
+
+@pytest.fixture(scope="module")
+def run(vtest):
+    """The whole clip through the person detector (3x2 tiles: the walkers are small), the
+    tracker, a counting line and a zone, as `ivs run --config` would."""
+    (x1, y1), (x2, y2) = COUNTS["line"]["p1"], COUNTS["line"]["p2"]
+    # The ground truth's "in" is left to right; ivs's in is to the right of p1->p2, so the
+    # line is given bottom to top.
+    p1, p2 = ((x1, max(y1, y2)), (x2, min(y1, y2)))
+    line = LineCounter("line", p1, p2, classes={0})
+    zone = Zone("zone", np.array(ZONE["polygon"], np.float32), classes={0})
+    probe = Probe(zone)
+
+    class Events:
+        def __init__(self) -> None:
+            self.counts: list[Count] = []
+
+        def write(self, m) -> None:
+            if isinstance(m, Count):
+                self.counts.append(m)
+
+        def close(self) -> None:
+            pass
+
+    sink = Events()
+    model = load_model("person", runtime="onnxruntime", tiles=(3, 2))
+    Sensor(open_source(str(vtest)), model, [sink], fps=0, apps=[line, zone, probe], emit_frames=False).run()
+    model.close()
+    return sink.counts, probe
+
+
+def match_crossings(counts: list[Count], tolerance: int = 10) -> tuple[int, int]:
+    """(matched, false) counts: one-to-one with the hand list, same direction, within frames."""
+    truth = [(c["frame"], c["direction"]) for c in COUNTS["crossings"]]
+    used: set[int] = set()
+    matched = false = 0
+    for c in counts:
+        best = min(
+            (
+                k
+                for k, (f, d) in enumerate(truth)
+                if k not in used and d == c.direction and abs(f - c.frame) <= tolerance
+            ),
+            key=lambda k: abs(truth[k][0] - c.frame),
+            default=None,
+        )
+        if best is None:
+            false += 1
+        else:
+            used.add(best)
+            matched += 1
+    return matched, false
+
+
+@pytest.mark.slow
+def test_every_count_is_a_real_crossing_and_most_are_counted(run):
+    counts, _ = run
+    matched, false = match_crossings(counts)
+    total = len(COUNTS["crossings"])
+    print(f"crossings counted {matched}/{total}, false counts {false}")
+    assert false == 0
+    assert matched / total >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 4 asks for exact equality; ivs counts 13 in / 16 out of 14 / 18: two walkers "
+    "crossing together merge into one box, one crossing is missed at 165 and one at the clip's end",
+)
+def test_counts_equal_hand_ground_truth(run):
+    counts, _ = run
+    got = {d: sum(1 for c in counts if c.direction == d) for d in ("in", "out")}
+    assert got == COUNTS["totals"]
+
+
+@pytest.mark.slow
+def test_zone_occupancy_at_hand_counted_frames(run):
+    _, probe = run
+    got = {f["index"]: probe.occupancy[f["index"]] for f in ZONE["frames"]}
+    assert got == {f["index"]: f["count"] for f in ZONE["frames"]}
+
+
+def id_switches(probe: Probe) -> tuple[int, int]:
+    switched = 0
+    for track in TRACKS["tracks"]:
+        ids = set()
+        for b in track["boxes"]:
+            xyxy, tids = probe.tracked[b["frame"]]
+            if len(xyxy):
+                iou = box_iou(np.array([b["box"]], np.float32), xyxy)[0]
+                k = int(iou.argmax())
+                if iou[k] >= 0.5:
+                    ids.add(int(tids[k]))
+        switched += len(ids) > 1
+    return switched, len(TRACKS["tracks"])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 4 asks for < 10% of hand-checked tracks switching id; IoU-only ByteTrack switches "
+    "3 of 6 here (two pairs walking close together), and the hand-checked set has 6 of 10 tracks",
+)
+def test_fewer_than_10_percent_of_hand_checked_tracks_switch_id(run):
+    _, probe = run
+    switched, total = id_switches(probe)
+    assert total >= 10 and switched / total < 0.10
