@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 MEDIA   := .cache/media
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit media venv zoo clean
+.PHONY: demo test lint typecheck unit media venv zoo clean system
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -30,7 +30,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv media
+system:
+	./scripts/install-system-deps.sh
+
+unit: venv media system
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -53,3 +53,14 @@ def classifier_model() -> Iterator[Model]:
     model = load_model("classifier", runtime="onnxruntime")
     yield model
     model.close()
+
+
+@pytest.fixture()
+def broker(tmp_path: Path):
+    """A fresh Mosquitto on a free 127.0.0.1 port, stopped after the test."""
+    from tests.broker import Mosquitto
+
+    b = Mosquitto(tmp_path / "mosquitto")
+    b.start()
+    yield b
+    b.stop()

@@ -3,6 +3,7 @@ tracker, the apps and the sinks. Also the checks `ivs config check` runs."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ivs.config import (
     HeatmapApp,
     LineApp,
     MaskApp,
+    MqttSinkConfig,
     Problem,
     SafetyApp,
     SensorConfig,
@@ -29,11 +31,13 @@ from ivs.config import (
 )
 from ivs.errors import ConfigError, IvsError
 from ivs.model import Model
+from ivs.outbox import Outbox
 from ivs.package.reader import read_package
 from ivs.package.signing import Keyring
 from ivs.package.zoo import resolve
 from ivs.sinks import Sink
 from ivs.sinks.jsonl import JsonlSink
+from ivs.sinks.mqtt import MqttSettings, MqttSink
 from ivs.sources import Source, open_source
 from ivs.track import ByteTracker
 
@@ -116,6 +120,8 @@ class Assembly:
     tracker: ByteTracker
     apps: list[App]
     sinks: list[Sink]
+    seq_start: int
+    """Where the sensor's sequence continues (the outbox remembers it across restarts)."""
 
 
 def assemble(
@@ -136,5 +142,19 @@ def assemble(
     tracker = ByteTracker(high_threshold=tc.high_threshold, low_threshold=tc.low_threshold, lost_frames=tc.lost_frames)
     classifier = second_stage[0] if second_stage else None
     apps = [build_app(a, model.labels, size, classifier) for a in config.apps]
-    sinks: list[Sink] = [JsonlSink(s.path) for s in config.sinks]
-    return Assembly(tracker, apps, sinks)
+    sinks: list[Sink] = []
+    seq_start = 0
+    for sc in config.sinks:
+        if isinstance(sc, MqttSinkConfig):
+            box = Outbox(sc.outbox, max_messages=sc.max_messages)
+            seq_start = max(seq_start, box.last_seq())
+            password = os.environ.get(sc.password_env) if sc.password_env else None
+            if sc.password_env and password is None:
+                raise ConfigError(f"sinks: password_env {sc.password_env!r} is not set in the environment")
+            settings = MqttSettings(
+                sc.host, sc.port, sc.username, password, sc.tls_ca, sc.tls_cert, sc.tls_key, encoding=sc.encoding
+            )
+            sinks.append(MqttSink(config.id, box, settings))
+        else:
+            sinks.append(JsonlSink(sc.path))
+    return Assembly(tracker, apps, sinks, seq_start)

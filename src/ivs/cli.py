@@ -135,6 +135,7 @@ def run(
             )
         apps: list[App] = []
         tracker = None
+        seq_start = 0
         cfg = None
         emit_frames = True
         if config is not None:
@@ -200,7 +201,7 @@ def run(
             sinks.append(jsonl)
         if cfg is not None:
             assembly = assemble(cfg, allow_unsigned=allow_unsigned, source=src, model=loaded, second_stage=second)
-            tracker, apps = assembly.tracker, assembly.apps
+            tracker, apps, seq_start = assembly.tracker, assembly.apps, assembly.seq_start
             if out is None:
                 sinks.extend(assembly.sinks)
                 to_stdout_config = any(getattr(x, "target", "") == "-" for x in assembly.sinks)
@@ -254,6 +255,7 @@ def run(
         tracker=tracker,
         apps=apps,
         emit_frames=emit_frames,
+        seq_start=seq_start,
     )
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -123,7 +123,27 @@ class JsonlSinkConfig(_Model):
     path: str = Field(description="File to append JSON lines to, or - for stdout.")
 
 
-SinkConfig = Annotated[JsonlSinkConfig, Field(discriminator="type")]
+class MqttSinkConfig(_Model):
+    type: Literal["mqtt"]
+    host: str = Field("127.0.0.1", description="Broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is the usual TLS port).")
+    username: str | None = Field(None, description="User name, if the broker wants one.")
+    password_env: str | None = Field(
+        None, description="Name of the environment variable holding the password (never the password itself)."
+    )
+    tls_ca: str | None = Field(None, description="CA certificate (PEM) to verify the broker; enables TLS.")
+    tls_cert: str | None = Field(None, description="Client certificate (PEM), for brokers that ask for one.")
+    tls_key: str | None = Field(None, description="Client key (PEM).")
+    outbox: str = Field("ivs-outbox.sqlite", description="Durable outbox file: messages wait here until acknowledged.")
+    max_messages: int = Field(1_000_000, ge=1, description="Outbox bound; past it the oldest are shed, and counted.")
+    encoding: Literal["json", "msgpack"] = Field("json", description="Payload encoding.")
+
+
+SinkConfig = Annotated[JsonlSinkConfig | MqttSinkConfig, Field(discriminator="type")]
+
+
+def _stdout() -> list[JsonlSinkConfig | MqttSinkConfig]:
+    return [JsonlSinkConfig(type="jsonl", path="-")]
 
 
 class SensorConfig(_Model):
@@ -134,9 +154,7 @@ class SensorConfig(_Model):
     model: ModelConfig
     tracker: TrackerConfig = Field(default_factory=lambda: TrackerConfig(), description="Multi-object tracker.")
     apps: list[AppConfig] = Field(default_factory=list, description="What to decide from the tracks.")
-    sinks: list[SinkConfig] = Field(
-        default_factory=lambda: [JsonlSinkConfig(type="jsonl", path="-")], description="Where messages go."
-    )
+    sinks: list[SinkConfig] = Field(default_factory=lambda: _stdout(), description="Where messages go.")
     frames: bool = Field(False, description="Also send the per-frame record (detections) of every frame.")
     keyring: str | None = Field(None, description="Folder of trusted .pub keys (default: the zoo key).")
 
@@ -189,7 +207,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     for i, part in enumerate(loc):
         if i > 0 and out and out[-2:-1] == ["apps"] and isinstance(part, str) and part in _APP_TYPES:
             continue
-        if i > 0 and out and out[-2:-1] == ["sinks"] and part == "jsonl":
+        if i > 0 and out and out[-2:-1] == ["sinks"] and part in ("jsonl", "mqtt"):
             continue
         out.append(part)
     return tuple(out)

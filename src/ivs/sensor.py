@@ -153,6 +153,7 @@ class Sensor:
         tracker: Tracker | None = None,
         apps: Sequence[App] = (),
         emit_frames: bool = True,
+        seq_start: int = 0,
     ) -> None:
         if mode != "metadata" and artifacts is None:
             raise ValueError(f"mode {mode!r} needs an ArtifactWriter")
@@ -177,7 +178,8 @@ class Sensor:
         self._stop = threading.Event()
         self._error: IvsError | None = None
         self.stats = SensorStats()
-        self._seq = 0
+        # Continue the sequence of an earlier run (from the outbox): (sensor_id, seq) stays unique.
+        self._seq = seq_start
         self._last_dropped = 0
         self._next_model: Model | None = None
         self._swap_lock = threading.Lock()

@@ -1,0 +1,122 @@
+"""The durable outbox: every message is committed to disk before it is sent, and removed only
+when the other side has acknowledged it (MQTT PUBACK, HTTP 2xx).
+
+SQLite in WAL mode, one file per sensor. It also keeps the sensor's sequence counter, so
+`(sensor_id, seq)` keeps increasing across restarts and crashes: a message is stored under
+its seq in the same transaction that advances the counter.
+
+Bounded: past `max_messages` the oldest messages are shed (a broker that stays away for days
+must not fill the disk), and `shed` counts them, so the loss is visible, never silent.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ivs.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Pending:
+    seq: int
+    topic: str
+    payload: bytes
+
+
+class Outbox:
+    """A persistent FIFO of (seq, topic, payload), safe to share between threads.
+
+    >>> box = Outbox(":memory:")
+    >>> box.put("ivs/s1/events/count", b"{}")
+    1
+    >>> [p.seq for p in box.pending()], box.ack([1]), box.depth()
+    ([1], 1, 0)
+    """
+
+    def __init__(self, path: str | Path, *, max_messages: int = 1_000_000) -> None:
+        if max_messages < 1:
+            raise ConfigError(f"outbox max_messages {max_messages}: expected at least 1")
+        self.path, self.max_messages = str(path), max_messages
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed message survives power loss, not only a process crash.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS outbox "
+                "(seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL)"
+            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('shed', 0)")
+        except sqlite3.Error as err:
+            raise ConfigError(f"outbox {self.path}: cannot open ({err}): expected a writable SQLite file") from None
+        self._lock = threading.Lock()
+        self.shed = self._meta("shed")
+
+    def _meta(self, key: str) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0])
+
+    def last_seq(self) -> int:
+        with self._lock:
+            return self._meta("seq")
+
+    def next_seq(self) -> int:
+        """Reserve the next sequence number (committed: never handed out twice)."""
+        with self._lock:
+            self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq'")
+            return self._meta("seq")
+
+    def put(self, topic: str, payload: bytes, seq: int | None = None) -> int:
+        """Store a message (under `seq`, or a new one); returns its seq once it is on disk."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                if seq is None:
+                    self._db.execute("UPDATE meta SET value = value + 1 WHERE key = 'seq'")
+                    seq = self._meta("seq")
+                else:
+                    self._db.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'seq'", (seq,))
+                self._db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?)", (seq, topic, payload))
+                over = self._db.execute("SELECT count(*) FROM outbox").fetchone()[0] - self.max_messages
+                if over > 0:
+                    self._db.execute(
+                        "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (over,)
+                    )
+                    self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'shed'", (over,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._db.execute("ROLLBACK")
+                raise OSError(f"outbox {self.path}: cannot store a message: {err}") from err
+            self.shed = self._meta("shed")
+            return seq
+
+    def pending(self, limit: int = 1000, after: int = 0) -> Iterator[Pending]:
+        """Stored messages with seq > `after`, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, topic, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit)
+            ).fetchall()
+        return (Pending(int(s), str(t), bytes(p)) for s, t, p in rows)
+
+    def ack(self, seqs: list[int]) -> int:
+        """Forget acknowledged messages; returns how many were removed."""
+        if not seqs:
+            return 0
+        with self._lock:
+            cur = self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            return int(cur.rowcount)
+
+    def depth(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
