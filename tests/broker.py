@@ -45,9 +45,8 @@ class Mosquitto:
                     return
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"mosquitto exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
-                    )
+                    why = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                    raise RuntimeError(f"mosquitto exited: {why}") from None
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on {self.port}")
 
