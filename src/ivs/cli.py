@@ -256,6 +256,7 @@ def run(
         apps=apps,
         emit_frames=emit_frames,
         seq_start=seq_start,
+        ledger_period_s=60.0 if cfg is not None else None,
     )
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -295,7 +296,7 @@ def run(
         sensor.model.close()
         for extra in second:
             extra.close()
-    _print_summary(console, sensor, jsonl.bytes_written if jsonl else None)
+    _print_summary(console, sensor)
     if error is not None:
         raise fail(str(error), 1)
 
@@ -364,7 +365,7 @@ def _status(sensor: Any) -> Table:
     return t
 
 
-def _print_summary(console: Console, sensor: Any, metadata_bytes: int | None) -> None:
+def _print_summary(console: Console, sensor: Any) -> None:
     from ivs.sensor import STAGES, summarize
 
     s = summarize(sensor.stats)
@@ -379,9 +380,17 @@ def _print_summary(console: Console, sensor: Any, metadata_bytes: int | None) ->
         f"frames read {s['frames_read']}, processed {s['frames_processed']}, dropped {s['dropped']}, "
         f"detections {s['detections']}, {s['seconds']:.1f} s, {s['fps']:.1f} fps"
     )
-    if metadata_bytes is not None and s["frames_processed"]:
+    metadata_bytes = sensor.metadata_bytes
+    if s["frames_processed"]:
         line += f", metadata {metadata_bytes} bytes ({metadata_bytes / s['frames_processed']:.0f} B/frame)"
     console.print(line)
+    if metadata_bytes:
+        compressed = getattr(sensor.source, "compressed_bytes", None)
+        ledger = f"ledger: {metadata_bytes:,} bytes of metadata replaced {sensor.raw_bytes:,} bytes of raw frames "
+        ledger += f"({sensor.raw_bytes / metadata_bytes:,.0f}x)"
+        if compressed:
+            ledger += f" and {compressed:,} bytes of compressed video ({compressed / metadata_bytes:,.0f}x)"
+        console.print(ledger)
 
 
 @model_app.command("list")
@@ -509,6 +518,14 @@ def config_check(path: Annotated[Path, typer.Argument(help="Sensor YAML file.")]
         raise typer.Exit(1)
     kinds = ", ".join(f"{a.type} {a.name!r}" for a in cfg.apps) or "no apps"
     typer.echo(f"OK {path}: sensor {cfg.id}, {cfg.source.url} -> {cfg.model.name}; {kinds}")
+
+
+@app.command("schema")
+def messages_schema() -> None:
+    """Print the JSON Schema of the messages a sensor sends (events and frame records)."""
+    from ivs.consumer import json_schema
+
+    typer.echo(json.dumps(json_schema(), indent=2, sort_keys=True))
 
 
 @config_app.command("schema")

@@ -158,3 +158,15 @@ class Consumer:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of every message a sensor sends (events and frame records), generated
+    from the types; docs/schema/ivs-messages.schema.json is this, checked by the tests."""
+    (events, frames), defs = msgspec.json.schema_components([AnyEvent, FrameRecord], ref_template="#/$defs/{name}")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ivs messages: ivs.event/1 events and ivs.frame/1 frame records",
+        "anyOf": [events, frames],
+        "$defs": defs,
+    }

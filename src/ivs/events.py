@@ -103,8 +103,21 @@ class Heatmap(Event, frozen=True, tag="heatmap"):
     frames: int
 
 
-AnyEvent = Count | ZoneEnter | ZoneLeave | Loiter | Stop | Clear | MaskPing | Heatmap
-EVENT_KINDS: tuple[type[Event], ...] = (Count, ZoneEnter, ZoneLeave, Loiter, Stop, Clear, MaskPing, Heatmap)
+class Ledger(Event, frozen=True, tag="ledger"):
+    """The bandwidth ledger since the run started: metadata sent against the video it replaced."""
+
+    frames: int
+    """Frames read from the source (processed and dropped)."""
+    raw_bytes: int
+    """Bytes of those frames as raw RGB pixels."""
+    compressed_bytes: int | None
+    """Bytes of compressed video read from the source (None where the source has none)."""
+    metadata_bytes: int
+    """Bytes of every message this sensor sent, as JSON, this one excluded."""
+
+
+AnyEvent = Count | ZoneEnter | ZoneLeave | Loiter | Stop | Clear | MaskPing | Heatmap | Ledger
+EVENT_KINDS: tuple[type[Event], ...] = (Count, ZoneEnter, ZoneLeave, Loiter, Stop, Clear, MaskPing, Heatmap, Ledger)
 
 _decoder = msgspec.json.Decoder(AnyEvent)
 

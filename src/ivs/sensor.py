@@ -25,10 +25,10 @@ from ivs.artifacts import ArtifactWriter, Mode
 from ivs.cascade import classify_detections
 from ivs.detections import Detections
 from ivs.errors import IvsError, SourceError
-from ivs.events import Event
+from ivs.events import Event, Ledger
 from ivs.frame import Frame
 from ivs.model import Model
-from ivs.records import ClassScore, DetectionRecord, FrameRecord, ModelRef, Timings
+from ivs.records import ClassScore, DetectionRecord, FrameRecord, ModelRef, Timings, encode
 from ivs.sinks import Sink
 from ivs.sources.base import Source
 from ivs.track import ByteTracker
@@ -135,6 +135,8 @@ class Sensor:
     max_frames: stop after this many frames from the source (processed + dropped).
     mode: "metadata" (default; no pixels leave), or "image"/"roi"/"tensor" with `artifacts`.
     on_record: called after every record reached the sinks (live display, apps).
+    ledger_period_s: send a `ledger` event this often (source seconds) and at the end; None: never
+        (the counters `raw_bytes` and `metadata_bytes` are kept anyway).
     """
 
     def __init__(
@@ -154,6 +156,7 @@ class Sensor:
         apps: Sequence[App] = (),
         emit_frames: bool = True,
         seq_start: int = 0,
+        ledger_period_s: float | None = None,
     ) -> None:
         if mode != "metadata" and artifacts is None:
             raise ValueError(f"mode {mode!r} needs an ArtifactWriter")
@@ -171,6 +174,11 @@ class Sensor:
         self.emit_frames = emit_frames
         self.events = 0
         self._last_ctx: FrameContext | None = None
+        # The bandwidth ledger: what was sent against the video it replaced.
+        self.ledger_period_s = ledger_period_s
+        self.raw_bytes = 0
+        self.metadata_bytes = 0
+        self._ledger_at: float | None = None
         self.rate = source.fps if fps is None else (fps or None)
         # A live source paces itself; a file is paced to behave like a camera unless fps=0.
         self._paced = fps != 0 and not source.live and self.rate is not None
@@ -214,6 +222,8 @@ class Sensor:
             self._stop.set()
             capture.join(timeout=5)
             self._finish_apps()
+            if self.ledger_period_s is not None and self.stats.frames_processed:
+                self._emit(self.ledger(None))
             self.stats.ended = time.monotonic()
             self.stats.dropped = self._slot.dropped
             for sink in self.sinks:
@@ -241,6 +251,7 @@ class Sensor:
                     break
                 read_ms = (time.perf_counter() - t) * 1e3
                 self.stats.frames_read += 1
+                self.raw_bytes += frame.pixels.nbytes
                 self._slot.put(_Captured(frame, read_ms), self._stop)
         except IvsError as err:
             self._error = err
@@ -301,6 +312,7 @@ class Sensor:
         for event in events:
             self._emit(msgspec.structs.replace(event, sensor_id=self.sensor_id, seq=self._next_seq()))
         self.events += len(events)
+        self._maybe_ledger(frame)
 
         st = self.stats
         st.frames_processed += 1
@@ -317,11 +329,46 @@ class Sensor:
         return self._seq
 
     def _emit(self, message: msgspec.Struct) -> None:
+        self.metadata_bytes += len(encode(message))
         for sink in self.sinks:
             sink.write(message)
 
+    def ledger(self, frame: Frame | None) -> Ledger:
+        """The ledger as an event (for `frame`, or the last one processed)."""
+        compressed = getattr(self.source, "compressed_bytes", None)
+        ctx = self._last_ctx
+        index = frame.index if frame is not None else (ctx.index if ctx else 0)
+        t_ns = frame.t_capture_ns if frame is not None else (ctx.t_capture_ns if ctx else 0)
+        return Ledger(
+            frame=index,
+            time=round(time.time(), 6),
+            t_capture_ns=t_ns,
+            t_source=round(self._t_source(frame) if frame is not None else (ctx.t_source if ctx else 0.0), 4),
+            app="ledger",
+            sensor_id=self.sensor_id,
+            seq=self._next_seq(),
+            frames=self.stats.frames_read,
+            raw_bytes=self.raw_bytes,
+            compressed_bytes=int(compressed) if compressed is not None else None,
+            metadata_bytes=self.metadata_bytes,
+        )
+
+    @staticmethod
+    def _t_source(frame: Frame) -> float:
+        return frame.pts if frame.pts is not None else frame.t_capture_ns / 1e9
+
+    def _maybe_ledger(self, frame: Frame) -> None:
+        if self.ledger_period_s is None:
+            return
+        t = self._t_source(frame)
+        if self._ledger_at is None:
+            self._ledger_at = t
+        elif t - self._ledger_at >= self.ledger_period_s:
+            self._ledger_at = t
+            self._emit(self.ledger(frame))
+
     def _context(self, frame: Frame, det: Detections, tracked: Detections) -> FrameContext:
-        t_source = frame.pts if frame.pts is not None else frame.t_capture_ns / 1e9
+        t_source = self._t_source(frame)
         return FrameContext(
             index=frame.index,
             time=frame.wall_time,
