@@ -18,6 +18,7 @@ from ivs.apps.zone import Zone
 from ivs.config import (
     AppConfig,
     HeatmapApp,
+    HttpSinkConfig,
     LineApp,
     MaskApp,
     MqttSinkConfig,
@@ -36,6 +37,7 @@ from ivs.package.reader import read_package
 from ivs.package.signing import Keyring
 from ivs.package.zoo import resolve
 from ivs.sinks import Sink
+from ivs.sinks.http import HttpSink
 from ivs.sinks.jsonl import JsonlSink
 from ivs.sinks.mqtt import MqttSettings, MqttSink
 from ivs.sources import Source, open_source
@@ -155,6 +157,15 @@ def assemble(
                 sc.host, sc.port, sc.username, password, sc.tls_ca, sc.tls_cert, sc.tls_key, encoding=sc.encoding
             )
             sinks.append(MqttSink(config.id, box, settings))
+        elif isinstance(sc, HttpSinkConfig):
+            box = Outbox(sc.outbox, max_messages=sc.max_messages)
+            seq_start = max(seq_start, box.last_seq())
+            token = os.environ.get(sc.token_env) if sc.token_env else None
+            if sc.token_env and token is None:
+                raise ConfigError(f"sinks: token_env {sc.token_env!r} is not set in the environment")
+            sinks.append(
+                HttpSink(config.id, box, sc.url, token=token, batch_size=sc.batch_size, batch_wait_s=sc.batch_wait_s)
+            )
         else:
             sinks.append(JsonlSink(sc.path))
     return Assembly(tracker, apps, sinks, seq_start)

@@ -139,10 +139,22 @@ class MqttSinkConfig(_Model):
     encoding: Literal["json", "msgpack"] = Field("json", description="Payload encoding.")
 
 
-SinkConfig = Annotated[JsonlSinkConfig | MqttSinkConfig, Field(discriminator="type")]
+class HttpSinkConfig(_Model):
+    type: Literal["http"]
+    url: str = Field(description="Where batches are POSTed (e.g. the hub's /api/v1/ingest).")
+    token_env: str | None = Field(
+        None, description="Name of the environment variable holding the bearer token (never the token itself)."
+    )
+    outbox: str = Field("ivs-http-outbox.sqlite", description="Durable outbox file (not shared with another sink).")
+    max_messages: int = Field(1_000_000, ge=1, description="Outbox bound; past it the oldest are shed, and counted.")
+    batch_size: int = Field(100, ge=1, le=10_000, description="Messages per POST at most.")
+    batch_wait_s: float = Field(0.2, gt=0, description="How long to wait for a batch to fill.")
 
 
-def _stdout() -> list[JsonlSinkConfig | MqttSinkConfig]:
+SinkConfig = Annotated[JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig, Field(discriminator="type")]
+
+
+def _stdout() -> list[JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig]:
     return [JsonlSinkConfig(type="jsonl", path="-")]
 
 
@@ -157,6 +169,13 @@ class SensorConfig(_Model):
     sinks: list[SinkConfig] = Field(default_factory=lambda: _stdout(), description="Where messages go.")
     frames: bool = Field(False, description="Also send the per-frame record (detections) of every frame.")
     keyring: str | None = Field(None, description="Folder of trusted .pub keys (default: the zoo key).")
+
+    @model_validator(mode="after")
+    def _separate_outboxes(self) -> SensorConfig:
+        boxes = [s.outbox for s in self.sinks if not isinstance(s, JsonlSinkConfig)]
+        if len(boxes) != len(set(boxes)):
+            raise ValueError("each MQTT or HTTP sink needs an outbox file of its own: two sinks share one")
+        return self
 
     @model_validator(mode="after")
     def _unique_app_names(self) -> SensorConfig:
@@ -207,7 +226,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     for i, part in enumerate(loc):
         if i > 0 and out and out[-2:-1] == ["apps"] and isinstance(part, str) and part in _APP_TYPES:
             continue
-        if i > 0 and out and out[-2:-1] == ["sinks"] and part in ("jsonl", "mqtt"):
+        if i > 0 and out and out[-2:-1] == ["sinks"] and part in ("jsonl", "mqtt", "http"):
             continue
         out.append(part)
     return tuple(out)
