@@ -37,6 +37,7 @@ from ivs.package.reader import read_package
 from ivs.package.signing import Keyring
 from ivs.package.zoo import resolve
 from ivs.sinks import Sink
+from ivs.sinks.homeassistant import HomeAssistantSink
 from ivs.sinks.http import HttpSink
 from ivs.sinks.jsonl import JsonlSink
 from ivs.sinks.mqtt import MqttSettings, MqttSink
@@ -157,6 +158,11 @@ def assemble(
                 sc.host, sc.port, sc.username, password, sc.tls_ca, sc.tls_cert, sc.tls_key, encoding=sc.encoding
             )
             sinks.append(MqttSink(config.id, box, settings))
+            if sc.home_assistant:
+                ha = HomeAssistantSink(
+                    config.id, apps, settings, discovery_prefix=sc.discovery_prefix, model_name=config.model.name
+                )
+                sinks.append(ha)
         elif isinstance(sc, HttpSinkConfig):
             box = Outbox(sc.outbox, max_messages=sc.max_messages)
             seq_start = max(seq_start, box.last_seq())

@@ -137,6 +137,8 @@ class MqttSinkConfig(_Model):
     outbox: str = Field("ivs-outbox.sqlite", description="Durable outbox file: messages wait here until acknowledged.")
     max_messages: int = Field(1_000_000, ge=1, description="Outbox bound; past it the oldest are shed, and counted.")
     encoding: Literal["json", "msgpack"] = Field("json", description="Payload encoding.")
+    home_assistant: bool = Field(False, description="Also publish Home Assistant MQTT discovery and entity states.")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery topic prefix.")
 
 
 class HttpSinkConfig(_Model):

@@ -1,0 +1,313 @@
+"""Home Assistant MQTT discovery (opt-in): a sensor and its apps appear in Home Assistant by
+themselves, as one device with a few entities.
+
+For a sensor `S`, with `node` its id made safe for Home Assistant (`[a-z0-9_]`) and `app` an
+app's name made safe the same way (and unique within the sensor):
+
+    <prefix>/<component>/<node>/<app>_<entity>/config    discovery config (JSON, retained)
+    ivs/S/ha/<app>/<entity>                              the entity's state (retained, QoS 1)
+
+Entities, per app:
+
+    Zone         sensor        <app>_occupancy   objects in the zone (state_class measurement)
+                 binary_sensor <app>_occupied    ON while anyone is in it (device_class occupancy)
+    SafetyZone   binary_sensor <app>_stop        ON on `stop`, OFF on `clear` (device_class safety)
+    LineCounter  sensor        <app>_count_in    in-crossings, all labels (total_increasing)
+                 sensor        <app>_count_out   out-crossings, all labels (total_increasing)
+    MaskCheck    sensor        <app>_masks       faces with a mask (total_increasing)
+                 sensor        <app>_no_masks    faces without one (total_increasing)
+
+Other apps (the heatmap) have no entity. The configs and the current states are published
+again on every (re)connect; each relevant event updates its entities' states.
+
+Availability: every entity names `ivs/S/availability` ("online" / "offline") as its
+availability topic. That topic belongs to the MQTT sink (`ivs.sinks.mqtt.MqttSink`), which
+says "online" on connect and has "offline" as its last will; this sink sets no will and never
+writes it. Used without the MQTT sink, nothing says "online" and Home Assistant shows the
+entities as unavailable: run it beside an MQTT sink on the same broker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+import ivs
+from ivs.apps import App
+from ivs.apps.line import LineCounter
+from ivs.apps.mask import MaskCheck
+from ivs.apps.safety import SafetyZone
+from ivs.apps.zone import Zone
+from ivs.events import Clear, Count, MaskPing, Stop, ZoneEnter, ZoneLeave
+from ivs.sinks.mqtt import MqttSettings
+
+log = logging.getLogger(__name__)
+
+ON, OFF = "ON", "OFF"
+
+
+def slug(text: str) -> str:
+    """`text` as a Home Assistant id: lower case, runs of anything but [a-z0-9_] made one `_`."""
+    out = re.sub(r"[^a-z0-9_]+", "_", text.lower())
+    out = re.sub(r"_+", "_", out).strip("_")
+    return out or "x"
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One Home Assistant entity of a sensor."""
+
+    component: str
+    """"sensor" or "binary_sensor"."""
+    app: str
+    """The app's name, as configured (events carry it)."""
+    app_slug: str
+    key: str
+    """What the entity is about, within its app ("occupancy", "count_in", ...)."""
+    name: str
+    state_topic: str
+    initial: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def object_id(self) -> str:
+        return f"{self.app_slug}_{self.key}"
+
+
+def _sensor(state_class: str) -> dict[str, Any]:
+    return {"state_class": state_class}
+
+
+def _binary(device_class: str) -> dict[str, Any]:
+    return {"device_class": device_class, "payload_on": ON, "payload_off": OFF}
+
+
+def _total(counts: dict[str, int]) -> int:
+    return sum(int(n) for n in counts.values())
+
+
+def entities(sensor_id: str, apps: Sequence[App]) -> list[Entity]:
+    """The entities of a sensor's apps, in app order; apps without entities are skipped."""
+    out: list[Entity] = []
+    taken: set[str] = set()
+    for app in apps:
+        specs: list[tuple[str, str, str, str, dict[str, Any]]]  # component, key, name, initial, extra
+        if isinstance(app, SafetyZone):
+            specs = [("binary_sensor", "stop", "stop", ON if app.stopped else OFF, _binary("safety"))]
+        elif isinstance(app, Zone):
+            n = app.occupancy
+            specs = [
+                ("sensor", "occupancy", "occupancy", str(n), _sensor("measurement")),
+                ("binary_sensor", "occupied", "occupied", ON if n > 0 else OFF, _binary("occupancy")),
+            ]
+        elif isinstance(app, LineCounter):
+            specs = [
+                ("sensor", "count_in", "count in", str(_total(app.counts["in"])), _sensor("total_increasing")),
+                ("sensor", "count_out", "count out", str(_total(app.counts["out"])), _sensor("total_increasing")),
+            ]
+        elif isinstance(app, MaskCheck):
+            specs = [
+                ("sensor", "masks", "masks", str(app.totals.get("mask", 0)), _sensor("total_increasing")),
+                ("sensor", "no_masks", "no masks", str(app.totals.get("no_mask", 0)), _sensor("total_increasing")),
+            ]
+        else:
+            continue
+        base = app_slug = slug(app.name)
+        n = 2
+        while app_slug in taken:
+            app_slug, n = f"{base}_{n}", n + 1
+        taken.add(app_slug)
+        for component, key, name, initial, extra in specs:
+            out.append(
+                Entity(
+                    component=component,
+                    app=app.name,
+                    app_slug=app_slug,
+                    key=key,
+                    name=f"{app.name} {name}",
+                    state_topic=f"ivs/{sensor_id}/ha/{app_slug}/{key}",
+                    initial=initial,
+                    extra=extra,
+                )
+            )
+    return out
+
+
+def discovery_config(
+    sensor_id: str, entity: Entity, *, discovery_prefix: str = "homeassistant", model_name: str = ""
+) -> tuple[str, dict[str, Any]]:
+    """The discovery topic and config (to publish as JSON, retained) of one entity."""
+    node = slug(sensor_id)
+    topic = f"{discovery_prefix}/{entity.component}/{node}/{entity.object_id}/config"
+    config: dict[str, Any] = {
+        "unique_id": f"ivs_{node}_{entity.object_id}",
+        "name": entity.name,
+        "state_topic": entity.state_topic,
+        "availability_topic": f"ivs/{sensor_id}/availability",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "qos": 1,
+        **entity.extra,
+        "device": {
+            "identifiers": [f"ivs_{sensor_id}"],
+            "name": sensor_id,
+            "manufacturer": "ivs",
+            "model": model_name,
+        },
+        "origin": {"name": "ivs", "sw_version": ivs.__version__},
+    }
+    return topic, config
+
+
+def discovery_messages(
+    sensor_id: str, apps: Sequence[App], *, discovery_prefix: str = "homeassistant", model_name: str = ""
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every discovery (topic, config) of a sensor's apps."""
+    return [
+        discovery_config(sensor_id, e, discovery_prefix=discovery_prefix, model_name=model_name)
+        for e in entities(sensor_id, apps)
+    ]
+
+
+class HomeAssistantSink:
+    """Publishes Home Assistant discovery configs and entity states for a sensor's apps.
+
+    It has its own MQTT client (`ivs-ha-<sensor>`) and sets no last will: availability is the
+    MQTT sink's (see the module's docstring). States are published retained at QoS 1; one
+    that was in flight across a reconnect is published again, current, once the broker acknowledges
+    the old one, so a stale value never stays retained.
+    """
+
+    def __init__(
+        self,
+        sensor_id: str,
+        apps: Sequence[App],
+        settings: MqttSettings,
+        *,
+        discovery_prefix: str = "homeassistant",
+        model_name: str = "",
+    ) -> None:
+        self.sensor_id, self.settings = sensor_id, settings
+        self.entities = entities(sensor_id, apps)
+        self.discovery = [
+            discovery_config(sensor_id, e, discovery_prefix=discovery_prefix, model_name=model_name)
+            for e in self.entities
+        ]
+        self._by_app: dict[str, dict[str, Entity]] = {}
+        for e in self.entities:
+            self._by_app.setdefault(e.app, {})[e.key] = e
+        self.states: dict[str, str] = {e.state_topic: e.initial for e in self.entities}
+        """The current state of every entity, by state topic."""
+        self.connected = threading.Event()
+        self.connects = 0
+        self._generation = 0
+        self._pending: dict[int, tuple[int, str | None]] = {}  # paho mid -> (generation, state topic)
+        self._lock = threading.Lock()
+        self._closing = False
+
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"ivs-ha-{sensor_id}",
+            clean_session=True,
+        )
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
+        if settings.tls_ca is not None:
+            client.tls_set(
+                ca_certs=settings.tls_ca,
+                certfile=settings.tls_cert,
+                keyfile=settings.tls_key,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
+        client.loop_start()
+
+    # paho callbacks (its network thread)
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT %s:%s refused the connection: %s", self.settings.host, self.settings.port, reason)
+            return
+        with self._lock:
+            self.connects += 1
+            self._generation += 1
+            for topic, config in self.discovery:
+                self._publish(topic, json.dumps(config), None)
+            for topic, value in self.states.items():
+                self._publish(topic, value, topic)
+            self.connected.set()  # inside the lock: a write() from now on publishes itself
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connected.clear()
+        if not self._closing:
+            log.warning("MQTT connection of the Home Assistant sink lost (%s); reconnecting", reason)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self._lock:
+            generation, topic = self._pending.pop(mid, (self._generation, None))
+            if topic is not None and generation < self._generation:
+                # Sent before the last reconnect and resent by paho after our fresh state:
+                # say the current state once more, last.
+                self._publish(topic, self.states[topic], topic)
+
+    def _publish(self, topic: str, payload: str, state_topic: str | None) -> None:
+        """Publish retained at QoS 1 and remember it until acknowledged. Holds `_lock`."""
+        info = self._client.publish(topic, payload, qos=1, retain=True)
+        self._pending[info.mid] = (self._generation, state_topic)
+
+    # the sink interface
+    def write(self, message: msgspec.Struct) -> None:
+        updates: dict[str, str] = {}
+        app = self._by_app.get(str(getattr(message, "app", "")))
+        if app is None:
+            return
+        if isinstance(message, ZoneEnter | ZoneLeave) and "occupancy" in app:
+            updates[app["occupancy"].state_topic] = str(message.occupancy)
+            updates[app["occupied"].state_topic] = ON if message.occupancy > 0 else OFF
+        elif isinstance(message, Stop | Clear) and "stop" in app:
+            updates[app["stop"].state_topic] = ON if isinstance(message, Stop) else OFF
+        elif isinstance(message, Count) and "count_in" in app:
+            updates[app["count_in"].state_topic] = str(_total(message.totals.get("in", {})))
+            updates[app["count_out"].state_topic] = str(_total(message.totals.get("out", {})))
+        elif isinstance(message, MaskPing) and "masks" in app:
+            updates[app["masks"].state_topic] = str(message.totals.get("mask", 0))
+            updates[app["no_masks"].state_topic] = str(message.totals.get("no_mask", 0))
+        with self._lock:
+            for topic, value in updates.items():
+                self.states[topic] = value
+                if self.connected.is_set():
+                    self._publish(topic, value, topic)
+                # else: the next connect publishes the current states
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until connected and everything published is acknowledged, or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                done = self.connected.is_set() and not self._pending
+            if done or time.monotonic() >= deadline:
+                return done
+            time.sleep(0.02)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what can be delivered and disconnect. The retained configs and states stay."""
+        self.flush(timeout)
+        self._closing = True
+        self._client.disconnect()
+        self._client.loop_stop()
