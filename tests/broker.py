@@ -3,6 +3,8 @@ started again (same port, same persistence file) to simulate an outage."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -30,7 +32,11 @@ class Mosquitto:
             # Persistence: queued QoS 1 messages and durable sessions survive a restart.
             f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
             "max_queued_messages 100000\n"
-            f"log_dest file {workdir}/mosquitto.log\n" + extra_config
+            f"log_dest file {workdir}/mosquitto.log\n"
+            # Started as root, mosquitto switches to the user "mosquitto", who cannot read the
+            # test's private temporary folder: stay as the user who started it.
+            + (f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else "")
+            + extra_config
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
