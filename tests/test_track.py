@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ivs.detections import Detections
-from ivs.track import ByteTracker, TrackState, _assign
+from ivs.track import ByteTracker, TrackState, _assign, appearance_features
 
 PERSON, CAR = 0, 2
 
@@ -224,6 +224,9 @@ def test_empty_frames_and_the_tracks_view():
         ({"lost_frames": -1}, "lost_frames an int >= 0"),
         ({"lost_frames": 2.5}, "lost_frames an int >= 0"),
         ({"min_hits": 0}, "min_hits an int >= 1"),
+        ({"appearance_weight": -1.0}, "appearance_weight >= 0"),
+        ({"appearance_momentum": 1.5}, "0 <= appearance_momentum <= 1"),
+        ({"reid_distance": -0.1}, "0 <= reid_distance <= 1"),
     ],
 )
 def test_bad_parameters_say_what_was_expected(kwargs: dict, message: str):
@@ -243,6 +246,77 @@ def test_update_wants_detections():
         ByteTracker().update(np.zeros((1, 4)))  # type: ignore[arg-type]
 
 
+RED, BLUE = (200, 30, 30), (30, 40, 200)
+
+
+def frame_with(boxes: list[list[float]], colours: list[tuple[int, int, int]]) -> np.ndarray:
+    """A grey 640x480 RGB frame with each box filled with its colour, later ones in front."""
+    pixels = np.full((480, 640, 3), 128, np.uint8)
+    for b, c in zip(boxes, colours, strict=True):
+        x1, y1, x2, y2 = (round(v) for v in b)
+        pixels[y1:y2, x1:x2] = c
+    return pixels
+
+
+def test_appearance_features_tell_colours_apart():
+    pixels = frame_with([box(100, 200), box(300, 200), box(500, 200)], [RED, RED, BLUE])
+    f = appearance_features(pixels, np.array([box(100, 200), box(300, 200), box(500, 200)], np.float32))
+    assert f.shape[0] == 3
+    np.testing.assert_allclose(np.linalg.norm(f, axis=1), 1.0)
+    assert 1 - f[0] @ f[1] == pytest.approx(0.0, abs=1e-9)  # same colours
+    assert 1 - f[0] @ f[2] == pytest.approx(1.0, abs=1e-9)  # nothing in common
+    # A box off the frame has no appearance, and counts as neither alike nor unlike.
+    assert not appearance_features(pixels, np.array([[700, 10, 740, 110]], np.float32)).any()
+
+
+def swap_while_overlapping() -> list[tuple[list[list[float]], list[tuple[int, int, int]]]]:
+    """Red stands at x=100; blue walks up to overlap it, then they trade places in one frame."""
+    frames = []
+    for f in range(12):  # apart, then blue walks in: 300 -> 125
+        frames.append(([box(100, 200), box(max(125, 300 - 15 * f), 200)], [RED, BLUE]))
+    for _ in range(4):  # overlapping
+        frames.append(([box(100, 200), box(125, 200)], [RED, BLUE]))
+    for _ in range(6):  # swapped: red at 125, blue at 100
+        frames.append(([box(125, 200), box(100, 200)], [RED, BLUE]))
+    return frames
+
+
+def test_colour_keeps_ids_of_same_class_objects_that_swap_while_overlapping():
+    with_colour, iou_only = ByteTracker(), ByteTracker()
+    for boxes, colours in swap_while_overlapping():
+        d = dets(boxes)
+        coloured = with_colour.update(d, frame_with(boxes, colours))
+        plain = iou_only.update(d)
+    # Row 0 is red, row 1 blue throughout; red got id 1 in the first frame.
+    assert ids_by_row(coloured) == [1, 2]
+    assert ids_by_row(plain) == [2, 1]  # boxes alone follow the positions, not the people
+
+
+def test_lost_track_is_reidentified_by_colour_away_from_its_prediction():
+    def run(tracker: ByteTracker, colour: tuple[int, int, int], use_pixels: bool) -> list[int]:
+        out = None
+        for f in range(10):
+            b = [box(100 + 4 * f, 200)]
+            tracker.update(dets(b), frame_with(b, [RED]) if use_pixels else None)
+        for _ in range(5):  # hidden
+            tracker.update(dets([]), frame_with([], []) if use_pixels else None)
+        for _ in range(2):  # back, but 60 px above where motion predicts: IoU < 0.2
+            b = [box(175, 140)]
+            out = tracker.update(dets(b), frame_with(b, [colour]) if use_pixels else None)
+        assert out is not None
+        return ids_by_row(out)
+
+    assert run(ByteTracker(), RED, use_pixels=True) == [1]  # looks the same: the same object
+    assert run(ByteTracker(), BLUE, use_pixels=True) == [2]  # looks different: a new one
+    assert run(ByteTracker(), RED, use_pixels=False) == [2]  # boxes alone: a new one
+    assert run(ByteTracker(appearance_weight=0), RED, use_pixels=True) == [2]  # appearance off
+
+
+def test_update_wants_rgb_pixels():
+    with pytest.raises(ValueError, match="expected pixels HxWx3"):
+        ByteTracker().update(dets([box(100, 200)]), np.zeros((480, 640), np.uint8))
+
+
 @pytest.mark.slow
 def test_vtest_ids_are_mostly_stable(vtest: Path, person_model):
     """The person model over 300 frames (30 s at 10 fps) of people walking across a square.
@@ -260,8 +334,8 @@ def test_vtest_ids_are_mostly_stable(vtest: Path, person_model):
         for i, frame in enumerate(container.decode(video=0)):
             if i == 300:
                 break
-            det = person_model(frame.to_ndarray(format="rgb24"))
-            out = tracker.update(det)
+            rgb = frame.to_ndarray(format="rgb24")
+            out = tracker.update(person_model(rgb), rgb)
             most_at_once = max(most_at_once, len(out))
             for xyxy, tid in zip(out.xyxy, ids_by_row(out), strict=True):
                 lengths[tid] = lengths.get(tid, 0) + 1

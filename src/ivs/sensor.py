@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from ivs.apps import App, FrameContext
 from ivs.artifacts import ArtifactWriter, Mode
@@ -41,7 +42,7 @@ STAGES = ("read", "queue", "isp", "infer", "decode", "classify", "apps", "total"
 class Tracker(Protocol):
     """Gives detections stable ids across frames (`ivs.track.ByteTracker`)."""
 
-    def update(self, det: Detections) -> Detections: ...
+    def update(self, det: Detections, pixels: npt.NDArray[np.uint8] | None = None) -> Detections: ...
 
 
 @dataclass
@@ -290,7 +291,7 @@ class Sensor:
         for classifier in self.second_stage:
             det = classify_detections(classifier, frame.pixels, det)
         t_classify = time.monotonic_ns()
-        tracked = self.tracker.update(det) if self.tracker is not None else det
+        tracked = self.tracker.update(det, frame.pixels) if self.tracker is not None else det
         events = self._run_apps(frame, det, tracked)
         t_apps = time.monotonic_ns()
 

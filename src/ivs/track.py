@@ -5,8 +5,10 @@ confirmed tracks, with `tracker_id` set. It follows ByteTrack (Zhang et al., "By
 Multi-Object Tracking by Associating Every Detection Box", ECCV 2022): a constant-velocity
 Kalman filter predicts every track's box, confident detections are matched to the predictions
 by IoU first, and the tracks left over then get a second chance with the low-confidence
-detections, which are often the same objects half occluded. Nothing but box motion and overlap
-is used (no appearance model), so the tracker is cheap and blind to what objects look like.
+detections, which are often the same objects half occluded. When the frame's pixels are given
+too, a cheap colour descriptor of each box (no learned model) joins the matching cost, as in
+DeepSORT and BoT-SORT, and lets a lost track be found again by its looks; without them the
+tracker uses box motion and overlap alone.
 
 >>> import numpy as np
 >>> from ivs.detections import Detections
@@ -33,6 +35,7 @@ from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]
 from ivs.detections import Detections, FloatArray, IntArray, box_iou
 
 F64 = npt.NDArray[np.float64]
+UInt8Array = npt.NDArray[np.uint8]
 
 # Kalman filter noise, as a fraction of the box height (ByteTrack's and DeepSORT's values):
 # position is uncertain by about 1/20 of the height, velocity by 1/160 of it per frame, so the
@@ -47,6 +50,16 @@ _MOTION[:4, 4:] = np.eye(4)
 # cost 1 - IoU is at most 0.7. Not a parameter: it only decides how easily a new track is
 # confirmed, and `min_hits` is the knob for that.
 _CONFIRM_IOU = 0.3
+
+# A box whose area changed more than this factor since its track last learnt its appearance
+# likely holds two objects merged, or part of one: it teaches the track nothing.
+_AREA_JUMP = 1.5
+# How far, in box heights per frame hidden, a lost object may be re-identified from where
+# its track is predicted (walkers move about 0.1 height a frame at 10 fps), up to reid_radius.
+_REID_SPEED = 0.15
+# Appearance distance past which a track never takes a box, however well they overlap (the
+# same person seen on grass and on a road is about 0.2 apart, a red and a blue coat 0.4-0.5).
+_MAX_APPEARANCE_DISTANCE = 0.5
 
 
 class TrackState(enum.Enum):
@@ -88,6 +101,8 @@ class _Track:
     start_frame: int
     last_seen: int
     hits: int = 1
+    feature: F64 | None = None  # (D,) unit appearance descriptor, EMA over clean sightings
+    feature_area: float = 0.0  # box area at the last sighting that taught `feature`
 
 
 class ByteTracker:
@@ -132,6 +147,19 @@ class ByteTracker:
         class_aware: when true, a track only matches detections of its own class_id, so a
             person track never takes a car box. When false, the class is ignored and a track
             takes the class of the detection it last matched.
+        appearance_weight: weight of the appearance distance (0 same, 1 nothing alike; see
+            `appearance_features`) added to the cost 1 - IoU of each pair that passes the IoU
+            gate, when `update` is given pixels. 0 turns appearance off altogether.
+        appearance_momentum: a track's appearance is an exponential moving average over its
+            clean sightings; this is the weight kept by the old one each time (BoT-SORT: 0.9).
+        appearance_max_overlap: a detection more covered than this fraction of its area by
+            another detection, or by where a lost track is predicted, shows more than one
+            object: it neither teaches its track's appearance nor re-identifies a lost track.
+        reid_distance: largest appearance distance at which a confident detection that
+            matched no track by IoU takes back a lost track's id.
+        reid_radius: ... and largest distance between their centres, in box heights, from
+            where the lost track is predicted; a track hidden for k frames reaches only
+            0.15 k heights, so one lost briefly is not taken by a look-alike far off.
 
     Raises:
         ValueError: if a parameter is out of its range; the message says which and why.
@@ -148,6 +176,11 @@ class ByteTracker:
         lost_frames: int = 30,
         min_hits: int = 2,
         class_aware: bool = True,
+        appearance_weight: float = 1.0,
+        appearance_momentum: float = 0.9,
+        appearance_max_overlap: float = 0.3,
+        reid_distance: float = 0.15,
+        reid_radius: float = 1.0,
     ) -> None:
         if not 0.0 <= low_threshold <= high_threshold <= 1.0:
             raise ValueError(
@@ -170,11 +203,26 @@ class ByteTracker:
         self.high_threshold = float(high_threshold)
         self.low_threshold = float(low_threshold)
         self.new_track_threshold = float(new_track_threshold)
+        for name, v in (
+            ("appearance_momentum", appearance_momentum),
+            ("appearance_max_overlap", appearance_max_overlap),
+            ("reid_distance", reid_distance),
+        ):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"ByteTracker: expected 0 <= {name} <= 1, got {v}")
+        for name, v in (("appearance_weight", appearance_weight), ("reid_radius", reid_radius)):
+            if not v >= 0.0:
+                raise ValueError(f"ByteTracker: expected {name} >= 0, got {v}")
         self.match_iou = float(match_iou)
         self.second_match_iou = float(second_match_iou)
         self.lost_frames = lost_frames
         self.min_hits = min_hits
         self.class_aware = bool(class_aware)
+        self.appearance_weight = float(appearance_weight)
+        self.appearance_momentum = float(appearance_momentum)
+        self.appearance_max_overlap = float(appearance_max_overlap)
+        self.reid_distance = float(reid_distance)
+        self.reid_radius = float(reid_radius)
         self._tracks: list[_Track] = []
         self._frame = 0
         # Kept across reset(): an id is never handed out twice by one tracker, so whatever
@@ -205,14 +253,20 @@ class ByteTracker:
             )
         return tuple(out)
 
-    def update(self, det: Detections) -> Detections:
+    def update(self, det: Detections, pixels: UInt8Array | None = None) -> Detections:
         """Advance one frame: the detections of confirmed tracks, with `tracker_id` set.
+
+        `pixels` is the frame the detections came from (HxWx3 uint8 RGB, boxes in its pixel
+        coordinates); given, what each object looks like helps to match it (see the class
+        docstring), and without it tracking is by motion and overlap alone.
 
         The returned rows are the input rows (boxes as detected, not as filtered, and every
         other field and per-detection `data` array carried over), in input order.
         """
         if not isinstance(det, Detections):
             raise TypeError(f"ByteTracker.update: expected Detections, got {type(det).__name__}")
+        if pixels is not None and (pixels.ndim != 3 or pixels.shape[2] != 3):
+            raise ValueError(f"ByteTracker.update: expected pixels HxWx3, got shape {pixels.shape}")
         self._frame += 1
         self._predict()
 
@@ -224,35 +278,64 @@ class ByteTracker:
         high_idx = np.flatnonzero(high)
         low_idx = np.flatnonzero(usable & ~high)
 
+        # Appearance of every usable box, and whether it is clean: a box much covered by
+        # another one shows two objects, and must neither teach a track nor re-identify one.
+        feats: F64 | None = None
+        clean = np.zeros(len(det), bool)
+        if pixels is not None and self.appearance_weight > 0 and len(det):
+            feats = np.zeros((len(det), _FEATURE_SIZE))
+            idx = np.flatnonzero(usable)
+            feats[idx] = appearance_features(pixels, xyxy[idx])
+            clean[idx] = _max_cover(xyxy[idx]) <= self.appearance_max_overlap
+            clean &= np.abs(feats).sum(axis=1) > 0
+
         confirmed = [t for t in self._tracks if t.state is not TrackState.TENTATIVE]
         tentative = [t for t in self._tracks if t.state is TrackState.TENTATIVE]
         matches: list[tuple[_Track, int]] = []
 
         # 1. Confident detections against every confirmed track, lost ones included, so an
         # object that reappears near where its track was predicted gets its old id back.
-        pairs, free_tracks, free_high = self._associate(confirmed, det, high_idx, self.match_iou)
+        pairs, free_tracks, free_high = self._associate(confirmed, det, high_idx, self.match_iou, feats)
         matches += [(confirmed[i], int(high_idx[j])) for i, j in pairs]
 
         # 2. Weak detections only continue tracks that were tracked until now: a lost track's
         # prediction has drifted, and a weak box near it is more likely something else.
         still = [confirmed[i] for i in free_tracks if confirmed[i].state is TrackState.TRACKED]
-        pairs, free_still, _ = self._associate(still, det, low_idx, self.second_match_iou)
+        pairs, free_still, _ = self._associate(still, det, low_idx, self.second_match_iou, feats)
         matches += [(still[i], int(low_idx[j])) for i, j in pairs]
         for i in free_still:
             still[i].state = TrackState.LOST
 
-        # 3. Tentative tracks against the confident detections nobody took; a miss kills them.
+        # 2b. Lost tracks that overlap no confident detection, re-identified by appearance
+        # near where they were predicted.
         rest = high_idx[free_high]
-        pairs, free_tentative, free_rest = self._associate(tentative, det, rest, _CONFIRM_IOU)
+        if feats is not None:
+            lost = [confirmed[i] for i in free_tracks if confirmed[i].state is TrackState.LOST]
+            pairs, free_rest = self._reidentify(lost, det, rest, feats, clean)
+            matches += [(lost[i], int(rest[j])) for i, j in pairs]
+            rest = rest[free_rest]
+
+        # 3. Tentative tracks against the confident detections nobody took; a miss kills them.
+        pairs, free_tentative, free_rest = self._associate(tentative, det, rest, _CONFIRM_IOU, feats)
         matches += [(tentative[i], int(rest[j])) for i, j in pairs]
         dead = {tentative[i] for i in free_tentative}
 
+        # Boxes that cover where an unmatched lost object is predicted may show it too.
+        if feats is not None:
+            hidden = [t for t in self._tracks if t.state is TrackState.LOST and t not in {m for m, _ in matches}]
+            if hidden:
+                boxes = _xyah_to_xyxy(np.stack([t.mean[:4] for t in hidden]))
+                clean &= _cover(xyxy, boxes).max(axis=1) <= self.appearance_max_overlap
         self._correct(matches, det)
+        if feats is not None:
+            self._learn(matches, det, feats, clean)
 
         # 4. New tracks from confident detections that matched nothing.
         new_idx = rest[free_rest]
         new_idx = new_idx[det.confidence[new_idx] >= self.new_track_threshold]
         born = self._start(new_idx, det)
+        if feats is not None:
+            self._learn(list(zip(born, new_idx.tolist(), strict=True)), det, feats, clean)
 
         # 5. Drop dead tentative tracks and lost tracks past their time.
         self._tracks = [
@@ -284,10 +367,12 @@ class ByteTracker:
             t.mean, t.cov = m, c
 
     def _associate(
-        self, tracks: list[_Track], det: Detections, idx: IntArray, min_iou: float
+        self, tracks: list[_Track], det: Detections, idx: IntArray, min_iou: float, feats: F64 | None
     ) -> tuple[list[tuple[int, int]], list[int], IntArray]:
         """Optimal one-to-one matching of tracks to det rows `idx` with IoU >= min_iou.
 
+        The cost of a pair is 1 - IoU plus `appearance_weight` times their appearance
+        distance, where both have an appearance.
         Returns (track, position in idx) pairs, unmatched track positions, unmatched positions
         in idx.
         """
@@ -298,12 +383,72 @@ class ByteTracker:
         if self.class_aware:
             classes = np.array([t.class_id for t in tracks])
             iou[classes[:, None] != det.class_id[idx][None, :]] = 0.0
-        pairs = _assign(1.0 - iou, 1.0 - min_iou)
+        cost = 1.0 - iou
+        limit = 1.0 - min_iou
+        if feats is not None:
+            dist = self._distance(tracks, feats[idx])
+            # Boxes that overlap but look nothing alike are different objects.
+            ok = (iou >= min_iou) & (dist <= _MAX_APPEARANCE_DISTANCE)
+            cost = np.where(ok, cost + self.appearance_weight * dist, np.inf)
+            limit += self.appearance_weight * _MAX_APPEARANCE_DISTANCE
+        pairs = _assign(cost, limit)
         tracked = {i for i, _ in pairs}
         taken = {j for _, j in pairs}
         free_tracks = [i for i in range(len(tracks)) if i not in tracked]
         free_det = np.array([j for j in range(len(idx)) if j not in taken], np.int64)
         return pairs, free_tracks, free_det
+
+    @staticmethod
+    def _distance(tracks: list[_Track], feats: F64) -> F64:
+        """(tracks, dets) appearance distances in [0, 1]; 0 where either has no appearance."""
+        known = [t.feature if t.feature is not None else np.zeros(feats.shape[1]) for t in tracks]
+        sim = np.stack(known) @ feats.T
+        has = (np.abs(np.stack(known)).sum(axis=1) > 0)[:, None] & (np.abs(feats).sum(axis=1) > 0)[None, :]
+        out: F64 = np.where(has, np.clip(1.0 - sim, 0.0, 1.0), 0.0)
+        return out
+
+    def _reidentify(
+        self, tracks: list[_Track], det: Detections, idx: IntArray, feats: F64, clean: npt.NDArray[np.bool_]
+    ) -> tuple[list[tuple[int, int]], IntArray]:
+        """Lost tracks matched to clean det rows `idx` that look alike and are near enough."""
+        if not tracks or len(idx) == 0:
+            return [], np.arange(len(idx))
+        dist = self._distance(tracks, feats[idx])
+        known = np.array([t.feature is not None for t in tracks])
+        pred = np.stack([t.mean[:4] for t in tracks])
+        z = _xyxy_to_xyah(det.xyxy[idx])
+        h = np.maximum(pred[:, 3:4], z[None, :, 3])
+        gap = np.hypot(pred[:, 0:1] - z[None, :, 0], pred[:, 1:2] - z[None, :, 1]) / h
+        # Where the object may be now grows with the time it was hidden, up to reid_radius.
+        lost_for = np.array([self._frame - t.last_seen for t in tracks], np.float64)[:, None]
+        reach = np.minimum(self.reid_radius, _REID_SPEED * lost_for)
+        ok = known[:, None] & clean[idx][None, :] & (gap <= reach) & (dist <= self.reid_distance)
+        if self.class_aware:
+            classes = np.array([t.class_id for t in tracks])
+            ok &= classes[:, None] == det.class_id[idx][None, :]
+        pairs = _assign(np.where(ok, dist, np.inf), self.reid_distance)
+        taken = {j for _, j in pairs}
+        return pairs, np.array([j for j in range(len(idx)) if j not in taken], np.int64)
+
+    def _learn(
+        self, matches: list[tuple[_Track, int]], det: Detections, feats: F64, clean: npt.NDArray[np.bool_]
+    ) -> None:
+        """Blend the clean matched detections' appearance into their tracks'.
+
+        A box much bigger or smaller than the last one learnt from is left out too: it most
+        likely holds two objects merged into one box, or only part of one.
+        """
+        m = self.appearance_momentum
+        wh = det.xyxy[:, 2:] - det.xyxy[:, :2]
+        area = (wh[:, 0] * wh[:, 1]).astype(np.float64)
+        for t, j in matches:
+            if not clean[j]:
+                continue
+            if t.feature is not None and not 1 / _AREA_JUMP <= area[j] / t.feature_area <= _AREA_JUMP:
+                continue
+            t.feature_area = float(area[j])
+            f = feats[j] if t.feature is None else m * t.feature + (1 - m) * feats[j]
+            t.feature = f / max(float(np.linalg.norm(f)), 1e-12)
 
     def _correct(self, matches: list[tuple[_Track, int]], det: Detections) -> None:
         """Kalman-update matched tracks with their detections and advance their state."""
@@ -369,6 +514,82 @@ def _assign(cost: F64, limit: float) -> list[tuple[int, int]]:
     ext[n:, m:] = 0.0
     rows, cols = linear_sum_assignment(ext)
     return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if r < n and c < m and cost[r, c] <= limit]
+
+
+# -- appearance ---------------------------------------------------------------------------
+
+_HUE_BINS, _SAT_BINS, _GREY_BINS = 8, 3, 4
+_MIN_SAT, _MIN_VALUE = 0.2, 0.15
+_PART_SIZE = _HUE_BINS * _SAT_BINS + _GREY_BINS
+_FEATURE_SIZE = 2 * _PART_SIZE
+
+
+def appearance_features(pixels: UInt8Array, xyxy: FloatArray) -> F64:
+    """Colour descriptors of boxes in an RGB frame: (N, D) unit vectors, 0 for empty boxes.
+
+    Each box's middle 60 % of width (less background) is split into an upper (10-50 % of the
+    height: torso) and a lower half (50-95 %: legs), and each gets a colour histogram of 8 hues
+    x 3 saturations plus 4 grey levels for unsaturated or dark pixels, on at most about 64 rows.
+    The vector is the square roots of the two normalised histograms, so that 1 - a.b, the
+    distance the tracker uses, is the squared Hellinger distance between the halves' colours
+    (0 alike, 1 nothing in common). About 0.1 ms a box.
+    """
+    out = np.zeros((len(xyxy), _FEATURE_SIZE))
+    height, width = pixels.shape[:2]
+    for k, (x1, y1, x2, y2) in enumerate(np.asarray(xyxy, np.float64)):
+        w, h = x2 - x1, y2 - y1
+        cx = (x1 + x2) / 2
+        xa, xb = int(max(0, cx - 0.3 * w)), int(min(width, cx + 0.3 * w))
+        ya, ym, yb = (int(min(max(0, y1 + f * h), height)) for f in (0.1, 0.5, 0.95))
+        step = max(1, int(h // 64))
+        parts = []
+        for crop in (pixels[ya:ym:step, xa:xb:step], pixels[ym:yb:step, xa:xb:step]):
+            hist = np.bincount(_colour_bins(crop), minlength=_PART_SIZE).astype(np.float64)
+            parts.append(np.sqrt(hist / max(hist.sum(), 1.0)))
+        f = np.concatenate(parts)
+        n = np.linalg.norm(f)
+        if n > 0:
+            out[k] = f / n
+    return out
+
+
+def _colour_bins(rgb: UInt8Array) -> IntArray:
+    x = rgb.reshape(-1, 3).astype(np.float32) / 255.0
+    hi, lo = x.max(axis=1), x.min(axis=1)
+    chroma = hi - lo
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    c = np.maximum(chroma, 1e-6)
+    hue = np.where(hi == r, ((g - b) / c) % 6, np.where(hi == g, (b - r) / c + 2, (r - g) / c + 4)) / 6
+    sat = chroma / np.maximum(hi, 1e-6)
+    hb = np.minimum((hue * _HUE_BINS).astype(np.int64), _HUE_BINS - 1)
+    sb = np.minimum(((sat - _MIN_SAT) / (1 - _MIN_SAT) * _SAT_BINS).astype(np.int64), _SAT_BINS - 1)
+    vb = np.minimum((hi * _GREY_BINS).astype(np.int64), _GREY_BINS - 1)
+    bins: IntArray = np.where((sat >= _MIN_SAT) & (hi >= _MIN_VALUE), hb * _SAT_BINS + sb, _HUE_BINS * _SAT_BINS + vb)
+    return bins
+
+
+def _cover(a: FloatArray | F64, b: FloatArray | F64) -> F64:
+    """(N, M): the fraction of each box in `a` that each box in `b` covers."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    out: F64 = inter / np.maximum(area, 1e-9)[:, None]
+    return out
+
+
+def _max_cover(xyxy: FloatArray) -> F64:
+    """For each box, the largest fraction of its area that one other box covers."""
+    b = np.asarray(xyxy, np.float64)
+    tl = np.maximum(b[:, None, :2], b[None, :, :2])
+    br = np.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    np.fill_diagonal(inter, 0.0)
+    area = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    out: F64 = inter.max(axis=1, initial=0.0) / np.maximum(area, 1e-9)
+    return out
 
 
 # -- Kalman filter on (cx, cy, aspect w/h, h, and their velocities), batched over tracks ------
