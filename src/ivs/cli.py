@@ -31,6 +31,10 @@ keys_app = typer.Typer(help="Signing keys for model packages.", no_args_is_help=
 app.add_typer(model_app, name="model")
 app.add_typer(keys_app, name="keys")
 config_app = typer.Typer(help="Sensor configuration files.", no_args_is_help=True)
+hub_app = typer.Typer(help="The hub: stores what sensors report, answers queries.", no_args_is_help=True)
+device_app = typer.Typer(help="Devices allowed to post to the hub.", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
+hub_app.add_typer(device_app, name="device")
 app.add_typer(config_app, name="config")
 
 err_console = Console(stderr=True)
@@ -553,6 +557,88 @@ def heatmap(
     except IvsError as err:
         raise fail(str(err), 1) from None
     typer.echo(f"wrote {output} from {n} heatmap events")
+
+
+@hub_app.command("serve")
+def hub_serve(
+    db: Annotated[str, typer.Option(help="SQLAlchemy URL: sqlite:///hub.db or postgresql://user@host/db.")] = (
+        "sqlite:///ivs-hub.db"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    mqtt: Annotated[str | None, typer.Option(help="Also ingest from this broker, HOST:PORT.")] = None,
+    group: Annotated[str, typer.Option(help="Shared-subscription group: hubs in one group split the stream.")] = (
+        "ivs-hub"
+    ),
+) -> None:
+    """Serve the hub's HTTP API (ingest, queries, OpenAPI docs at /docs, /metrics).
+
+    The admin token for device management comes from the environment: IVS_HUB_ADMIN_TOKEN.
+    """
+    import os
+
+    from ivs.hub.serve import serve
+
+    mqtt_host, mqtt_port = None, 1883
+    if mqtt is not None:
+        h, _, p = mqtt.rpartition(":")
+        if not h or not p.isdigit():
+            raise fail(f"--mqtt {mqtt!r}: expected HOST:PORT, e.g. 127.0.0.1:1883", 2)
+        mqtt_host, mqtt_port = h, int(p)
+    try:
+        serve(
+            db, host=host, port=port, admin_token=os.environ.get("IVS_HUB_ADMIN_TOKEN", ""),
+            mqtt_host=mqtt_host, mqtt_port=mqtt_port, mqtt_group=group,
+        )  # fmt: skip
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+
+
+@device_app.command("add")
+def hub_device_add(
+    name: Annotated[str, typer.Argument(help="Device name: the sensor id it will post as.")],
+    db: Annotated[str, typer.Option(help="The hub's database URL.")] = "sqlite:///ivs-hub.db",
+) -> None:
+    """Register a device and print its token (shown once; only its hash is stored)."""
+    from ivs.hub.store import Store
+
+    try:
+        token = Store(db).add_device(name)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    typer.echo(f"device {name}: token {token}")
+    typer.echo("give it to the sensor as IVS_HUB_TOKEN (http sink token_env); it is not shown again")
+
+
+@device_app.command("revoke")
+def hub_device_revoke(
+    name: Annotated[str, typer.Argument(help="Device name.")],
+    db: Annotated[str, typer.Option(help="The hub's database URL.")] = "sqlite:///ivs-hub.db",
+) -> None:
+    """Revoke a device: its token is refused from now on."""
+    from ivs.hub.store import Store
+
+    try:
+        ok = Store(db).revoke_device(name)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    if not ok:
+        raise fail(f"no active device {name!r}: expected one of `ivs hub device list`", 1)
+    typer.echo(f"device {name} revoked")
+
+
+@device_app.command("list")
+def hub_device_list(db: Annotated[str, typer.Option(help="The hub's database URL.")] = "sqlite:///ivs-hub.db") -> None:
+    """List the registered devices (JSON lines: name, created, revoked; never tokens)."""
+    import dataclasses
+
+    from ivs.hub.store import Store
+
+    try:
+        for device in Store(db).devices():
+            typer.echo(json.dumps(dataclasses.asdict(device)))
+    except IvsError as err:
+        raise fail(str(err), 1) from None
 
 
 def main() -> None:

@@ -1,0 +1,341 @@
+"""The hub's HTTP API (FastAPI; OpenAPI docs at /docs and /openapi.json).
+
+    POST   /api/v1/ingest           a JSON array of messages, `Authorization: Bearer <device token>`
+    GET    /api/v1/events           stored messages, filtered
+    GET    /api/v1/counts           `count` events per time bucket, direction and label
+    GET    /api/v1/sensors          every sensor seen
+    POST   /api/v1/devices          register a device (admin token) -> its bearer token, once
+    GET    /api/v1/devices          list devices (admin token)
+    DELETE /api/v1/devices/{name}   revoke a device (admin token)
+    GET    /metrics                 Prometheus metrics
+
+Ingest answers 200 with what it did, element by element: valid messages are stored (once per
+`(sensor_id, seq)`: posting a batch again stores nothing twice), invalid ones are listed with
+their index and reason. A body that is not a JSON array is 400; over `max_messages` elements or
+`max_bytes` bytes, 413; no, an unknown or a revoked token, 401; a database failure, 503 with
+`Retry-After` (the HTTP sink then keeps the batch and sends it again). Malformed requests get
+4xx answers that say what was expected, never a 5xx. The device is whoever the token names: the
+sink's `X-Ivs-Sensor` header is informational, and a message whose `sensor_id` is not the
+device's name is rejected.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import Counter
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
+
+from ivs.consumer import Message, decode_message
+from ivs.hub.metrics import HubMetrics
+from ivs.hub.store import NAME_PATTERN, HubError, Store, check_message
+
+MAX_MESSAGES = 10_000
+MAX_BYTES = 10 * 1024 * 1024
+_REASON_CHARS = 500
+_TEXT = r"^[^\x00-\x1f\x7f]*$"
+"""Query strings: no control characters (PostgreSQL refuses NUL in text)."""
+
+_array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class Rejection(BaseModel):
+    """One element of an ingest batch that was not stored."""
+
+    index: int = Field(description="0-based position of the element in the posted array")
+    reason: str
+
+
+class IngestResult(BaseModel):
+    """What an ingest did with a batch."""
+
+    accepted: int = Field(description="messages stored now")
+    duplicates: int = Field(description="messages already stored (same sensor_id and seq): nothing changed")
+    rejected: list[Rejection]
+
+
+class SensorOut(BaseModel):
+    """A sensor the hub has seen."""
+
+    sensor_id: str
+    online: bool = Field(description="MQTT availability; a sensor posting over HTTP is online once it has posted")
+    last_seen: float | None = Field(description="when the hub last heard from it (hub clock, epoch seconds)")
+    last_seq: int = Field(description="the highest seq stored")
+    messages: int = Field(description="messages stored")
+    model: str | None
+    version: str | None
+
+
+class CountBucket(BaseModel):
+    """`count` events in [start, end), by direction ("in"/"out") and label."""
+
+    start: float
+    end: float
+    counts: dict[str, dict[str, int]]
+
+
+class DeviceCreate(BaseModel):
+    """A device to register: its name is the sensor_id it will post as."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="letters, digits, '_', '.', '-'; at most 128")
+
+
+class DeviceCreated(BaseModel):
+    """A new device and its bearer token: shown this once, stored only as a hash."""
+
+    name: str
+    token: str
+
+
+class DeviceOut(BaseModel):
+    """A registered device (never its token)."""
+
+    name: str
+    created: float
+    revoked: float | None
+
+
+class DeviceRevoked(BaseModel):
+    name: str
+    revoked: bool
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def create_app(
+    store: Store,
+    admin_token: str,
+    *,
+    metrics: HubMetrics | None = None,
+    max_messages: int = MAX_MESSAGES,
+    max_bytes: int = MAX_BYTES,
+) -> FastAPI:
+    """The hub's API over `store`. `admin_token` guards /api/v1/devices (empty: device
+    management over HTTP is disabled; use `Store.add_device`). `metrics` defaults to a new
+    `HubMetrics` (its own registry); pass the one an `MqttIngest` in this process also counts in."""
+    hub_metrics = metrics if metrics is not None else HubMetrics(store)
+    app = FastAPI(
+        title="ivs hub",
+        summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
+        version="1",
+    )
+    app.state.store = store
+    app.state.metrics = hub_metrics
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not admin_token:
+            raise HTTPException(403, detail="device management over HTTP is off: start the hub with an admin token")
+        given = _bearer(authorization)
+        if given is None:
+            raise _unauthorized("expected `Authorization: Bearer <admin token>`")
+        if not _equal(given, admin_token):
+            raise _unauthorized("the admin token is not this hub's")
+
+    def ingest_batch(device: str, body: bytes) -> IngestResult:
+        try:
+            items = _array_decoder.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
+            hub_metrics.reject("not_array")
+            raise HTTPException(400, detail=f"expected a JSON array of messages: {err}") from None
+        if len(items) > max_messages:
+            hub_metrics.reject("too_large")
+            raise HTTPException(413, detail=f"{len(items)} messages in one batch: expected at most {max_messages}")
+        valid: list[Message] = []
+        rejected: list[Rejection] = []
+        reasons: Counter[str] = Counter()
+        for index, raw in enumerate(items):
+            element = msgspec.json.encode(raw)
+            checked = _check_element(element, device)
+            if isinstance(checked, tuple):
+                reason, why = checked
+                reasons[reason] += 1
+                rejected.append(Rejection(index=index, reason=why[:_REASON_CHARS]))
+            else:
+                valid.append(checked)
+        accepted = duplicates = 0
+        if valid:
+            started = time.perf_counter()
+            try:
+                accepted, duplicates = store.ingest(valid, mark_online=True)
+            except SQLAlchemyError as err:
+                hub_metrics.reject("storage", len(valid))
+                raise HTTPException(
+                    503,
+                    detail=f"the database did not store the batch ({type(err).__name__}): send it again later",
+                    headers={"Retry-After": "5"},
+                ) from None
+            hub_metrics.batch_seconds.observe(time.perf_counter() - started)
+        hub_metrics.accepted.inc(accepted)
+        hub_metrics.duplicates.inc(duplicates)
+        for reason, n in reasons.items():
+            hub_metrics.reject(reason, n)
+        return IngestResult(accepted=accepted, duplicates=duplicates, rejected=rejected)
+
+    @app.post(
+        "/api/v1/ingest",
+        tags=["ingest"],
+        responses={
+            400: {"description": "the body is not a JSON array"},
+            401: {"description": "no, an unknown or a revoked device token"},
+            413: {"description": f"more than {max_messages} messages or {max_bytes} bytes"},
+            503: {"description": "the database is unavailable: retry after Retry-After seconds"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "array",
+                            "maxItems": max_messages,
+                            "items": {"type": "object", "description": "an ivs.event/1 event or ivs.frame/1 record"},
+                        }
+                    }
+                },
+            }
+        },
+    )
+    async def ingest(request: Request, authorization: Annotated[str | None, Header()] = None) -> IngestResult:
+        """Store a batch of messages from one device (its sensor_id must be the device's name).
+        Elements are validated one by one (`ivs schema` prints the JSON Schema): valid ones are
+        stored, the others listed in `rejected` with their index and reason."""
+        token = _bearer(authorization)
+        if token is None:
+            hub_metrics.reject("auth")
+            raise _unauthorized("expected `Authorization: Bearer <device token>`")
+        try:
+            device = await run_in_threadpool(store.authenticate, token)
+        except SQLAlchemyError:
+            raise HTTPException(503, detail="the database is unavailable", headers={"Retry-After": "5"}) from None
+        if device is None:
+            hub_metrics.reject("auth")
+            raise _unauthorized("unknown or revoked device token")
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_bytes:
+            hub_metrics.reject("too_large")
+            raise HTTPException(413, detail=f"a body of {int(length)} bytes: expected at most {max_bytes}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                hub_metrics.reject("too_large")
+                raise HTTPException(413, detail=f"a body of more than {max_bytes} bytes: expected at most {max_bytes}")
+            chunks.append(chunk)
+        return await run_in_threadpool(ingest_batch, device, b"".join(chunks))
+
+    @app.get("/api/v1/events", tags=["query"], response_model=list[dict[str, Any]])
+    def events(
+        sensor: Annotated[str | None, Query(max_length=128, pattern=_TEXT)] = None,
+        kind: Annotated[
+            str | None, Query(max_length=32, pattern=_TEXT, description='an event kind, or "frame"')
+        ] = None,
+        app_: Annotated[str | None, Query(alias="app", max_length=128, pattern=_TEXT)] = None,
+        since: Annotated[
+            float | None, Query(allow_inf_nan=False, description="message time >= since (epoch s)")
+        ] = None,
+        until: Annotated[float | None, Query(allow_inf_nan=False, description="message time < until (epoch s)")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES)] = 1000,
+        after_seq: Annotated[
+            int | None, Query(ge=0, le=2**63 - 1, description="seq > after_seq, ordered by sensor and seq")
+        ] = None,
+    ) -> Response:
+        """Stored messages as they were sent, oldest first (by sensor and seq with `after_seq`)."""
+        rows = store.events(
+            sensor=sensor, kind=kind, app=app_, since=since, until=until, after_seq=after_seq, limit=limit
+        )
+        body = "[" + ",".join(rows) + "]"
+        return Response(content=body.encode(), media_type="application/json")
+
+    @app.get("/api/v1/counts", tags=["query"])
+    def counts(
+        sensor: Annotated[str | None, Query(max_length=128, pattern=_TEXT)] = None,
+        app_: Annotated[str | None, Query(alias="app", max_length=128, pattern=_TEXT)] = None,
+        interval: Annotated[int, Query(ge=1, le=366 * 86400, description="bucket length in seconds")] = 60,
+        since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+        until: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    ) -> list[CountBucket]:
+        """`count` events (line crossings) per `interval`-second bucket (aligned to multiples of
+        the interval since the epoch), by direction and label; only buckets with counts."""
+        buckets = store.counts(interval=interval, sensor=sensor, app=app_, since=since, until=until)
+        return [CountBucket(**b) for b in buckets]
+
+    @app.get("/api/v1/sensors", tags=["query"])
+    def sensors() -> list[SensorOut]:
+        """Every sensor seen (by message, MQTT availability or state)."""
+        return [
+            SensorOut(
+                sensor_id=s.sensor_id,
+                online=s.online,
+                last_seen=s.last_seen,
+                last_seq=s.last_seq,
+                messages=s.messages,
+                model=s.model,
+                version=s.version,
+            )
+            for s in store.sensors()
+        ]
+
+    @app.post("/api/v1/devices", tags=["devices"], status_code=201, dependencies=[Depends(admin)])
+    def add_device(device: DeviceCreate) -> DeviceCreated:
+        """Register a device (or re-issue a revoked one) and return its token: the only time it is shown."""
+        try:
+            token = store.add_device(device.name)
+        except HubError as err:
+            raise HTTPException(409, detail=str(err)) from None
+        return DeviceCreated(name=device.name, token=token)
+
+    @app.get("/api/v1/devices", tags=["devices"], dependencies=[Depends(admin)])
+    def list_devices() -> list[DeviceOut]:
+        """Every registered device (never tokens or their hashes)."""
+        return [DeviceOut(name=d.name, created=d.created, revoked=d.revoked) for d in store.devices()]
+
+    @app.delete("/api/v1/devices/{name}", tags=["devices"], dependencies=[Depends(admin)])
+    def revoke_device(name: str) -> DeviceRevoked:
+        """Revoke a device's token: its posts get 401 from now on."""
+        if not store.revoke_device(name):
+            raise HTTPException(404, detail=f"no device named {name[:128]!r}")
+        return DeviceRevoked(name=name, revoked=True)
+
+    @app.get("/metrics", tags=["metrics"], response_class=Response)
+    def prometheus() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        return Response(content=hub_metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def _check_element(element: bytes, device: str) -> Message | tuple[str, str]:
+    """One element of a batch -> the message, or (reject reason label, why) when it is refused."""
+    if element.lstrip()[:1] != b"{":
+        return "schema", f"expected a JSON object (an ivs.event/1 or ivs.frame/1 message), got {element[:40]!r}"
+    try:
+        message = decode_message(element)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as err:
+        return "schema", f"not a valid message: {err}"
+    why = check_message(message)
+    if why is not None:
+        return "schema", why
+    if message.sensor_id != device:
+        return "sensor_mismatch", f"device {device!r} may not post as {message.sensor_id!r}"
+    return message

@@ -1,0 +1,250 @@
+"""MQTT ingest: the hub's subscriber, storing what sensors publish.
+
+Each `MqttIngest` is one worker: an `ivs.consumer.Consumer` on a *shared* subscription
+(`$share/<group>/ivs/+/events/#`, `.../frames`), so the broker splits one stream between every
+worker of a group (in one process or many, on one database), plus a plain subscription to
+`ivs/+/availability` and `ivs/+/state` (retained: every worker gets them, and they are
+idempotent updates of the sensors table).
+
+Accepted messages go to a queue that a writer thread drains into `Store.ingest` in batches
+(every `batch_wait_s` or `batch_size` messages). The store is idempotent on
+`(sensor_id, seq)`, so a message redelivered by the broker, or to another worker after a
+reconnect, is stored once. A batch the database refuses is retried with backoff until it is
+stored or the worker is closed.
+
+Limitation: the MQTT client acknowledges a message when it has been queued here, not when it is
+stored, so a hub killed mid-batch loses at most the messages still in its queue (at most
+`batch_size`, or `batch_wait_s` worth); the HTTP ingest acknowledges only after storing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy.exc import SQLAlchemyError
+
+from ivs.consumer import Consumer, Message
+from ivs.hub.metrics import HubMetrics
+from ivs.hub.store import Store, check_message, check_name
+
+log = logging.getLogger(__name__)
+
+
+class _HubConsumer(Consumer):
+    """A Consumer that also reports each rejection to the ingest (bounded reason labels)."""
+
+    def __init__(self, on_reject: Any, *args: Any, **kwargs: Any) -> None:
+        self._on_reject = on_reject  # before super().__init__: it starts the network thread
+        super().__init__(*args, **kwargs)
+
+    def _reject(self, reason: str, topic: str) -> None:
+        super()._reject(reason, topic)
+        if reason.startswith("unexpected topic"):
+            self._on_reject("topic")
+        elif reason.startswith("sensor_id"):
+            self._on_reject("sensor_mismatch")
+        else:
+            self._on_reject("schema")
+
+
+class MqttIngest:
+    """One hub worker storing the messages of every sensor on a broker.
+
+    group: the shared-subscription group; workers with the same group split the stream.
+    client_id: a fixed id makes the broker keep the subscription and queue messages while this
+        worker is away (a persistent session); None: a clean session with a random id.
+    metrics: count into these (e.g. the HTTP app's, to expose one /metrics for both).
+
+    Counters: `stored` (messages stored by this worker), `duplicates` (already stored),
+    `rejected` (by reason label, see `ivs.hub.metrics.REJECT_REASONS`), `batches`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        host: str,
+        port: int,
+        group: str = "ivs-hub",
+        *,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        metrics: HubMetrics | None = None,
+        batch_size: int = 500,
+        batch_wait_s: float = 0.1,
+    ) -> None:
+        if batch_size < 1 or batch_wait_s <= 0:
+            raise ValueError(f"batch_size {batch_size}, batch_wait_s {batch_wait_s}: expected >= 1 and > 0")
+        self.store, self.metrics = store, metrics
+        self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
+        self.stored = self.duplicates = self.batches = 0
+        self.rejected: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Message | None] = queue.Queue()
+        self._closing = threading.Event()
+        self._writer = threading.Thread(target=self._write_loop, name=f"ivs-hub-mqtt-{group}", daemon=True)
+        self._writer.start()
+
+        self.status_connected = threading.Event()
+        status = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
+        if username is not None:
+            status.username_pw_set(username, password)
+        status.reconnect_delay_set(min_delay=1, max_delay=10)
+        status.on_connect = self._on_status_connect
+        status.on_disconnect = lambda *a: self.status_connected.clear()
+        status.on_message = self._on_status
+        self._status = status
+        status.connect_async(host, port, keepalive=10)
+        status.loop_start()
+
+        self.consumer = _HubConsumer(
+            self._count_reject,
+            host,
+            port,
+            self._on_message,
+            client_id=client_id,
+            username=username,
+            password=password,
+            shared_group=group,
+        )
+
+    # receiving (MQTT network threads)
+    def _on_message(self, message: Message) -> None:
+        why = check_message(message)
+        if why is not None:
+            log.warning("rejected %s/%s: %s", message.sensor_id, message.seq, why)
+            self._count_reject("schema")
+            return
+        self._queue.put(message)
+
+    def _count_reject(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.rejected[reason] += n
+        if self.metrics is not None:
+            self.metrics.reject(reason, n)
+
+    def _on_status_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.warning("MQTT refused the hub's status subscription: %s", reason)
+            return
+        client.subscribe([("ivs/+/availability", 1), ("ivs/+/state", 1)])
+        self.status_connected.set()
+
+    def _on_status(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        parts = msg.topic.split("/")
+        if len(parts) != 3 or check_name(parts[1]) is not None:
+            self._count_reject("topic")
+            return
+        sensor, what, payload = parts[1], parts[2], bytes(msg.payload)
+        if not payload:
+            return  # a retained message being cleared
+        fields: dict[str, Any] = {}
+        if what == "availability":
+            text = payload.decode(errors="replace").strip()
+            if text not in ("online", "offline"):
+                log.warning("ignored availability %r of %s: expected 'online' or 'offline'", text[:40], sensor)
+                self._count_reject("schema")
+                return
+            fields["online"] = text == "online"
+        else:
+            fields.update(_state_fields(payload, sensor))
+        try:
+            self.store.set_sensor(sensor, seen=not msg.retain, **fields)
+        except SQLAlchemyError:
+            log.exception("could not record the %s of %s", what, sensor)
+
+    # storing (the writer thread)
+    def _write_loop(self) -> None:
+        done = False
+        while not done:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch: list[Message] = [first]
+            deadline = time.monotonic() + self.batch_wait_s
+            while len(batch) < self.batch_size:
+                try:
+                    item = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                except queue.Empty:
+                    break
+                if item is None:
+                    done = True
+                    break
+                batch.append(item)
+            self._store(batch)
+
+    def _store(self, batch: list[Message]) -> None:
+        backoff = 0.5
+        while True:
+            started = time.perf_counter()
+            try:
+                accepted, duplicates = self.store.ingest(batch)
+            except SQLAlchemyError:
+                if self._closing.is_set():
+                    log.exception("gave up storing %d messages: the hub is closing", len(batch))
+                    self._count_reject("storage", len(batch))
+                    return
+                log.exception("could not store %d messages; retrying in %.1f s", len(batch), backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            break
+        with self._lock:
+            self.stored += accepted
+            self.duplicates += duplicates
+            self.batches += 1
+        if self.metrics is not None:
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.metrics.accepted.inc(accepted)
+            self.metrics.duplicates.inc(duplicates)
+
+    # control
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        """Wait until both subscriptions are connected; False on timeout."""
+        deadline = time.monotonic() + timeout
+        return self.consumer.connected.wait(timeout) and self.status_connected.wait(max(deadline - time.monotonic(), 0))
+
+    def pending(self) -> int:
+        """Messages received and not yet stored (approximately)."""
+        return self._queue.qsize()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop receiving, store what was received, disconnect."""
+        self.consumer.close()
+        self._status.disconnect()
+        self._status.loop_stop()
+        self._closing.set()
+        self._queue.put(None)
+        self._writer.join(timeout)
+
+
+def _state_fields(payload: bytes, sensor: str) -> dict[str, Any]:
+    """model and version from a sensor's retained state JSON ({"model": "name" or
+    {"name": ..., "version": ...}, "version": ...}); whatever is missing or malformed is left out."""
+    try:
+        state = json.loads(payload)
+    except ValueError:
+        log.warning("ignored the state of %s: expected a JSON object", sensor)
+        return {}
+    if not isinstance(state, dict):
+        return {}
+    fields: dict[str, Any] = {}
+    model = state.get("model")
+    if isinstance(model, dict):
+        if isinstance(model.get("name"), str):
+            fields["model"] = model["name"]
+        if isinstance(model.get("version"), str):
+            fields["version"] = model["version"]
+    elif isinstance(model, str):
+        fields["model"] = model
+    if isinstance(state.get("version"), str):
+        fields["version"] = state["version"]
+    return fields
