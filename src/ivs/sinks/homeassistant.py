@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -41,7 +40,6 @@ from typing import Any
 
 import msgspec
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 import ivs
 from ivs.apps import App
@@ -216,22 +214,7 @@ class HomeAssistantSink:
         self._lock = threading.Lock()
         self._closing = False
 
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"ivs-ha-{sensor_id}",
-            clean_session=True,
-        )
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls_ca is not None:
-            client.tls_set(
-                ca_certs=settings.tls_ca,
-                certfile=settings.tls_cert,
-                keyfile=settings.tls_key,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.max_queued_messages_set(0)
+        client = settings.client(f"ivs-ha-{sensor_id}")
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

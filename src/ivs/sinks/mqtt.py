@@ -49,6 +49,19 @@ class MqttSettings:
     """"json" or "msgpack"."""
     max_inflight: int = 100
 
+    def client(self, client_id: str) -> mqtt.Client:
+        """A paho client with these credentials and TLS, reconnecting with backoff (1 to 30 s)."""
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls_ca is not None:
+            client.tls_set(
+                ca_certs=self.tls_ca, certfile=self.tls_cert, keyfile=self.tls_key, tls_version=ssl.PROTOCOL_TLS_CLIENT
+            )
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_queued_messages_set(0)
+        return client
+
 
 def topic_for(sensor_id: str, message: msgspec.Struct) -> str:
     if isinstance(message, Event):
@@ -83,24 +96,9 @@ class MqttSink:
         self._wake = threading.Event()
         self._stop = threading.Event()
 
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"ivs-sensor-{sensor_id}",
-            clean_session=True,
-        )
+        client = settings.client(f"ivs-sensor-{sensor_id}")
         client.will_set(self.availability, "offline", qos=1, retain=True)
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls_ca is not None:
-            client.tls_set(
-                ca_certs=settings.tls_ca,
-                certfile=settings.tls_cert,
-                keyfile=settings.tls_key,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(settings.max_inflight)
-        client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
