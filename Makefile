@@ -18,10 +18,10 @@ media: $(MEDIA)/vtest.avi
 $(MEDIA)/vtest.avi: scripts/fetch-media.sh
 	./scripts/fetch-media.sh $(MEDIA)
 
-# The person detector over the sample street video, metadata only, paced at the video's 10 fps.
+# A local hub and the person detector over the sample street video, metadata only, paced at
+# the video's 10 fps, with a counting line, a zone and a heatmap; prints the dashboard URL.
 demo: venv media
-	@rm -f out/demo.jsonl
-	$(BIN)/ivs run --source $(MEDIA)/vtest.avi --model person --out out/demo.jsonl
+	BIN=$(BIN) ./scripts/demo.sh
 
 lint: venv
 	$(BIN)/ruff check .

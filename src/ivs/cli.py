@@ -332,6 +332,9 @@ def _describe_event(e: Any) -> str:
         return f"{head} clear after {e.empty_frames} empty frames ({e.stopped_s:.1f} s stopped)"
     if kind == "mask":
         return f"{head} face #{e.track_id}: {'mask' if e.mask else 'NO MASK'} ({e.score:.0%} of {e.frames} frames)"
+    if kind == "ledger":
+        ratio = f", {e.raw_bytes / e.metadata_bytes:,.0f}x smaller than raw" if e.metadata_bytes else ""
+        return f"{head} {e.metadata_bytes:,} B of metadata for {e.frames} frames{ratio}"
     if kind == "heatmap":
         return f"{head} {e.cols}x{e.rows} grid over {e.frames} frames ({sum(e.counts)} points)"
     return f"{head} {e}"
