@@ -32,6 +32,7 @@ typecheck: venv
 
 system:
 	./scripts/install-system-deps.sh
+	./scripts/install-browser.sh
 
 unit: venv media system
 	$(BIN)/pytest

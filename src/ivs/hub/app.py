@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivs.consumer import Message, decode_message
+from ivs.hub.dashboard import router as dashboard_router
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.store import NAME_PATTERN, HubError, Store, check_message
 
@@ -137,6 +138,7 @@ def create_app(
     )
     app.state.store = store
     app.state.metrics = hub_metrics
+    app.include_router(dashboard_router)
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
         if not admin_token:
