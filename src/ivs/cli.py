@@ -562,6 +562,25 @@ def heatmap(
     typer.echo(f"wrote {output} from {n} heatmap events")
 
 
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option(help="A short run (about half a minute) with fewer models and iterations.")
+    ] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write every number as JSON here.")] = None,
+    markdown: Annotated[bool, typer.Option(help="Print the results as Markdown tables (docs/benchmarks.md).")] = False,
+) -> None:
+    """Measure model latency per runtime, frame-to-metadata, data reduction and memory here."""
+    from ivs.bench import markdown_report, run_bench
+
+    try:
+        result = run_bench(quick, json_out, err_console)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    if markdown:
+        typer.echo(markdown_report(result))
+
+
 @hub_app.command("serve")
 def hub_serve(
     db: Annotated[str, typer.Option(help="SQLAlchemy URL: sqlite:///hub.db or postgresql://user@host/db.")] = (
