@@ -106,6 +106,9 @@ def run(
     allow_unsigned: Annotated[bool, typer.Option(help="DEVELOPMENT ONLY: load unsigned packages.")] = False,
     watch: Annotated[bool, typer.Option(help="Hot-swap when the package file is replaced (and on SIGHUP).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-frame lines on the console.")] = False,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1 at this port.")
+    ] = None,
 ) -> None:
     """Run a model on every frame of a source and emit metadata (and the apps' events)."""
     from ivs.apps import App
@@ -265,6 +268,16 @@ def run(
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:
         sensor.stop()
+
+    if metrics_port is not None:
+        from ivs.metrics import serve_metrics
+
+        try:
+            serve_metrics(sensor, metrics_port)
+        except OSError as err:
+            raise fail(
+                f"--metrics-port {metrics_port}: cannot listen ({err.strerror}): expected a free port", 2
+            ) from None
 
     def swap(new: Model) -> None:
         nm = new.manifest
