@@ -23,6 +23,8 @@ TINY = BenchConfig(
     e2e_sizes=("1080p",),
     e2e_frames=3,
     ledger_frames=3,
+    stops=1,
+    ingest_events=2_000,
 )
 
 
@@ -95,7 +97,30 @@ def test_data_reduction_and_memory(result: dict, vtest: Path):
     mem = result["memory"]
     assert 0 < mem["after_imports_mib"] <= mem["after_latency_mib"] <= mem["after_data_reduction_mib"]
     assert "peak resident set" in mem["what"]
-    assert len(result["not_measured"]) == 4
+    assert len(result["not_measured"]) == 2
+
+
+def test_safety_stop_latency(result: dict):
+    safety = result["safety_stop"]
+    if safety is None:
+        assert any(s.startswith("d: ") for s in result["skipped"])
+        return
+    assert safety["stops_sent"] >= 1 and safety["stops_received"] == safety["stops_sent"]
+    lat = safety["latency"]
+    assert 0 < lat["p50_ms"] <= lat["p99_ms"] <= lat["max_ms"] and lat["n"] == safety["stops_received"]
+    assert safety["target_ms"] == 10.0
+    assert set(safety["breakdown"]) >= {"sensor", "delivery", "infer"}
+    assert "| person (tiles 1x1) |" in markdown_report(result)
+
+
+def test_hub_ingest(result: dict):
+    ingest = result["hub_ingest"]
+    assert [r["path"].split()[0] for r in ingest["rows"]] == ["Store.ingest", "HTTP"]
+    for r in ingest["rows"]:
+        assert r["events"] == r["accepted"] == 2_000 and r["batch"] == 1_000
+        assert r["events_per_s"] > 0
+    assert "e: PostgreSQL: no PostgreSQL server here yet" in result["skipped"]
+    assert markdown_report(result).count("| sqlite (file) |") == 2
 
 
 def test_unknown_model_is_refused():

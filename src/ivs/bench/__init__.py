@@ -4,12 +4,14 @@ Parts measured here (the letters follow the benchmark plan in docs/benchmarks.md
 
 a. model latency: `runner.run` on a prepared tensor, per runner, precision and thread count;
 b. frame to metadata, end to end, for 4K and 1080p frames: ISP, inference and decode timed apart;
+d. safety stop latency: capture to a `stop` event at an MQTT subscriber, through a real Mosquitto;
+e. hub ingest: events per second into SQLite through `Store.ingest` and through the HTTP API;
 f. data reduction: bytes of metadata records against raw frames and the compressed file;
 g. memory: the peak resident set of the bench process.
 
-Parts c (naive baseline), d (safety stop latency), e (hub ingest) and sustained 4K at 60 fps
-are not measured yet. Absolute times depend on the machine and on whatever else runs on it;
-compare rows as ratios measured in the same run.
+Parts c (naive baseline) and sustained 4K at 60 fps are not measured yet. Absolute times
+depend on the machine and on whatever else runs on it; compare rows as ratios measured in the
+same run.
 """
 
 from __future__ import annotations
@@ -84,14 +86,20 @@ class BenchConfig:
     e2e_frames: int
     ledger_frames: int | None
     """Frames of vtest.avi for part f; None: the whole file; 0: skip part f."""
+    stops: int = 0
+    """Stop events for part d (the walker enters the zone this many times); 0: skip part d."""
+    ingest_events: int = 0
+    """Events for part e, per path (Store.ingest, HTTP); 0: skip part e."""
 
     @classmethod
     def quick(cls) -> BenchConfig:
-        return cls(QUICK_MODELS, 60, 3, 3, (1, 2), None, 3.0, E2E_MODELS, tuple(FRAME_SIZES), 30, 120)
+        return cls(QUICK_MODELS, 60, 3, 3, (1, 2), None, 3.0, E2E_MODELS, tuple(FRAME_SIZES), 30, 120, 5, 10_000)
 
     @classmethod
     def full(cls) -> BenchConfig:
-        return cls(tuple(zoo_names()), 100, 10, 4, (1, 2), None, 12.0, E2E_MODELS, tuple(FRAME_SIZES), 60, None)
+        return cls(
+            tuple(zoo_names()), 100, 10, 4, (1, 2), None, 12.0, E2E_MODELS, tuple(FRAME_SIZES), 60, None, 20, 50_000
+        )
 
 
 def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -442,6 +450,42 @@ def bench_data_reduction(cfg: BenchConfig) -> dict[str, Any] | None:
     }
 
 
+# ---------------------------------------------------------------------------------------- parts d, e
+
+
+def bench_stop_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> dict[str, Any] | None:
+    """Part d, or None with the reason in `skipped` (no Mosquitto, no vtest.avi, or stops=0)."""
+    from ivs.bench.live import bench_safety_stop, mosquitto_path
+
+    video = media_dir() / "vtest.avi"
+    why = None
+    if cfg.stops <= 0:
+        why = "d: safety stop latency not asked for (stops=0)"
+    elif mosquitto_path() is None:
+        why = "d: mosquitto not found (scripts/install-system-deps.sh installs it)"
+    elif not video.is_file():
+        why = "d: vtest.avi not found (scripts/fetch-media.sh fetches it): the walker is cut from it"
+    if why is not None:
+        skipped.append(why)
+        return None
+    result = bench_safety_stop(cfg.stops, video, _e2e_runtime(cfg), max(cfg.threads))
+    log(f"d. safety stop: {result['stops_received']}/{result['stops_sent']} stops received")
+    return result
+
+
+def bench_ingest_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> dict[str, Any] | None:
+    """Part e, or None with the reason in `skipped`; PostgreSQL is always skipped for now."""
+    if cfg.ingest_events <= 0:
+        skipped.append("e: hub ingest not asked for (ingest_events=0)")
+        return None
+    from ivs.bench.live import bench_ingest
+
+    result = bench_ingest(cfg.ingest_events)
+    skipped.append("e: PostgreSQL: no PostgreSQL server here yet")
+    log("e. hub ingest: " + ", ".join(f"{r['path']} {r['events_per_s']} events/s" for r in result["rows"]))
+    return result
+
+
 # ---------------------------------------------------------------------------------------- driver
 
 
@@ -490,6 +534,9 @@ def run_bench(
         e2e += bench_end_to_end(name, cfg, frames, log)
     memory["after_end_to_end_mib"] = peak_rss_mib()
 
+    safety = bench_stop_part(cfg, log, skipped)
+    ingest = bench_ingest_part(cfg, log, skipped)
+
     reduction = bench_data_reduction(cfg)
     if reduction is None:
         skipped.append("f: vtest.avi not found (scripts/fetch-media.sh fetches it) or skipped")
@@ -509,6 +556,8 @@ def run_bench(
             "threads": list(cfg.threads),
             "e2e_frames": cfg.e2e_frames,
             "ledger_frames": cfg.ledger_frames,
+            "stops": cfg.stops,
+            "ingest_events": cfg.ingest_events,
         },
         "frames_from": frames_from,
         "anchors_ms": {
@@ -518,12 +567,12 @@ def run_bench(
         "latency": latency,
         "ratios": latency_ratios(latency),
         "end_to_end": e2e,
+        "safety_stop": safety,
+        "hub_ingest": ingest,
         "data_reduction": reduction,
         "memory": memory,
         "not_measured": [
             "c: naive baseline (decode + full-frame model without the sensor's ISP/tiling)",
-            "d: safety stop latency",
-            "e: hub ingest throughput",
             "sustained 4K at 60 fps (paced, with drops counted)",
         ],
         "notes": notes,
@@ -588,6 +637,28 @@ def print_report(result: dict[str, Any], console: Console) -> None:
                 f"{r['over_deadline']['16.7ms']:.0%}",
             )
         console.print(et)
+    safety = result.get("safety_stop")
+    if safety is not None:
+        lat = safety["latency"]
+        line = (
+            f"[bold]d. safety stop[/] ({safety['model']} tiles 1x1, {safety['runtime']}): "
+            f"{safety['stops_received']}/{safety['stops_sent']} stops received"
+        )
+        if lat is not None:
+            line += (
+                f", capture to subscriber p50 {_fmt(lat['p50_ms'])} ms, p99 {_fmt(lat['p99_ms'])} ms, "
+                f"max {_fmt(lat['max_ms'])} ms (target {safety['target_ms']:.0f} ms)"
+            )
+        console.print(line)
+        for stage, st in safety.get("breakdown", {}).items():
+            console.print(f"   {stage}: p50 {_fmt(st['p50_ms'])} / p99 {_fmt(st['p99_ms'])} ms")
+    ingest = result.get("hub_ingest")
+    if ingest is not None:
+        for r in ingest["rows"]:
+            console.print(
+                f"[bold]e. hub ingest[/] {r['path']} into {r['database']}: {r['events']:,} events in batches of "
+                f"{r['batch']:,}, {r['events_per_s']:,} events/s (target {ingest['target_events_per_s']:,.0f})"
+            )
     red = result["data_reduction"]
     if red is not None:
         console.print(
@@ -647,4 +718,45 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"| {r['model']} | {r['runtime']} | {r['frame']} | {r['tensors_per_frame']} | {cells} | "
             f"{r['over_deadline']['33.3ms']:.0%} | {r['over_deadline']['16.7ms']:.0%} |"
         )
+    lines += _markdown_safety(result.get("safety_stop"))
+    lines += _markdown_ingest(result.get("hub_ingest"))
     return "\n".join(lines) + "\n"
+
+
+def _markdown_safety(safety: dict[str, Any] | None) -> list[str]:
+    if safety is None or safety["latency"] is None:
+        return []
+    lat = safety["latency"]
+    lines = [
+        "",
+        "| model | runtime | stops sent / received | p50 ms | p99 ms | max ms | target ms | within target |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {safety['model']} (tiles 1x1) | {safety['runtime']} | {safety['stops_sent']} / "
+        f"{safety['stops_received']} | {_fmt(lat['p50_ms'])} | {_fmt(lat['p99_ms'])} | {_fmt(lat['max_ms'])} | "
+        f"{safety['target_ms']:.0f} | {safety['within_target']:.0%} |",
+    ]
+    if safety.get("breakdown"):
+        lines += ["", "| stop frame: stage | p50 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            f"| {k} | {_fmt(v['p50_ms'])} | {_fmt(v['p99_ms'])} | {_fmt(v['max_ms'])} |"
+            for k, v in safety["breakdown"].items()
+        ]
+    return lines
+
+
+def _markdown_ingest(ingest: dict[str, Any] | None) -> list[str]:
+    if ingest is None:
+        return []
+    target = ingest["target_events_per_s"]
+    lines = [
+        "",
+        f"| path | database | events | batch | seconds | events/s | ÷ target {target:,.0f} |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in ingest["rows"]:
+        eps = r["events_per_s"] or 0
+        lines.append(
+            f"| {r['path']} | {r['database']} | {r['events']:,} | {r['batch']:,} | {r['seconds']} | "
+            f"{eps:,} | {eps / target:.2f}× |"
+        )
+    return lines

@@ -1,0 +1,355 @@
+"""Parts d and e of `ivs bench`: the safety stop over a real MQTT broker, and hub ingest.
+
+d. a person (cut from a vtest frame) walks in and out of a stop zone in a generated scene, paced
+   like a camera; the sensor's `SafetyZone` stops, its `MqttSink` publishes to a Mosquitto on a
+   free loopback port, and a `Consumer` on the same broker takes `monotonic_ns - t_capture_ns`
+   for every stop it receives (same host, same clock).
+e. events per second stored into SQLite by `Store.ingest` in batches, and over the HTTP API
+   (`create_app` under a real uvicorn server on a free port, batches posted with a device token).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+STOP_TARGET_MS = 10.0
+"""The safety stop target: capture to the event at a subscriber."""
+
+INGEST_TARGET_EPS = 50_000.0
+"""The hub ingest target on SQLite, events per second."""
+
+INGEST_BATCH = 1_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_path() -> str | None:
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    return exe if Path(exe).exists() else None
+
+
+class Broker:
+    """A throw-away Mosquitto on a free 127.0.0.1 port (no persistence), stopped by `stop()`."""
+
+    def __init__(self, exe: str, workdir: Path) -> None:
+        self.port = free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"log_dest file {workdir}/mosquitto.log\n"
+            # Started as root, mosquitto would switch to the user "mosquitto": stay as this user.
+            + (f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else "")
+        )
+        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    why = self.proc.stderr.read().decode() if self.proc.poll() is not None and self.proc.stderr else ""
+                    self.stop()
+                    raise RuntimeError(f"mosquitto did not listen on {self.port}: {why}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    p50, p99 = (float(v) for v in np.percentile(a, [50, 99]))
+    return {"p50_ms": round(p50, 3), "p99_ms": round(p99, 3), "max_ms": round(float(a.max()), 3)}
+
+
+# ---------------------------------------------------------------------------------------- part d
+
+
+def cut_walker(video: Path, runtime: str) -> tuple[npt.NDArray[np.uint8], list[int]]:
+    """The tallest person the person detector finds on frame 60 of `video`, cut out (RGB)."""
+    import av
+
+    from ivs.model import load_model
+
+    with av.open(str(video)) as container:
+        frame = None
+        for i, vf in enumerate(container.decode(video=0)):
+            if i == 60:
+                frame = np.ascontiguousarray(vf.to_ndarray(format="rgb24"), dtype=np.uint8)
+                break
+    if frame is None:
+        raise RuntimeError(f"{video.name} has fewer than 61 frames")
+    model = load_model("person", runtime=runtime, tiles=(1, 1))
+    try:
+        det = model(frame)
+    finally:
+        model.close()
+    det = det[det.class_id == 0] if len(det) else det
+    if not len(det):
+        raise RuntimeError(f"no person found on frame 60 of {video.name}")
+    boxes = det.xyxy
+    x1, y1, x2, y2 = (round(float(v)) for v in boxes[int(np.argmax(boxes[:, 3] - boxes[:, 1]))])
+    h, w = frame.shape[:2]
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    return np.ascontiguousarray(frame[y1:y2, x1:x2]), [x1, y1, x2, y2]
+
+
+def bench_safety_stop(stops: int, video: Path, runtime: str, threads: int) -> dict[str, Any]:
+    """Capture to a stop event at an MQTT subscriber, over `stops` entries into the zone."""
+    exe = mosquitto_path()
+    if exe is None:
+        raise FileNotFoundError("mosquitto not found (scripts/install-system-deps.sh installs it)")
+    from ivs.apps.safety import SafetyZone
+    from ivs.consumer import Consumer, Message
+    from ivs.events import Stop
+    from ivs.model import load_model
+    from ivs.outbox import Outbox
+    from ivs.records import FrameRecord
+    from ivs.sensor import Sensor
+    from ivs.sinks.mqtt import MqttSettings, MqttSink
+    from ivs.sources.synthetic import Figure, SyntheticSource
+
+    walker, box = cut_walker(video, runtime)
+    width, height, fps, vx = 640, 480, 30.0, 24.0
+    fig_w, fig_h = 70, 180
+    fig = Figure(x=20, y=200, vx=vx, vy=0, w=fig_w, h=fig_h, color=(0, 0, 0), sprite=walker)
+    # Bouncing between the walls, the walker crosses the zone twice per round trip.
+    period = 2 * (width - fig_w) / vx
+    frames = int(np.ceil((stops + 1) / 2 * period)) + 10
+    source = SyntheticSource(width, height, fps=fps, frames=frames, figures=[fig])
+    zone = np.array([[320, 0], [430, 0], [430, height - 1], [320, height - 1]], np.float32)
+
+    latencies: dict[int, float] = {}
+    records: dict[int, FrameRecord] = {}
+    got_all = threading.Event()
+    lock = threading.Lock()
+
+    def on_message(message: Message) -> None:
+        now = time.monotonic_ns()
+        with lock:
+            if isinstance(message, Stop):
+                latencies[message.frame] = (now - message.t_capture_ns) / 1e6
+                if len(latencies) >= stops:
+                    got_all.set()
+            elif isinstance(message, FrameRecord):
+                records[message.frame] = message
+
+    with tempfile.TemporaryDirectory(prefix="ivs-bench-") as tmp:
+        broker = Broker(exe, Path(tmp))
+        consumer: Consumer | None = None
+        try:
+            consumer = Consumer("127.0.0.1", broker.port, on_message, sensors="bench")
+            if not consumer.connected.wait(10):
+                raise RuntimeError("the consumer did not connect to the bench broker")
+            time.sleep(0.2)  # the subscription is acknowledged after the connection
+            outbox = Outbox(Path(tmp) / "outbox.sqlite")
+            sink = MqttSink("bench", outbox, MqttSettings(port=broker.port))
+            if not sink.connected.wait(10):
+                sink.close(1)
+                raise RuntimeError("the sensor's MQTT sink did not connect to the bench broker")
+            app = SafetyZone("cell", zone, classes={0}, clear_frames=5)
+            model = load_model("person", runtime=runtime, tiles=(1, 1), threads=threads)
+            runtime_used = model.runner.name
+            sensor = Sensor(source, model, [sink], sensor_id="bench", fps=None, apps=[app], emit_frames=True)
+            t0 = time.perf_counter()
+            try:
+                sensor.run()  # paced at the source's 30 fps, like a camera; closes the sink at the end
+            finally:
+                model.close()
+            seconds = time.perf_counter() - t0
+            got_all.wait(5)
+            outbox.close()
+        finally:
+            if consumer is not None:
+                consumer.close()
+            broker.stop()
+
+    with lock:
+        lat = dict(latencies)
+        recs = dict(records)
+    result: dict[str, Any] = {
+        "model": "person",
+        "tiles": [1, 1],
+        "runtime": runtime_used,
+        "threads": threads,
+        "scene": f"{width}x{height} at {fps:.0f} fps (paced), walker {fig_w}x{fig_h} px at {vx:.0f} px/frame, "
+        f"cut from vtest frame 60 box {box}",
+        "zone": "x 320..430, full height; clear after 5 empty frames",
+        "frames": sensor.stats.frames_processed,
+        "dropped": sensor.stats.dropped,
+        "seconds": round(seconds, 1),
+        "stops_sent": app.stops,
+        "stops_received": len(lat),
+        "target_ms": STOP_TARGET_MS,
+        "transport": "MqttSink (QoS 1, durable SQLite outbox, synchronous=FULL) -> Mosquitto on 127.0.0.1 -> "
+        "Consumer; frame records sent too, each before its frame's events",
+    }
+    if not lat:
+        result["latency"] = None
+        return result
+    values = [lat[k] for k in sorted(lat)]
+    result["latency"] = _stats(values)
+    result["latency"]["n"] = len(values)
+    result["within_target"] = round(sum(v <= STOP_TARGET_MS for v in values) / len(values), 3)
+    # The breakdown from each stop frame's record: capture to the app's event on the sensor,
+    # and the rest (outbox commit, publish, broker, subscriber) for delivery.
+    parts: dict[str, list[float]] = {k: [] for k in ("queue", "isp", "infer", "decode", "apps", "sensor", "delivery")}
+    for frame, ms in lat.items():
+        rec = recs.get(frame)
+        if rec is None:
+            continue
+        t = rec.timings_ms
+        sensor_ms = t.total - t.read  # t_capture_ns is taken once the frame is read
+        for name, v in (("queue", t.queue), ("isp", t.isp), ("infer", t.infer), ("decode", t.decode)):
+            parts[name].append(v)
+        parts["apps"].append(t.apps)
+        parts["sensor"].append(sensor_ms)
+        parts["delivery"].append(ms - sensor_ms)
+    if parts["sensor"]:
+        result["breakdown"] = {k: _stats(v) for k, v in parts.items()}
+    return result
+
+
+# ---------------------------------------------------------------------------------------- part e
+
+
+def ingest_events(count: int, sensor_id: str, seq_start: int = 1) -> list[Any]:
+    """`count` events with unique seqs: Count and Stop alternately."""
+    from ivs.events import Count, Stop
+
+    t = time.time()
+    out: list[Any] = []
+    for i in range(count):
+        seq = seq_start + i
+        common: dict[str, Any] = {
+            "sensor_id": sensor_id,
+            "seq": seq,
+            "frame": seq,
+            "time": t + seq / 30,
+            "t_capture_ns": 1_000_000_000 + seq * 33_333_333,
+            "t_source": seq / 30,
+        }
+        if i % 2:
+            out.append(Stop(**common, app="press", objects=1, labels=["person"], boxes=[(10.0, 20.0, 80.0, 200.0)]))
+        else:
+            out.append(
+                Count(
+                    **common,
+                    app="door",
+                    track_id=i,
+                    class_id=0,
+                    label="person",
+                    direction="in",
+                    anchor_from=(100.0, 200.0),
+                    anchor_to=(100.0, 220.0),
+                    totals={"in": {"person": i // 2 + 1}, "out": {}},
+                )
+            )
+    return out
+
+
+def _ingest_rate(accepted: int, expected: int, seconds: float) -> dict[str, Any]:
+    return {
+        "events": expected,
+        "accepted": accepted,
+        "batch": INGEST_BATCH,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(expected / seconds) if seconds > 0 else None,
+    }
+
+
+def bench_ingest_store(events: int, db: Path) -> dict[str, Any]:
+    from ivs.hub.store import Store
+
+    messages = ingest_events(events, "bench-store")
+    store = Store(f"sqlite:///{db}")
+    try:
+        accepted = 0
+        t0 = time.perf_counter()
+        for start in range(0, len(messages), INGEST_BATCH):
+            accepted += store.ingest(messages[start : start + INGEST_BATCH])[0]
+        seconds = time.perf_counter() - t0
+    finally:
+        store.close()
+    return {"path": "Store.ingest", "database": "sqlite (file)", **_ingest_rate(accepted, events, seconds)}
+
+
+def bench_ingest_http(events: int, db: Path) -> dict[str, Any]:
+    import httpx
+    import msgspec
+    import uvicorn
+
+    from ivs.hub.app import create_app
+    from ivs.hub.store import Store
+
+    sensor = "bench-http"
+    messages = ingest_events(events, sensor)
+    bodies = [msgspec.json.encode(messages[s : s + INGEST_BATCH]) for s in range(0, len(messages), INGEST_BATCH)]
+    store = Store(f"sqlite:///{db}")
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+    try:
+        token = store.add_device(sensor)
+        port = free_port()
+        config = uvicorn.Config(create_app(store, ""), host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name="ivs-bench-hub", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start on port {port}")
+            time.sleep(0.02)
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        accepted = 0
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
+            t0 = time.perf_counter()
+            for body in bodies:
+                response = client.post("/api/v1/ingest", content=body)
+                response.raise_for_status()
+                accepted += int(response.json()["accepted"])
+            seconds = time.perf_counter() - t0
+    finally:
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(10)
+        store.close()
+    return {
+        "path": "HTTP POST /api/v1/ingest (uvicorn, one client, sequential)",
+        "database": "sqlite (file)",
+        **_ingest_rate(accepted, events, seconds),
+    }
+
+
+def bench_ingest(events: int) -> dict[str, Any]:
+    """Part e: SQLite through `Store.ingest` and through the HTTP API, each into a fresh file."""
+    with tempfile.TemporaryDirectory(prefix="ivs-bench-") as tmp:
+        rows = [bench_ingest_store(events, Path(tmp) / "store.sqlite")]
+        rows.append(bench_ingest_http(events, Path(tmp) / "http.sqlite"))
+    return {"target_events_per_s": INGEST_TARGET_EPS, "rows": rows}
