@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,17 @@ class Outbox:
         with self._lock:
             cur = self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
             return int(cur.rowcount)
+
+    def wait_empty(self, timeout: float, nudge: Callable[[], None] = lambda: None, poll_s: float = 0.02) -> bool:
+        """Wait until every message is acknowledged (calling `nudge` to wake the sender while
+        waiting) or `timeout` passes; True when the outbox is empty."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.depth() == 0:
+                return True
+            nudge()
+            time.sleep(poll_s)
+        return self.depth() == 0
 
     def depth(self) -> int:
         with self._lock:

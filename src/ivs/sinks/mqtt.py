@@ -181,13 +181,7 @@ class MqttSink:
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until the outbox is empty (everything acknowledged) or the timeout passes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.outbox.depth() == 0:
-                return True
-            self._wake.set()
-            time.sleep(0.05)
-        return self.outbox.depth() == 0
+        return self.outbox.wait_empty(timeout, self._wake.set)
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what can be delivered, say "offline", disconnect. Undelivered messages stay
