@@ -300,7 +300,9 @@ def bench_ingest_store(events: int, db: Path) -> dict[str, Any]:
 
 
 def bench_ingest_http(events: int, db: Path) -> dict[str, Any]:
-    import httpx
+    import http.client
+    import json
+
     import msgspec
     import uvicorn
 
@@ -327,13 +329,20 @@ def bench_ingest_http(events: int, db: Path) -> dict[str, Any]:
             time.sleep(0.02)
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         accepted = 0
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as client:
+        # One keep-alive connection, as a sensor's sink would keep one (standard library only).
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
             t0 = time.perf_counter()
             for body in bodies:
-                response = client.post("/api/v1/ingest", content=body)
-                response.raise_for_status()
-                accepted += int(response.json()["accepted"])
+                conn.request("POST", "/api/v1/ingest", body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"hub answered {response.status}: {payload[:200]!r}")
+                accepted += int(json.loads(payload)["accepted"])
             seconds = time.perf_counter() - t0
+        finally:
+            conn.close()
     finally:
         if server is not None:
             server.should_exit = True
