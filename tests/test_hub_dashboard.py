@@ -18,14 +18,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
-import uvicorn
 from sqlalchemy import delete, insert, select
 
 from ivs.events import Count, Event, Heatmap, Stop, ZoneEnter
 from ivs.hub import dashboard
 from ivs.hub.app import create_app
 from ivs.hub.store import MessageRow, Store
-from tests.broker import free_port
+from ivs.localnet import ServerThread
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,27 +40,12 @@ CHROMIUM_ARGS = [
 WAIT_MS = 10_000
 
 
-class Hub:
+class Hub(ServerThread):
     """The hub's app under uvicorn in a thread, on a free 127.0.0.1 port."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(store, "admin"),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            timeout_graceful_shutdown=3,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
+        super().__init__(create_app(store, "admin"), timeout_graceful_shutdown=3)
 
     def post(self, token: str, *events: Event) -> dict[str, object]:
         request = urllib.request.Request(
@@ -74,10 +58,10 @@ class Hub:
         assert result["accepted"] == len(events), result
         return result
 
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
+    def stop(self, timeout: float = 10.0) -> bool:
+        stopped = super().stop(timeout)
+        assert stopped, "uvicorn did not stop"
+        return stopped
 
 
 @pytest.fixture()

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from ivs.events import Stop
 from ivs.hub.app import create_app
 from ivs.hub.store import Store
+from ivs.localnet import ServerThread
 from ivs.outbox import Outbox
 from ivs.sinks.http import HttpSink
-from tests.broker import free_port
 
 
 def stop_event(sensor: str, seq: int) -> Stop:
@@ -34,23 +31,10 @@ def stop_event(sensor: str, seq: int) -> Stop:
     )
 
 
-class Hub:
+class Hub(ServerThread):
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(store, "admin"), host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        super().__init__(create_app(store, "admin"))
 
 
 @pytest.fixture()

@@ -455,7 +455,8 @@ def bench_data_reduction(cfg: BenchConfig) -> dict[str, Any] | None:
 
 def bench_stop_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> dict[str, Any] | None:
     """Part d, or None with the reason in `skipped` (no Mosquitto, no vtest.avi, or stops=0)."""
-    from ivs.bench.live import bench_safety_stop, mosquitto_path
+    from ivs.bench.live import bench_safety_stop
+    from ivs.localnet import mosquitto_path
 
     video = media_dir() / "vtest.avi"
     why = None

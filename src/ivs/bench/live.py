@@ -10,11 +10,6 @@ e. events per second stored into SQLite by `Store.ingest` in batches, and over t
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -24,6 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ivs.localnet import LocalMosquitto, ServerThread, mosquitto_path
+
 STOP_TARGET_MS = 10.0
 """The safety stop target: capture to the event at a subscriber."""
 
@@ -31,54 +28,6 @@ INGEST_TARGET_EPS = 50_000.0
 """The hub ingest target on SQLite, events per second."""
 
 INGEST_BATCH = 1_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def mosquitto_path() -> str | None:
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    return exe if Path(exe).exists() else None
-
-
-class Broker:
-    """A throw-away Mosquitto on a free 127.0.0.1 port (no persistence), stopped by `stop()`."""
-
-    def __init__(self, exe: str, workdir: Path) -> None:
-        self.port = free_port()
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"log_dest file {workdir}/mosquitto.log\n"
-            # Started as root, mosquitto would switch to the user "mosquitto": stay as this user.
-            + (f"user {pwd.getpwuid(os.geteuid()).pw_name}\n" if os.geteuid() == 0 else "")
-        )
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    why = self.proc.stderr.read().decode() if self.proc.poll() is not None and self.proc.stderr else ""
-                    self.stop()
-                    raise RuntimeError(f"mosquitto did not listen on {self.port}: {why}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -121,8 +70,7 @@ def cut_walker(video: Path, runtime: str) -> tuple[npt.NDArray[np.uint8], list[i
 
 def bench_safety_stop(stops: int, video: Path, runtime: str, threads: int) -> dict[str, Any]:
     """Capture to a stop event at an MQTT subscriber, over `stops` entries into the zone."""
-    exe = mosquitto_path()
-    if exe is None:
+    if mosquitto_path() is None:
         raise FileNotFoundError("mosquitto not found (scripts/install-system-deps.sh installs it)")
     from ivs.apps.safety import SafetyZone
     from ivs.consumer import Consumer, Message
@@ -160,7 +108,8 @@ def bench_safety_stop(stops: int, video: Path, runtime: str, threads: int) -> di
                 records[message.frame] = message
 
     with tempfile.TemporaryDirectory(prefix="ivs-bench-") as tmp:
-        broker = Broker(exe, Path(tmp))
+        broker = LocalMosquitto(Path(tmp) / "broker", persistence=False)
+        broker.start()
         consumer: Consumer | None = None
         try:
             consumer = Consumer("127.0.0.1", broker.port, on_message, sensors="bench")
@@ -304,7 +253,6 @@ def bench_ingest_http(events: int, db: Path) -> dict[str, Any]:
     import json
 
     import msgspec
-    import uvicorn
 
     from ivs.hub.app import create_app
     from ivs.hub.store import Store
@@ -313,20 +261,11 @@ def bench_ingest_http(events: int, db: Path) -> dict[str, Any]:
     messages = ingest_events(events, sensor)
     bodies = [msgspec.json.encode(messages[s : s + INGEST_BATCH]) for s in range(0, len(messages), INGEST_BATCH)]
     store = Store(f"sqlite:///{db}")
-    server: uvicorn.Server | None = None
-    thread: threading.Thread | None = None
+    server: ServerThread | None = None
     try:
         token = store.add_device(sensor)
-        port = free_port()
-        config = uvicorn.Config(create_app(store, ""), host="127.0.0.1", port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name="ivs-bench-hub", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"uvicorn did not start on port {port}")
-            time.sleep(0.02)
+        server = ServerThread(create_app(store, ""))
+        port = server.port
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         accepted = 0
         # One keep-alive connection, as a sensor's sink would keep one (standard library only).
@@ -345,9 +284,7 @@ def bench_ingest_http(events: int, db: Path) -> dict[str, Any]:
             conn.close()
     finally:
         if server is not None:
-            server.should_exit = True
-        if thread is not None:
-            thread.join(10)
+            server.stop()
         store.close()
     return {
         "path": "HTTP POST /api/v1/ingest (uvicorn, one client, sequential)",
