@@ -112,9 +112,9 @@ def metric(client: TestClient, line_start: str) -> float:
 
 
 def test_schema_is_created_with_its_version(store: Store, tmp_path: Path) -> None:
-    assert store.schema_version() == SCHEMA_VERSION == 1
+    assert store.schema_version() == SCHEMA_VERSION == 2
     again = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")  # opening it again changes nothing
-    assert again.schema_version() == 1
+    assert again.schema_version() == 2
     again.close()
 
 

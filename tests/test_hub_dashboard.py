@@ -142,6 +142,12 @@ class Seq:
         )
 
 
+DEPLOY_ERROR = (
+    "package person 3.0.0 (30972c3f3d95) refused, the running model stays: member model.onnx has sha256"
+    " ca734d2710e604f5..., the manifest says 1cc7e69cf24efc92...: the member was changed after packing"
+)
+
+
 def _history(hub: Hub) -> None:
     """Messages stored before the page opens: what the stream's snapshot sends."""
     token = hub.store.add_device("lobby-2")
@@ -158,6 +164,15 @@ def _history(hub: Hub) -> None:
     events.append(lobby.heatmap(door=0.2, dt=5))
     hub.post(token, *events)
     hub.store.set_sensor("dock-7", online=False, model="person", version="1")
+    # a deploy lobby-2 refused: the hub shows desired vs reported and why
+    v2, _ = hub.store.add_package(b"package 2", name="person", version="2.0.0")
+    v3, _ = hub.store.add_package(b"package 3", name="person", version="3.0.0")
+    hub.store.assign("lobby-2", v2.sha256)
+    hub.store.report_deploy("lobby-2", revision=1, status="ok", model="person", version="2.0.0", sha256=v2.sha256)
+    hub.store.assign("lobby-2", v3.sha256)
+    hub.store.report_deploy(
+        "lobby-2", revision=2, status="failed", error=DEPLOY_ERROR, model="person", version="2.0.0", sha256=v2.sha256
+    )
 
 
 def _stream_lines(hub: Hub, stop_when: str, *, headers: dict[str, str] | None = None) -> list[str]:
@@ -263,6 +278,12 @@ def test_the_dashboard_updates_live_in_chromium(hub: Hub, tmp_path: Path) -> Non
             # the snapshot: the sensors seen before, their counts and heatmap
             expect(page.locator('tr[data-sensor="lobby-2"] .badge.online')).to_be_visible(timeout=WAIT_MS)
             expect(page.locator('tr[data-sensor="dock-7"] .badge.offline')).to_be_visible(timeout=WAIT_MS)
+            lobby = page.locator('tr[data-sensor="lobby-2"]')
+            expect(lobby.locator("td.desired")).to_have_text("person 3.0.0")
+            expect(lobby.locator("td.model")).to_have_text("person 2.0.0")
+            expect(lobby.locator("td.deploy .badge.deploy-failed")).to_have_text("failed")
+            expect(page.locator('tr[data-sensor-why="lobby-2"] td.why')).to_have_text(DEPLOY_ERROR)
+            expect(page.locator('tr[data-sensor="dock-7"] td.deploy .badge.deploy-none')).to_be_visible()
             expect(page.locator('figure.chart[data-key="lobby-2/door"]')).to_have_attribute("data-in", "16")
             expect(page.locator('tr[data-sensor="entrance-1"]')).to_have_count(0)
 

@@ -170,7 +170,15 @@ def assemble(
             if sc.token_env and token is None:
                 raise ConfigError(f"sinks: token_env {sc.token_env!r} is not set in the environment")
             sinks.append(
-                HttpSink(config.id, box, sc.url, token=token, batch_size=sc.batch_size, batch_wait_s=sc.batch_wait_s)
+                HttpSink(
+                    config.id,
+                    box,
+                    sc.url,
+                    token=token,
+                    batch_size=sc.batch_size,
+                    batch_wait_s=sc.batch_wait_s,
+                    ca_file=sc.ca_file,
+                )
             )
         else:
             sinks.append(JsonlSink(sc.path))

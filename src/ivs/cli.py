@@ -35,6 +35,8 @@ hub_app = typer.Typer(help="The hub: stores what sensors report, answers queries
 device_app = typer.Typer(help="Devices allowed to post to the hub.", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
 hub_app.add_typer(device_app, name="device")
+package_app = typer.Typer(help="Model packages on the hub, to deploy with `ivs hub deploy`.", no_args_is_help=True)
+hub_app.add_typer(package_app, name="package")
 app.add_typer(config_app, name="config")
 
 err_console = Console(stderr=True)
@@ -115,6 +117,8 @@ def run(
     from ivs.artifacts import ArtifactWriter
     from ivs.assemble import assemble, check_file
     from ivs.hotswap import PackageWatcher
+    from ivs.imx500 import check_run_options, is_sensor_source
+    from ivs.imx500.model import attach, load_sensor_model
     from ivs.isp import Roi
     from ivs.model import Model, load_model
     from ivs.package.signing import Keyring
@@ -167,8 +171,13 @@ def run(
             raise ConfigError("expected --source and --model, or --config FILE")
         ring = Keyring.load(keyring) if keyring is not None else None
         package_path = resolve(model)
+        on_sensor = source is not None and is_sensor_source(source)
+        if on_sensor:
+            check_run_options(mode, classify_with, grid)
 
         def load(path: Path) -> Model:
+            if on_sensor:  # the network runs on the IMX500; the package gives decoder and labels
+                return load_sensor_model(path, roi=region, keyring=ring, allow_unsigned=allow_unsigned)
             return load_model(
                 path,
                 runtime=runtime,
@@ -202,6 +211,8 @@ def run(
         size = (getattr(src, "width", None), getattr(src, "height", None))
         if region is not None and size[0] and size[1]:
             region.check_inside(int(size[0]), int(size[1]))
+        if on_sensor:
+            attach(src, loaded)
         sinks: list[Sink] = []
         jsonl = JsonlSink(out) if out is not None else None
         if jsonl is not None:
@@ -248,6 +259,11 @@ def run(
             console.print(_event_line(record), highlight=False)
         live.update(_status(sensor))
 
+    live_apps = None
+    if cfg is not None and cfg.deploy is not None:
+        from ivs.deploy import LiveApps
+
+        live_apps = LiveApps(apps)  # a deployed config replaces the apps between frames
     sensor = Sensor(
         src,
         loaded,
@@ -260,7 +276,7 @@ def run(
         on_record=on_record,
         second_stage=second,
         tracker=tracker,
-        apps=apps,
+        apps=[live_apps] if live_apps is not None else apps,
         emit_frames=emit_frames,
         seq_start=seq_start,
         ledger_period_s=60.0 if cfg is not None else None,
@@ -294,6 +310,14 @@ def run(
         ).start()
         w = watcher
         signal.signal(signal.SIGHUP, lambda signum, frame: w.reload())
+    agent = None
+    if cfg is not None and live_apps is not None:
+        try:
+            agent = _deploy_agent(cfg, sensor, live_apps, load, swap, second, console)
+        except IvsError as err:
+            if watcher is not None:
+                watcher.close()
+            raise fail(str(err), 2) from None
     previous = signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     console.print(
@@ -310,12 +334,50 @@ def run(
         signal.signal(signal.SIGINT, previous)
         if watcher is not None:
             watcher.close()
+        if agent is not None:
+            agent.close()
         sensor.model.close()
         for extra in second:
             extra.close()
     _print_summary(console, sensor)
     if error is not None:
         raise fail(str(error), 1)
+
+
+def _deploy_agent(
+    cfg: Any, sensor: Any, live_apps: Any, load: Any, swap: Any, second: list[Any], console: Console
+) -> Any:
+    """Start the deploy agent of a config with a `deploy:` section (see ivs.deploy)."""
+    import os
+
+    from ivs.assemble import build_app, source_size
+    from ivs.deploy import DeployAgent, HubClient, LiveConfig
+
+    d = cfg.deploy
+    token = os.environ.get(d.token_env)
+    if not token:
+        raise ConfigError(
+            f"deploy: token_env {d.token_env!r} is not set in the environment: expected the device token"
+            " that `ivs hub device add` printed"
+        )
+    size = source_size(sensor.source, cfg)
+    classifier = second[0] if second else None
+
+    def build(config: Any) -> list[Any]:
+        if size is None:
+            raise ConfigError("the source does not say its frame size: expected source.frame_size: [w, h]")
+        return [build_app(a, sensor.model.labels, size, classifier) for a in config.apps]
+
+    return DeployAgent(
+        HubClient(d.hub, token),
+        Path(d.folder),
+        current=lambda: sensor.model,
+        load=load,
+        swap=swap,
+        apply_config=LiveConfig(cfg, live_apps, build, frame_size=size, labels=lambda: sensor.model.labels),
+        interval_s=d.interval_s,
+        on_message=lambda msg: console.print(Text(f"deploy: {msg}", style="bold"), soft_wrap=True),
+    ).start()
 
 
 def _parse_tiles(text: str) -> tuple[int, int]:
@@ -348,6 +410,8 @@ def _describe_event(e: Any) -> str:
     if kind == "ledger":
         ratio = f", {e.raw_bytes / e.metadata_bytes:,.0f}x smaller than raw" if e.metadata_bytes else ""
         return f"{head} {e.metadata_bytes:,} B of metadata for {e.frames} frames{ratio}"
+    if kind == "gap":
+        return f"{head} source back after {e.duration_s:.1f} s ({e.reason}; about {e.frames_lost} frames lost)"
     if kind == "heatmap":
         return f"{head} {e.cols}x{e.rows} grid over {e.frames} frames ({sum(e.counts)} points)"
     return f"{head} {e}"
@@ -386,20 +450,24 @@ def _status(sensor: Any) -> Table:
 
 
 def _print_summary(console: Console, sensor: Any) -> None:
-    from ivs.sensor import STAGES, summarize
+    from ivs.sensor import summarize
 
     s = summarize(sensor.stats)
     table = Table(title="ivs run summary", show_header=True, header_style="bold")
     table.add_column("stage")
     table.add_column("p50 ms", justify="right")
     table.add_column("p99 ms", justify="right")
-    for stage in STAGES:
+    for stage in s["timings_ms"]:  # the STAGES, and the IMX500's own timings when it reported them
         table.add_row(stage, f"{s['timings_ms'][stage]['p50']:.2f}", f"{s['timings_ms'][stage]['p99']:.2f}")
     console.print(table)
     line = (
         f"frames read {s['frames_read']}, processed {s['frames_processed']}, dropped {s['dropped']}, "
         f"detections {s['detections']}, {s['seconds']:.1f} s, {s['fps']:.1f} fps"
     )
+    if s["skipped"]:
+        line += f", skipped {s['skipped']} undecodable"
+    if s["gaps"]:
+        line += f", {s['gaps']} source outages (about {s['frames_lost']} frames lost)"
     metadata_bytes = sensor.metadata_bytes
     if s["frames_processed"]:
         line += f", metadata {metadata_bytes} bytes ({metadata_bytes / s['frames_processed']:.0f} B/frame)"
@@ -605,6 +673,12 @@ def hub_serve(
     group: Annotated[str, typer.Option(help="Shared-subscription group: hubs in one group split the stream.")] = (
         "ivs-hub"
     ),
+    mqtt_user: Annotated[str | None, typer.Option(help="MQTT user name (ivs-hub with `ivs hub mqtt-auth`).")] = None,
+    mqtt_password_file: Annotated[
+        Path | None, typer.Option(help="File holding the MQTT password (hub.password from `ivs hub mqtt-auth`).")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (server.pem).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="... and this key (server.key, from `ivs hub certs`).")] = None,
 ) -> None:
     """Serve the hub's HTTP API (ingest, queries, OpenAPI docs at /docs, /metrics).
 
@@ -613,6 +687,17 @@ def hub_serve(
     import os
 
     from ivs.hub.serve import serve
+
+    mqtt_password = None
+    if mqtt_password_file is not None:
+        try:
+            mqtt_password = mqtt_password_file.read_text().strip()
+        except OSError as err:
+            raise fail(
+                f"--mqtt-password-file {mqtt_password_file}: {err.strerror}: expected a readable file", 2
+            ) from None
+        if mqtt_user is None:
+            raise fail("--mqtt-password-file without --mqtt-user: expected both (e.g. --mqtt-user ivs-hub)", 2)
 
     mqtt_host, mqtt_port = None, 1883
     if mqtt is not None:
@@ -624,6 +709,8 @@ def hub_serve(
         serve(
             db, host=host, port=port, admin_token=os.environ.get("IVS_HUB_ADMIN_TOKEN", ""),
             mqtt_host=mqtt_host, mqtt_port=mqtt_port, mqtt_group=group,
+            mqtt_username=mqtt_user, mqtt_password=mqtt_password,
+            tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
         )  # fmt: skip
     except IvsError as err:
         raise fail(str(err), 1) from None
@@ -642,7 +729,10 @@ def hub_device_add(
     except IvsError as err:
         raise fail(str(err), 1) from None
     typer.echo(f"device {name}: token {token}")
-    typer.echo("give it to the sensor as IVS_HUB_TOKEN (http sink token_env); it is not shown again")
+    typer.echo(
+        "give it to the sensor as IVS_HUB_TOKEN (http sink token_env); it is also its MQTT password, user name"
+        f" {name}, once `ivs hub mqtt-auth` has run; it is not shown again"
+    )
 
 
 @device_app.command("revoke")
@@ -674,6 +764,167 @@ def hub_device_list(db: Annotated[str, typer.Option(help="The hub's database URL
             typer.echo(json.dumps(dataclasses.asdict(device)))
     except IvsError as err:
         raise fail(str(err), 1) from None
+
+
+@hub_app.command("certs")
+def hub_certs(
+    out: Annotated[Path, typer.Option(help="Folder for ca.pem/.key, server.pem/.key, devices/NAME.pem/.key.")],
+    hosts: Annotated[
+        str, typer.Option(help="Names and addresses of the hub and broker, comma-separated (the server certificate).")
+    ] = "127.0.0.1,localhost",
+    device: Annotated[
+        list[str] | None, typer.Option(help="Also a client certificate for this device (repeatable).")
+    ] = None,
+    server: Annotated[bool, typer.Option(help="Write the server certificate (--no-server: only devices).")] = True,
+    days: Annotated[int, typer.Option(help="Validity of the server and device certificates.")] = 825,
+    force: Annotated[bool, typer.Option(help="Replace certificates and keys that exist.")] = False,
+) -> None:
+    """Make a CA (or reuse the one in --out) and certificates for TLS: the hub's and broker's, and devices'."""
+    from ivs.hub.certs import make_certs
+
+    try:
+        written = make_certs(
+            out, hosts=[h.strip() for h in hosts.split(",") if h.strip()], devices=device or [], server=server,
+            force=force, days=days,
+        )  # fmt: skip
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    typer.echo(f"{'using the CA' if written.ca_reused else 'new CA'} {written.ca_cert}: give it to every sensor")
+    for path in written.files:
+        typer.echo(f"wrote {path}" + (" (private: mode 600)" if path.suffix == ".key" else ""))
+
+
+@hub_app.command("mqtt-auth")
+def hub_mqtt_auth(
+    out: Annotated[Path, typer.Option(help="Folder for passwd, acl, hub.password and mosquitto.conf.")],
+    db: Annotated[str, typer.Option(help="The hub's database URL.")] = "sqlite:///ivs-hub.db",
+    certs: Annotated[
+        Path | None, typer.Option(help="Folder from `ivs hub certs`: the sensors' listener uses TLS.")
+    ] = None,
+    listen: Annotated[str, typer.Option(help="The sensors' listener, HOST:PORT.")] = "0.0.0.0:8883",
+    hub_listen: Annotated[
+        str, typer.Option(help="A loopback listener for a hub on the broker's machine, HOST:PORT ('' for none).")
+    ] = "127.0.0.1:1883",
+    hub_user: Annotated[str, typer.Option(help="The hub's MQTT user name.")] = "ivs-hub",
+    client_certs: Annotated[
+        bool, typer.Option(help="Devices log in with their certificate (`ivs hub certs --device`), not a password.")
+    ] = False,
+    ha_prefix: Annotated[
+        str, typer.Option(help="Home Assistant discovery prefix devices may publish under ('' for none).")
+    ] = "homeassistant",
+) -> None:
+    """Write Mosquitto's password file, ACL and config from the hub's devices: each device may publish
+    only under ivs/<its name>/. Run again after `device add`/`revoke`, then reload Mosquitto (SIGHUP)."""
+    from ivs.hub.mqtt_auth import write_mqtt_auth
+    from ivs.hub.store import Store
+
+    try:
+        result = write_mqtt_auth(
+            Store(db), out, hub_user=hub_user, certs=certs, listen=listen, hub_listen=hub_listen or None,
+            client_certs=client_certs, ha_prefix=ha_prefix,
+        )  # fmt: skip
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    for warning in result.warnings:
+        err_console.print(Text(f"ivs: warning: {warning}", style="yellow"), soft_wrap=True)
+    typer.echo(f"{len(result.devices)} devices: {', '.join(result.devices) or '-'}")
+    typer.echo(f"wrote {result.passwd}, {result.acl}, {result.conf}; the hub's password is in {result.hub_password}")
+    typer.echo("include mosquitto.conf in Mosquitto's configuration, then reload it (SIGHUP)")
+
+
+HubUrl = Annotated[str, typer.Option("--hub", envvar="IVS_HUB_URL", help="The hub's base URL (or IVS_HUB_URL).")]
+AdminToken = Annotated[
+    str | None, typer.Option(envvar="IVS_HUB_ADMIN_TOKEN", help="The hub's admin token (or IVS_HUB_ADMIN_TOKEN).")
+]
+
+
+def _hub_client(hub: str, admin_token: str | None) -> Any:
+    from ivs.deploy import HubClient
+
+    if not admin_token:
+        raise fail("expected the hub's admin token: --admin-token or IVS_HUB_ADMIN_TOKEN", 2)
+    try:
+        return HubClient(hub, admin_token)
+    except IvsError as err:
+        raise fail(str(err), 2) from None
+
+
+@package_app.command("upload")
+def hub_package_upload(
+    package: Annotated[Path, typer.Argument(help="The .ivsm file (`ivs model pack` writes one).")],
+    hub: HubUrl = "http://127.0.0.1:8080",
+    admin_token: AdminToken = None,
+) -> None:
+    """Upload a model package to the hub; prints its sha256 (what `ivs hub deploy` can name)."""
+    client = _hub_client(hub, admin_token)
+    try:
+        data = package.read_bytes()
+    except OSError as err:
+        raise fail(f"{package}: cannot read it ({err.strerror}): expected an .ivsm file", 2) from None
+    try:
+        p = client.request("POST", "/api/v1/packages", data, "application/octet-stream")
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    typer.echo(f"{p['name']} {p['version']} sha256 {p['sha256']} ({p['size']} bytes) on {hub}")
+    if p["problem"]:
+        err_console.print(Text(f"ivs: warning: sensors will refuse it: {p['problem']}", style="yellow"), soft_wrap=True)
+
+
+@package_app.command("list")
+def hub_package_list(hub: HubUrl = "http://127.0.0.1:8080", admin_token: AdminToken = None) -> None:
+    """List the packages on the hub, newest first (JSON lines)."""
+    client = _hub_client(hub, admin_token)
+    try:
+        for p in client.get("/api/v1/packages"):
+            typer.echo(json.dumps(p))
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+
+
+@hub_app.command("deploy")
+def hub_deploy(
+    device: Annotated[str, typer.Argument(help="The device (sensor id) to deploy to.")],
+    package: Annotated[
+        str, typer.Option(help="The package: its sha256, NAME@VERSION, or NAME (the newest upload of that name).")
+    ],
+    config: Annotated[
+        Path | None, typer.Option(help="A sensor config (YAML) to deploy with it; its id must be DEVICE.")
+    ] = None,
+    hub: HubUrl = "http://127.0.0.1:8080",
+    admin_token: AdminToken = None,
+) -> None:
+    """Assign a package (and a config) to a device; it swaps at its next poll (`ivs hub deploy-status`)."""
+    client = _hub_client(hub, admin_token)
+    body: dict[str, Any] = {"package": package}
+    if config is not None:
+        try:
+            body["config"] = config.read_text()
+        except OSError as err:
+            raise fail(f"{config}: cannot read it ({err.strerror}): expected a sensor YAML file", 2) from None
+    try:
+        d = client.send("PUT", f"/api/v1/devices/{device}/desired", body)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    p = d["package"]
+    with_config = " with its config" if d["config"] is not None else ""
+    typer.echo(f"{device}: revision {d['revision']} -> {p['name']} {p['version']} ({p['sha256'][:12]}){with_config}")
+
+
+@hub_app.command("deploy-status")
+def hub_deploy_status(
+    device: Annotated[str, typer.Argument(help="The device (sensor id).")],
+    hub: HubUrl = "http://127.0.0.1:8080",
+    admin_token: AdminToken = None,
+) -> None:
+    """Desired vs reported state of a device (JSON); exit 1 when its last deploy failed."""
+    client = _hub_client(hub, admin_token)
+    try:
+        state = client.get(f"/api/v1/devices/{device}/deploy")
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    typer.echo(json.dumps(state, indent=2))
+    if state["status"] == "failed":
+        raise fail(f"{device}: the deploy failed: {state['reported']['error']}", 1)
 
 
 def main() -> None:

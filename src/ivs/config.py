@@ -147,6 +147,9 @@ class HttpSinkConfig(_Model):
     token_env: str | None = Field(
         None, description="Name of the environment variable holding the bearer token (never the token itself)."
     )
+    ca_file: str | None = Field(
+        None, description="CA certificate (PEM) to verify an https url against, e.g. ca.pem from `ivs hub certs`."
+    )
     outbox: str = Field("ivs-http-outbox.sqlite", description="Durable outbox file (not shared with another sink).")
     max_messages: int = Field(1_000_000, ge=1, description="Outbox bound; past it the oldest are shed, and counted.")
     batch_size: int = Field(100, ge=1, le=10_000, description="Messages per POST at most.")
@@ -154,6 +157,16 @@ class HttpSinkConfig(_Model):
 
 
 SinkConfig = Annotated[JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig, Field(discriminator="type")]
+
+
+class DeployConfig(_Model):
+    hub: str = Field(description="The hub's base URL (e.g. http://hub:8080): where the desired model and config are.")
+    token_env: str = Field(
+        "IVS_HUB_TOKEN",
+        description="Name of the environment variable holding the device token (never the token itself).",
+    )
+    folder: str = Field("ivs-deploy", description="Where downloaded packages and the deployed config are kept.")
+    interval_s: float = Field(10.0, gt=0, le=86400, description="How often to ask the hub for the desired state.")
 
 
 def _stdout() -> list[JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig]:
@@ -171,6 +184,9 @@ class SensorConfig(_Model):
     sinks: list[SinkConfig] = Field(default_factory=lambda: _stdout(), description="Where messages go.")
     frames: bool = Field(False, description="Also send the per-frame record (detections) of every frame.")
     keyring: str | None = Field(None, description="Folder of trusted .pub keys (default: the zoo key).")
+    deploy: DeployConfig | None = Field(
+        None, description="Take the model (and config) the hub assigns to this sensor; it verifies every package."
+    )
 
     @model_validator(mode="after")
     def _separate_outboxes(self) -> SensorConfig:
@@ -243,6 +259,12 @@ def load(path: Path) -> tuple[SensorConfig | None, list[Problem], yaml.Node | No
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror}): expected a YAML file") from None
+    return parse(text)
+
+
+def parse(text: str) -> tuple[SensorConfig | None, list[Problem], yaml.Node | None]:
+    """`load` for YAML text (a config the hub deploys): the config (None if invalid), every
+    problem, the YAML tree."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

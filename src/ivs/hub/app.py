@@ -7,6 +7,7 @@
     POST   /api/v1/devices          register a device (admin token) -> its bearer token, once
     GET    /api/v1/devices          list devices (admin token)
     DELETE /api/v1/devices/{name}   revoke a device (admin token)
+    ...    /api/v1/packages, /api/v1/devices/{name}/desired, /api/v1/device/...: deploy (ivs.hub.deploy)
     GET    /metrics                 Prometheus metrics
 
 Ingest answers 200 with what it did, element by element: valid messages are stored (once per
@@ -29,12 +30,16 @@ from typing import Annotated, Any
 import msgspec
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ivs.consumer import Message, decode_message
 from ivs.hub.dashboard import router as dashboard_router
+from ivs.hub.deploy import deploy_router
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.store import NAME_PATTERN, HubError, Store, check_message
 
@@ -108,6 +113,23 @@ class DeviceRevoked(BaseModel):
     revoked: bool
 
 
+class Refusal(BaseModel):
+    """Why a request was refused: what was wrong and what was expected."""
+
+    detail: str
+
+
+def _refusals(codes: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the 4xx/5xx an operation answers, each with a `Refusal` body."""
+    return {code: {"model": Refusal, "description": why} for code, why in codes.items()}
+
+
+_ADMIN_REFUSALS = {
+    401: "no admin token, or not this hub's",
+    403: "device management over HTTP is off (the hub has no admin token)",
+}
+
+
 def _bearer(authorization: str | None) -> str | None:
     if authorization is None:
         return None
@@ -139,6 +161,22 @@ def create_app(
     app.state.store = store
     app.state.metrics = hub_metrics
     app.include_router(dashboard_router)
+    app.include_router(deploy_router(store, admin_token))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a JSON body that is not UTF-8 with an undocumented 400 "There was an
+        # error parsing the body"; answer it as it answers malformed JSON: a 422 saying where.
+        cause = exc.__cause__
+        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+            error = {
+                "type": "json_invalid",
+                "loc": ("body", cause.start),
+                "msg": f"the body is not UTF-8 ({cause.reason}): expected JSON",
+                "input": {},
+            }
+            return await request_validation_exception_handler(request, RequestValidationError([error]))
+        return await http_exception_handler(request, exc)
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
         if not admin_token:
@@ -192,12 +230,14 @@ def create_app(
     @app.post(
         "/api/v1/ingest",
         tags=["ingest"],
-        responses={
-            400: {"description": "the body is not a JSON array"},
-            401: {"description": "no, an unknown or a revoked device token"},
-            413: {"description": f"more than {max_messages} messages or {max_bytes} bytes"},
-            503: {"description": "the database is unavailable: retry after Retry-After seconds"},
-        },
+        responses=_refusals(
+            {
+                400: "the body is not a JSON array",
+                401: "no, an unknown or a revoked device token",
+                413: f"more than {max_messages} messages or {max_bytes} bytes",
+                503: "the database is unavailable: retry after Retry-After seconds",
+            }
+        ),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -294,7 +334,13 @@ def create_app(
             for s in store.sensors()
         ]
 
-    @app.post("/api/v1/devices", tags=["devices"], status_code=201, dependencies=[Depends(admin)])
+    @app.post(
+        "/api/v1/devices",
+        tags=["devices"],
+        status_code=201,
+        dependencies=[Depends(admin)],
+        responses=_refusals({**_ADMIN_REFUSALS, 409: "a device of that name is active"}),
+    )
     def add_device(device: DeviceCreate) -> DeviceCreated:
         """Register a device (or re-issue a revoked one) and return its token: the only time it is shown."""
         try:
@@ -303,12 +349,17 @@ def create_app(
             raise HTTPException(409, detail=str(err)) from None
         return DeviceCreated(name=device.name, token=token)
 
-    @app.get("/api/v1/devices", tags=["devices"], dependencies=[Depends(admin)])
+    @app.get("/api/v1/devices", tags=["devices"], dependencies=[Depends(admin)], responses=_refusals(_ADMIN_REFUSALS))
     def list_devices() -> list[DeviceOut]:
         """Every registered device (never tokens or their hashes)."""
         return [DeviceOut(name=d.name, created=d.created, revoked=d.revoked) for d in store.devices()]
 
-    @app.delete("/api/v1/devices/{name}", tags=["devices"], dependencies=[Depends(admin)])
+    @app.delete(
+        "/api/v1/devices/{name}",
+        tags=["devices"],
+        dependencies=[Depends(admin)],
+        responses=_refusals({**_ADMIN_REFUSALS, 404: "no device of that name"}),
+    )
     def revoke_device(name: str) -> DeviceRevoked:
         """Revoke a device's token: its posts get 401 from now on."""
         if not store.revoke_device(name):

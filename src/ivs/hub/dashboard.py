@@ -5,7 +5,7 @@
 
 The stream starts with a snapshot, then polls the store every `POLL_S` seconds:
 
-    event: sensors   data: [SensorOut, ...]   on connect, and whenever the list changes
+    event: sensors   data: [SensorOut + deploy, ...]   on connect, and whenever the list changes
     event: message   data: <a stored event>   id: <its row id>; oldest first
 
 The snapshot is the recent events for the feed, the recent `count` events for the charts and
@@ -31,6 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy import func, select
 
+from ivs.hub.deploy import dashboard_fields
 from ivs.hub.store import MessageRow, Store
 
 POLL_S = 0.5
@@ -64,6 +65,7 @@ def dashboard() -> HTMLResponse:
 
 
 def _sensors(store: Store) -> list[dict[str, Any]]:
+    deploys = store.deploy_states()
     return [
         {
             "sensor_id": s.sensor_id,
@@ -73,6 +75,7 @@ def _sensors(store: Store) -> list[dict[str, Any]]:
             "messages": s.messages,
             "model": s.model,
             "version": s.version,
+            **dashboard_fields(*deploys.get(s.sensor_id, (None, None))),
         }
         for s in store.sensors()
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import uvicorn
 
@@ -27,14 +28,18 @@ def serve(
     mqtt_client_id: str | None = None,
     mqtt_username: str | None = None,
     mqtt_password: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> None:
     """Serve the hub's API on host:port over the database at `database` (a SQLAlchemy url:
     sqlite:///path or postgresql://...) until interrupted. With `mqtt_host`, also store what
     sensors publish on that broker (a shared subscription in `mqtt_group`: run several hubs
     with the same group to split the stream). `admin_token` guards /api/v1/devices ("" turns
-    device management over HTTP off). /metrics counts both ingests."""
+    device management over HTTP off). /metrics counts both ingests. `tls_cert` and `tls_key`
+    (PEM files, e.g. server.pem and server.key from `ivs hub certs`) serve HTTPS instead of HTTP."""
     if not 0 < port < 65536:
         raise ConfigError(f"port {port}: expected 1 to 65535")
+    check_tls_files(tls_cert, tls_key)
     store = Store(database)
     metrics = HubMetrics(store)
     ingest: MqttIngest | None = None
@@ -51,9 +56,31 @@ def serve(
                 metrics=metrics,
             )
         app = create_app(store, admin_token, metrics=metrics)
-        log.info("hub on http://%s:%d (docs at /docs), database %s", host, port, store.engine.url)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        scheme = "https" if tls_cert else "http"
+        log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)
+        uvicorn.run(app, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     finally:
         if ingest is not None:
             ingest.close()
         store.close()
+
+
+def check_tls_files(cert: str | None, key: str | None) -> None:
+    """Both or neither, each a readable PEM file: ConfigError saying which is wrong otherwise
+    (uvicorn's own error would be a bare OpenSSL one, after the database was opened)."""
+    if (cert is None) != (key is None):
+        raise ConfigError(
+            "TLS: expected both --tls-cert and --tls-key (e.g. server.pem and server.key from `ivs hub certs`)"
+        )
+    for what, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{what} {path}: no such file: expected a PEM file (`ivs hub certs` writes them)")
+    if cert is not None and key is not None:
+        import ssl
+
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as err:
+            raise ConfigError(
+                f"--tls-cert {cert} / --tls-key {key}: expected a PEM certificate and its key ({err})"
+            ) from None

@@ -1,8 +1,9 @@
 """The hub's database: devices, messages and sensors, through SQLAlchemy 2.
 
 Works with SQLite (`sqlite:///path/to/hub.sqlite`: WAL, `synchronous=NORMAL`) and PostgreSQL
-(`postgresql://user@host/db`). The SQL is portable; the one dialect-specific statement is the
-idempotent insert (`INSERT ... ON CONFLICT DO NOTHING`), which both dialects have.
+(`postgresql://user@host/db`, through psycopg 3). The SQL is portable but for the idempotent
+insert (`INSERT ... ON CONFLICT DO NOTHING`, which both dialects have) and the way `ingest`
+feeds it (below).
 
 Tables:
 
@@ -15,15 +16,31 @@ Tables:
                     UNIQUE(sensor_id, seq), INDEX(sensor_id, kind, time), INDEX(time)
     sensors         sensor_id, online, last_seen (hub clock, epoch seconds), model, version,
                     last_seq (the highest seq stored)
-    schema_version  version (1): what a future migration looks at
+    packages        sha256 (primary key), name, version, size, uploaded, signed_by (the key id
+                    signature.json claims; the hub does not verify it), problem (what the hub's
+                    integrity check found, or NULL), data (the .ivsm file's bytes)
+    assignments     device (primary key), revision (1, 2, ... per device), package_sha256,
+                    config (sensor YAML text or NULL), assigned: the desired state
+    deploy_reports  device (primary key), revision (the desired revision answered), status
+                    ("ok" / "failed"), error, model, version, sha256 (what it runs now),
+                    config_revision, config_status, reported: the reported state
+    mqtt_credentials  name (primary key: an active device), password_hash (the Mosquitto `$7$`
+                    hash of its token, which is also its MQTT password: see ivs.hub.mqtt_auth);
+                    created when missing, like every table, without a version change
+    schema_version  version (2): what a migration looks at
 
-`Store.ingest` stores a batch in one transaction, in multi-row inserts, and is idempotent on
+Upgrades: a version 1 database (no deploy tables) gets the three deploy tables created and its
+version set to 2 when a Store opens it; nothing else changes.
+
+`Store.ingest` stores a batch in one transaction (SQLite: one prepared INSERT executed per row;
+PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT) and is idempotent on
 `(sensor_id, seq)`: storing a message again counts it as a duplicate and changes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import math
@@ -45,14 +62,17 @@ from sqlalchemy import (
     Engine,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     case,
     create_engine,
+    delete,
     event,
     func,
     select,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -62,16 +82,35 @@ from sqlalchemy.pool import StaticPool
 from ivs.consumer import Message
 from ivs.errors import ConfigError, IvsError
 from ivs.events import Event, kind_of
+from ivs.hub.mqtt_auth import mosquitto_hash
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version of the tables below; `schema_version` in the database says which one it has."""
 
 MAX_NAME = 128
 """The longest sensor_id / device name / app name the hub stores."""
 _INT64 = 2**63 - 1
-_ROWS_PER_INSERT = 1000
-"""Rows per multi-row INSERT: 9 columns x 1000 stays far below SQLite's and PostgreSQL's limits
-on bound parameters in one statement."""
+_SCHEMA_LOCK = 0x1F5_0001
+"""The PostgreSQL advisory lock key `create_schema` holds (any constant no other program uses)."""
+_COLUMNS = ("sensor_id", "seq", "kind", "frame", "time", "t_capture_ns", "app", "payload")
+"""The columns `ingest` writes, in the order of `_row`'s tuples."""
+_SQLITE_INSERT = (
+    f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+    " ON CONFLICT (sensor_id, seq) DO NOTHING"
+)
+# PostgreSQL: COPY a batch into a temporary table, then one INSERT ... SELECT. Row by row
+# (executemany) the server runs one INSERT per message and ingest is three times slower; the
+# table lives for one transaction (ON COMMIT DROP) so that this also works behind a pooler
+# in transaction mode (PgBouncer).
+_PG_STAGE = (
+    "CREATE TEMPORARY TABLE ivs_ingest (sensor_id text, seq bigint, kind text, frame bigint,"
+    " time double precision, t_capture_ns bigint, app text, payload text) ON COMMIT DROP"
+)
+_PG_COPY = f"COPY ivs_ingest ({', '.join(_COLUMNS)}) FROM STDIN"
+_PG_INSERT = (
+    f"INSERT INTO messages ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM ivs_ingest"
+    " ON CONFLICT (sensor_id, seq) DO NOTHING"
+)
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 """What a device name (= the sensor_id it posts as) may look like: it is also an MQTT topic level."""
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -134,12 +173,130 @@ class SensorRow(Base):
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class MqttCredential(Base):
+    """An active device's MQTT password hash (Mosquitto's format), for `ivs hub mqtt-auth`."""
+
+    __tablename__ = "mqtt_credentials"
+
+    name: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+
+
 class SchemaVersion(Base):
     """One row: the schema version of this database."""
 
     __tablename__ = "schema_version"
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+# deploy (schema version 2)
+class HubNotFound(HubError):
+    """What a hub operation names does not exist (a device, a package)."""
+
+
+class PackageRow(Base):
+    """An uploaded model package, kept whole in the database so that every hub worker on one
+    database can serve it."""
+
+    __tablename__ = "packages"
+    __table_args__ = (Index("ix_packages_name_version", "name", "version"),)
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    uploaded: Mapped[float] = mapped_column(Double)
+    signed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    problem: Mapped[str | None] = mapped_column(Text, default=None)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AssignmentRow(Base):
+    """A device's desired state: the package (and config) it should run, numbered by revision."""
+
+    __tablename__ = "assignments"
+
+    device: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    package_sha256: Mapped[str] = mapped_column(String(64))
+    config: Mapped[str | None] = mapped_column(Text, default=None)
+    assigned: Mapped[float] = mapped_column(Double)
+
+
+class DeployReportRow(Base):
+    """A device's reported state: what it runs, and how its last deploy went."""
+
+    __tablename__ = "deploy_reports"
+
+    device: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    model: Mapped[str | None] = mapped_column(String(256), default=None)
+    version: Mapped[str | None] = mapped_column(String(128), default=None)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    config_revision: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    config_status: Mapped[str | None] = mapped_column(Text, default=None)
+    reported: Mapped[float] = mapped_column(Double)
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """A stored package as listed (never its bytes)."""
+
+    sha256: str
+    name: str
+    version: str
+    size: int
+    uploaded: float
+    signed_by: str | None
+    problem: str | None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A device's desired state."""
+
+    device: str
+    revision: int
+    package: PackageInfo
+    config: str | None
+    assigned: float
+
+
+@dataclass(frozen=True)
+class DeployReport:
+    """What a device last reported about its deploys."""
+
+    device: str
+    revision: int
+    status: str
+    error: str | None
+    model: str | None
+    version: str | None
+    sha256: str | None
+    config_revision: int | None
+    config_status: str | None
+    reported: float
+
+
+_PACKAGE_INFO = (
+    PackageRow.sha256,
+    PackageRow.name,
+    PackageRow.version,
+    PackageRow.size,
+    PackageRow.uploaded,
+    PackageRow.signed_by,
+    PackageRow.problem,
+)
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _package_info(row: Any) -> PackageInfo:
+    return PackageInfo(
+        str(row.sha256), str(row.name), str(row.version), int(row.size), float(row.uploaded), row.signed_by, row.problem
+    )
 
 
 @dataclass(frozen=True)
@@ -210,17 +367,17 @@ def message_kind(message: Message) -> str:
     return kind_of(message) if isinstance(message, Event) else "frame"
 
 
-def _row(message: Message) -> dict[str, Any]:
-    return {
-        "sensor_id": message.sensor_id,
-        "seq": message.seq,
-        "kind": message_kind(message),
-        "frame": message.frame,
-        "time": message.time,
-        "t_capture_ns": message.t_capture_ns,
-        "app": message.app if isinstance(message, Event) else None,
-        "payload": msgspec.json.encode(message).decode(),
-    }
+_encoder = msgspec.json.Encoder()
+
+
+def _row(message: Message) -> tuple[Any, ...]:
+    """The `_COLUMNS` of a message's row."""
+    if isinstance(message, Event):
+        kind, app = kind_of(message), message.app
+    else:
+        kind, app = "frame", None
+    payload = _encoder.encode(message).decode()
+    return (message.sensor_id, message.seq, kind, message.frame, message.time, message.t_capture_ns, app, payload)
 
 
 class Store:
@@ -237,6 +394,14 @@ class Store:
         self.dialect = parsed.get_backend_name()
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"database url {url!r}: expected sqlite:///path or postgresql://user@host/db")
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy's default PostgreSQL driver is psycopg2; ivs depends on psycopg 3.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        elif self.dialect == "postgresql" and parsed.get_driver_name() != "psycopg":
+            raise ConfigError(
+                f"database url {url!r}: driver {parsed.get_driver_name()!r} is not supported: expected"
+                " postgresql://... or postgresql+psycopg://... (psycopg 3)"
+            )
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
@@ -258,11 +423,18 @@ class Store:
     def create_schema(self) -> None:
         """Create the tables that are missing and record the schema version (idempotent).
         Raises ConfigError for a database written by a newer ivs."""
-        Base.metadata.create_all(self.engine)
         with self._write_lock, Session(self.engine) as session, session.begin():
+            if self.dialect == "postgresql":
+                # Hub workers started together on a new database would race to create the same
+                # tables (and version row); PostgreSQL's DDL is transactional, so one at a time.
+                session.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+            Base.metadata.create_all(session.connection())
             found = session.scalar(select(func.max(SchemaVersion.version)))
             if found is None:
                 session.add(SchemaVersion(version=SCHEMA_VERSION))
+            elif found < SCHEMA_VERSION:
+                # 1 -> 2 only adds the deploy tables, which create_all has just made.
+                session.execute(update(SchemaVersion).values(version=SCHEMA_VERSION))
             elif found > SCHEMA_VERSION:
                 raise ConfigError(
                     f"the hub database has schema version {found}; this ivs knows versions up to {SCHEMA_VERSION}:"
@@ -294,6 +466,8 @@ class Store:
                 raise HubError(f"device {name!r} exists and is active: revoke it first to issue a new token")
             else:
                 device.token_hash, device.created, device.revoked = hash_token(token), time.time(), None
+            # The token is also the device's MQTT password: hash it for Mosquitto now, while it is in hand.
+            session.merge(MqttCredential(name=name, password_hash=mosquitto_hash(token)))
         return token
 
     def revoke_device(self, name: str) -> bool:
@@ -304,7 +478,19 @@ class Store:
                 return False
             if device.revoked is None:
                 device.revoked = time.time()
+            session.execute(delete(MqttCredential).where(MqttCredential.name == name))
             return True
+
+    def mqtt_credentials(self) -> dict[str, str | None]:
+        """Every active device -> the Mosquitto hash of its token (None for a device registered
+        before the hub kept one)."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(Device.name, MqttCredential.password_hash)
+                .outerjoin(MqttCredential, MqttCredential.name == Device.name)
+                .where(Device.revoked.is_(None))
+            ).all()
+        return {str(name): hashed for name, hashed in rows}
 
     def devices(self) -> list[DeviceInfo]:
         """Every device, by name."""
@@ -333,28 +519,37 @@ class Store:
         changes nothing. Updates each sensor's last_seq and last_seen (and sets it online when
         `mark_online`: the HTTP ingest, whose sensors have no availability topic).
         Messages must pass `check_message` (ValueError otherwise)."""
-        rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
         seen: set[tuple[str, int]] = set()
+        per_sensor: dict[str, int] = {}
         for message in messages:
             why = check_message(message)
             if why is not None:
                 raise ValueError(f"message {message.sensor_id!r}/{message.seq} cannot be stored: {why}")
-            key = (message.sensor_id, message.seq)
+            key = (sensor_id, seq) = (message.sensor_id, message.seq)
             if key not in seen:
                 seen.add(key)
                 rows.append(_row(message))
+                if seq > per_sensor.get(sensor_id, 0):
+                    per_sensor[sensor_id] = seq
         if not rows:
             return 0, len(messages)
-        per_sensor: dict[str, int] = {}
-        for sensor_id, seq in seen:
-            per_sensor[sensor_id] = max(seq, per_sensor.get(sensor_id, 0))
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         now = time.time()
-        accepted = 0
         with self._write_lock, self.engine.begin() as conn:
-            for start in range(0, len(rows), _ROWS_PER_INSERT):
-                stmt = insert(MessageRow).values(rows[start : start + _ROWS_PER_INSERT]).on_conflict_do_nothing()
-                accepted += max(conn.execute(stmt).rowcount, 0)
+            # Plain driver statements: SQLAlchemy's per-row parameter processing and its multi-row
+            # VALUES constructs cost more than the database's work (see docs/benchmarks.md, e).
+            if self.dialect == "postgresql":
+                with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+                    cursor.execute(_PG_STAGE)
+                    with cursor.copy(_PG_COPY) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    cursor.execute(_PG_INSERT)
+                    accepted = max(cursor.rowcount, 0)
+            else:
+                # executemany: sqlite3 sums the rows each execution inserted (0 for a conflict).
+                accepted = max(conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount, 0)
             sensors = [
                 {"sensor_id": s, "online": mark_online, "last_seen": now, "last_seq": seq}
                 for s, seq in sorted(per_sensor.items())
@@ -500,6 +695,150 @@ class Store:
                 conn.execute(stmt.on_conflict_do_update(index_elements=[SensorRow.sensor_id], set_=values))
             else:
                 conn.execute(stmt.on_conflict_do_nothing())
+
+    # deploy: packages, desired state (assignments), reported state
+    def add_package(
+        self, data: bytes, *, name: str, version: str, signed_by: str | None = None, problem: str | None = None
+    ) -> tuple[PackageInfo, bool]:
+        """Store a package's bytes under their sha256 -> (its info, whether it is new). Storing the
+        same bytes again changes nothing."""
+        digest = hashlib.sha256(data).hexdigest()
+        with self._write_lock, Session(self.engine) as session, session.begin():
+            row = session.execute(select(*_PACKAGE_INFO).where(PackageRow.sha256 == digest)).one_or_none()
+            if row is not None:
+                return _package_info(row), False
+            new = PackageRow(
+                sha256=digest,
+                name=name[:256],
+                version=version[:128],
+                size=len(data),
+                uploaded=time.time(),
+                signed_by=signed_by,
+                problem=problem,
+                data=data,
+            )
+            session.add(new)
+            info = PackageInfo(digest, new.name, new.version, new.size, new.uploaded, signed_by, problem)
+        return info, True
+
+    def packages(self) -> list[PackageInfo]:
+        """Every stored package, newest first (never the bytes)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*_PACKAGE_INFO).order_by(PackageRow.uploaded.desc(), PackageRow.name))
+            return [_package_info(r) for r in rows]
+
+    def package_data(self, sha256: str) -> bytes | None:
+        """The bytes of the package with this sha256, or None."""
+        with self.engine.connect() as conn:
+            data = conn.scalar(select(PackageRow.data).where(PackageRow.sha256 == sha256.lower()))
+            return bytes(data) if data is not None else None
+
+    def resolve_package(self, ref: str) -> PackageInfo:
+        """A package by sha256 (64 hex digits), NAME@VERSION, or NAME (the newest upload of that
+        name). Raises HubNotFound, or HubError when NAME@VERSION names more than one package."""
+        with self.engine.connect() as conn:
+            if _SHA256_RE.match(ref.lower()):
+                row = conn.execute(select(*_PACKAGE_INFO).where(PackageRow.sha256 == ref.lower())).one_or_none()
+                if row is None:
+                    raise HubNotFound(f"no package with sha256 {ref}: expected one of `GET /api/v1/packages`")
+                return _package_info(row)
+            name, at, version = ref.partition("@")
+            stmt = select(*_PACKAGE_INFO).where(PackageRow.name == name)
+            if at:
+                stmt = stmt.where(PackageRow.version == version)
+            rows = conn.execute(stmt.order_by(PackageRow.uploaded.desc())).all()
+        if not rows:
+            raise HubNotFound(
+                f"no package {ref[:300]!r}: expected a sha256, NAME@VERSION or NAME of an uploaded package"
+            )
+        if at and len(rows) > 1:
+            shas = ", ".join(str(r.sha256)[:12] for r in rows)
+            raise HubError(f"{len(rows)} packages are {ref!r} ({shas}...): name the one to deploy by its sha256")
+        return _package_info(rows[0])
+
+    def assign(self, device: str, package_sha256: str, config: str | None = None) -> Assignment:
+        """Make `package_sha256` (and `config`) the device's desired state, as the next revision.
+        Raises HubNotFound for an unknown device or package."""
+        with self._write_lock, Session(self.engine) as session, session.begin():
+            if session.scalar(select(Device.name).where(Device.name == device)) is None:
+                raise HubNotFound(f"no device named {device[:MAX_NAME]!r}: expected one of `GET /api/v1/devices`")
+            row = session.execute(select(*_PACKAGE_INFO).where(PackageRow.sha256 == package_sha256)).one_or_none()
+            if row is None:
+                raise HubNotFound(f"no package with sha256 {package_sha256[:64]}: upload it first")
+            current = session.get(AssignmentRow, device)
+            now = time.time()
+            if current is None:
+                current = AssignmentRow(device=device, revision=1, package_sha256=package_sha256, config=config)
+                current.assigned = now
+                session.add(current)
+            else:
+                current.revision += 1
+                current.package_sha256, current.config, current.assigned = package_sha256, config, now
+            revision = current.revision
+        return Assignment(device, revision, _package_info(row), config, now)
+
+    def desired(self, device: str) -> Assignment | None:
+        """The device's desired state, or None when nothing was assigned to it."""
+        stmt = (
+            select(AssignmentRow, *_PACKAGE_INFO)
+            .join(PackageRow, PackageRow.sha256 == AssignmentRow.package_sha256)
+            .where(AssignmentRow.device == device)
+        )
+        with Session(self.engine) as session:
+            row = session.execute(stmt).one_or_none()
+            if row is None:
+                return None
+            a = row[0]
+            return Assignment(a.device, a.revision, _package_info(row), a.config, a.assigned)
+
+    def report_deploy(
+        self,
+        device: str,
+        *,
+        revision: int,
+        status: str,
+        error: str | None = None,
+        model: str | None = None,
+        version: str | None = None,
+        sha256: str | None = None,
+        config_revision: int | None = None,
+        config_status: str | None = None,
+    ) -> DeployReport:
+        """Record what a device reports about its deploys (replacing its previous report); what it
+        runs also becomes the sensor's model and version."""
+        report = DeployReport(
+            device, revision, status, error, model, version, sha256, config_revision, config_status, time.time()
+        )
+        with self._write_lock, Session(self.engine) as session, session.begin():
+            session.merge(DeployReportRow(**dataclasses.asdict(report)))
+        if model is not None:
+            self.set_sensor(device, model=model, version=version)
+        return report
+
+    def deploy_report(self, device: str) -> DeployReport | None:
+        """The device's last report, or None."""
+        with Session(self.engine) as session:
+            row = session.get(DeployReportRow, device)
+            return _report(row) if row is not None else None
+
+    def deploy_states(self) -> dict[str, tuple[Assignment | None, DeployReport | None]]:
+        """Desired and reported state of every device that has either, by device."""
+        out: dict[str, tuple[Assignment | None, DeployReport | None]] = {}
+        stmt = select(AssignmentRow, *_PACKAGE_INFO).join(PackageRow, PackageRow.sha256 == AssignmentRow.package_sha256)
+        with Session(self.engine) as session:
+            for row in session.execute(stmt):
+                a = row[0]
+                out[a.device] = (Assignment(a.device, a.revision, _package_info(row), a.config, a.assigned), None)
+            for r in session.scalars(select(DeployReportRow)):
+                out[r.device] = (out.get(r.device, (None, None))[0], _report(r))
+        return out
+
+
+def _report(row: DeployReportRow) -> DeployReport:
+    return DeployReport(
+        row.device, row.revision, row.status, row.error, row.model, row.version, row.sha256,
+        row.config_revision, row.config_status, row.reported,
+    )  # fmt: skip
 
 
 def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:

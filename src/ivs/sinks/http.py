@@ -33,6 +33,9 @@ Every refusal (a 3xx or 4xx answer) is logged with the receiver's body and count
 `rejected`. The standard library's `urllib.request` does the HTTP (no dependency); each POST
 is one connection (`Connection: close`), so batches, not connection reuse, make it cheap.
 Redirects are not followed (urllib would turn a redirected POST into a GET and lose the body).
+An https url is verified against the system's CAs, or against `ca_file` (the hub's own CA from
+`ivs hub certs`); a certificate that does not verify is a failure to answer: kept and retried,
+with `last_error` saying so.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import email.utils
 import http.client
 import logging
 import random
+import ssl
 import threading
 import time
 import urllib.error
@@ -86,6 +90,24 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx surfaces as an HTTPError: a rejection, kept and retried
 
 
+def _tls(ca_file: str | None) -> ssl.SSLContext:
+    """Verify https servers against `ca_file` (e.g. ca.pem from `ivs hub certs`) instead of the
+    system's CAs when given."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"http sink ca_file {ca_file!r}: {err}: expected a CA certificate file (PEM)") from None
+
+
+def _untrusted(err: ssl.SSLCertVerificationError) -> str:
+    return (
+        f"TLS: the server's certificate did not verify ({err.verify_message}): expected one signed by a CA"
+        " this sensor trusts (set ca_file to the hub's CA, e.g. ca.pem from `ivs hub certs`)"
+    )
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent or bad."""
     if value is None:
@@ -124,6 +146,7 @@ class HttpSink:
         timeout_s: float = 10,
         max_backoff_s: float = 30,
         encoding: str = "json",
+        ca_file: str | None = None,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"http sink url {url!r}: expected an http:// or https:// url")
@@ -136,6 +159,8 @@ class HttpSink:
                 f"http sink batch_wait_s {batch_wait_s}, timeout_s {timeout_s}, max_backoff_s {max_backoff_s}: "
                 "expected batch_wait_s >= 0, timeout_s > 0, max_backoff_s >= 0"
             )
+        if ca_file is not None and not url.startswith("https://"):
+            raise ConfigError(f"http sink ca_file {ca_file!r} with url {url!r}: expected an https:// url")
         self.sensor_id, self.outbox, self.url = sensor_id, outbox, url
         self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
         self.timeout_s, self.max_backoff_s = timeout_s, max_backoff_s
@@ -143,7 +168,7 @@ class HttpSink:
         self._headers = {"Content-Type": "application/json", "X-Ivs-Sensor": sensor_id, "User-Agent": "ivs"}
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
-        self._opener = urllib.request.build_opener(_NoRedirect())
+        self._opener = urllib.request.build_opener(_NoRedirect(), urllib.request.HTTPSHandler(context=_tls(ca_file)))
 
         self.posted = self.acked = self.retries = self.rejected = self.dropped = 0
         self.bytes_sent = 0
@@ -278,6 +303,8 @@ class HttpSink:
                 retry = _retry_after(err.headers.get("Retry-After")) if err.code in (429, 503) else None
                 return _Answer(err.code, reason, retry)
         except urllib.error.URLError as err:
+            if isinstance(err.reason, ssl.SSLCertVerificationError):
+                return _Answer(None, f"no answer: {_untrusted(err.reason)}")
             return _Answer(None, f"no answer: {err.reason}")
         except (OSError, http.client.HTTPException) as err:  # timeouts, resets after the request
             return _Answer(None, f"no answer: {type(err).__name__}: {err}")

@@ -1,0 +1,227 @@
+"""Per-device MQTT credentials and ACLs for Mosquitto, generated from the hub's devices:
+`ivs hub mqtt-auth`.
+
+Design: a device's MQTT password is its hub bearer token (user name = device name = the
+sensor_id it publishes as), so one secret, issued by `ivs hub device add` and ended by
+`ivs hub device revoke`, covers both transports. The hub keeps only hashes of it: the sha256 it
+checks HTTP requests against, and, in the `mqtt_credentials` table, the Mosquitto hash (PBKDF2,
+below) computed at `device add`, the one moment the token is in hand. From those hashes this
+module writes, into one folder:
+
+    passwd          Mosquitto password file: every active device, and the hub's own user (0600)
+    acl             Mosquitto ACL file: a device may publish (and subscribe) only under
+                    `ivs/<name>/#` (plus its Home Assistant discovery topics); the hub user may
+                    read `ivs/#`, shared subscriptions included, and publish nothing (0600)
+    hub.password    the hub user's password, made once and kept across runs (0600): give it to
+                    `ivs hub serve --mqtt-password-file`
+    mosquitto.conf  a snippet to include in Mosquitto's configuration: no anonymous clients, the
+                    two files above, a TLS listener for the devices (certificates from
+                    `ivs hub certs`) and a loopback listener for a hub on the same machine
+
+Run it again after every `device add` / `device revoke` and reload Mosquitto (SIGHUP): it
+rereads both files and drops clients whose credentials are gone.
+
+The password hash is Mosquitto's own `$7$` format (PBKDF2-HMAC-SHA512, what `mosquitto_passwd`
+writes since Mosquitto 2.0), computed here with hashlib so the hub needs no Mosquitto tools.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ivs.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ivs.hub.store import Store
+
+ITERATIONS = 101
+"""mosquitto_passwd's default. The passwords are 256-bit random tokens, not words a person chose:
+nothing is gained by a slower hash, and Mosquitto computes it on every CONNECT."""
+_SALT_BYTES = 12
+HUB_USER = "ivs-hub"
+
+
+def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
+    """`password` hashed the way Mosquitto 2 checks it: `$7$<iterations>$<salt b64>$<sha512 b64>`."""
+    salt = secrets.token_bytes(_SALT_BYTES) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def check_mosquitto_hash(password: str, hashed: str) -> bool:
+    """Whether `hashed` (a `$7$` line from a Mosquitto password file) is the hash of `password`."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
+        return False
+    try:
+        salt, want = base64.b64decode(parts[3], validate=True), base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        return False
+    got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]), len(want))
+    return hmac.compare_digest(got, want)
+
+
+def _slug(name: str) -> str:
+    from ivs.sinks.homeassistant import slug
+
+    return slug(name)
+
+
+@dataclass
+class MqttAuth:
+    """What `write_mqtt_auth` wrote."""
+
+    passwd: Path
+    acl: Path
+    hub_password: Path
+    conf: Path
+    devices: list[str] = field(default_factory=list)
+    """Active devices given MQTT access."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def _parse_listen(what: str, value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{what} {value!r}: expected HOST:PORT, e.g. 0.0.0.0:8883")
+    return host, int(port)
+
+
+def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write through a temporary file and a rename: Mosquitto, reloading at any moment, reads
+    either the old file or the new one, never half of one; created with `mode` from the start."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def acl_text(devices: list[str], *, hub_user: str = HUB_USER, ha_prefix: str = "homeassistant") -> str:
+    """The Mosquitto ACL: each device its own subtree, the hub user read-only on every sensor."""
+    lines = [
+        "# written by `ivs hub mqtt-auth`: regenerate it, do not edit it",
+        "# No rules before the first `user`: anonymous clients get nothing (and are refused anyway).",
+        "",
+        f"user {hub_user}",
+        "topic read ivs/#",
+    ]
+    for name in devices:
+        lines += ["", f"user {name}", f"topic readwrite ivs/{name}/#"]
+        if ha_prefix:
+            lines.append(f"topic write {ha_prefix}/+/{_slug(name)}/#")
+    return "\n".join(lines) + "\n"
+
+
+def conf_text(
+    out: Path,
+    *,
+    certs: Path | None,
+    listen: str,
+    hub_listen: str | None,
+    client_certs: bool,
+) -> str:
+    """The mosquitto.conf snippet for the files in `out`."""
+    host, port = _parse_listen("--listen", listen)
+    lines = [
+        "# written by `ivs hub mqtt-auth`: include it in Mosquitto's configuration",
+        "# (e.g. /etc/mosquitto/conf.d/ivs.conf); it expects per_listener_settings false, the default.",
+        "allow_anonymous false",
+        f"password_file {out.resolve() / 'passwd'}",
+        f"acl_file {out.resolve() / 'acl'}",
+        "",
+        "# the sensors",
+        f"listener {port} {host}",
+    ]
+    if certs is not None:
+        c = certs.resolve()
+        lines += [f"cafile {c / 'ca.pem'}", f"certfile {c / 'server.pem'}", f"keyfile {c / 'server.key'}"]
+        lines += ["tls_version tlsv1.2"]
+        if client_certs:
+            lines += [
+                "# devices log in with their certificate from `ivs hub certs --device NAME` (its CN is the user",
+                "# name the ACL applies to) instead of a password",
+                "require_certificate true",
+                "use_identity_as_username true",
+            ]
+    else:
+        lines += ["# WARNING: no TLS: passwords and messages cross the network in clear (give --certs DIR)"]
+    if hub_listen:
+        h, p = _parse_listen("--hub-listen", hub_listen)
+        lines += ["", "# the hub on this machine: plain MQTT, still with its password", f"listener {p} {h}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_mqtt_auth(
+    store: Store,
+    out: Path,
+    *,
+    hub_user: str = HUB_USER,
+    certs: Path | None = None,
+    listen: str = "0.0.0.0:8883",
+    hub_listen: str | None = "127.0.0.1:1883",
+    client_certs: bool = False,
+    ha_prefix: str = "homeassistant",
+) -> MqttAuth:
+    """Write passwd, acl, hub.password (once) and mosquitto.conf into `out` from the devices in
+    `store`. Raises ConfigError for a bad option, a hub user that is also a device's name, or a
+    `certs` folder without ca.pem, server.pem and server.key."""
+    from ivs.hub.store import check_name
+
+    why = check_name(hub_user)
+    if why is not None:
+        raise ConfigError(f"hub user: {why}")
+    if certs is not None:
+        missing = [n for n in ("ca.pem", "server.pem", "server.key") if not (certs / n).is_file()]
+        if missing:
+            raise ConfigError(f"--certs {certs}: no {', '.join(missing)}: expected a folder made by `ivs hub certs`")
+    elif client_certs:
+        raise ConfigError("--client-certs needs TLS: expected --certs DIR too")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file: expected a folder (it is created if missing)")
+    credentials = store.mqtt_credentials()
+    if hub_user in credentials:
+        raise ConfigError(f"hub user {hub_user!r} is also a device's name: expected another --hub-user")
+    conf = conf_text(out, certs=certs, listen=listen, hub_listen=hub_listen, client_certs=client_certs)
+
+    out.mkdir(parents=True, exist_ok=True)
+    result = MqttAuth(out / "passwd", out / "acl", out / "hub.password", out / "mosquitto.conf")
+    if result.hub_password.exists():
+        hub_password = result.hub_password.read_text().strip()
+        if not hub_password:
+            raise ConfigError(
+                f"{result.hub_password} is empty: expected the hub's MQTT password (delete it for a new one)"
+            )
+    else:
+        hub_password = secrets.token_urlsafe(32)
+        _write_private(result.hub_password, hub_password + "\n")
+    passwd = [f"{hub_user}:{mosquitto_hash(hub_password)}"]
+    for name, hashed in sorted(credentials.items()):
+        if hashed is None:
+            result.warnings.append(
+                f"device {name!r} has no MQTT credential (registered before ivs kept one): "
+                "`ivs hub device revoke` and `add` it again to give it one"
+            )
+            continue
+        passwd.append(f"{name}:{hashed}")
+        result.devices.append(name)
+    if ha_prefix:
+        by_slug: dict[str, list[str]] = {}
+        for name in result.devices:
+            by_slug.setdefault(_slug(name), []).append(name)
+        for same in (names for names in by_slug.values() if len(names) > 1):
+            result.warnings.append(
+                f"devices {', '.join(same)} share a Home Assistant id: each may overwrite the others' discovery topics"
+            )
+    _write_private(result.passwd, "\n".join(passwd) + "\n")
+    _write_private(result.acl, acl_text(result.devices, hub_user=hub_user, ha_prefix=ha_prefix))
+    _write_private(result.conf, conf, 0o644)
+    return result
