@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# System packages the tests use, from Debian: the Mosquitto MQTT broker (started by the test
-# fixtures on a free loopback port, never as a service). Idempotent; needs root (or sudo) only
-# when something is missing.
+# System packages the tests use, from Debian: the Mosquitto MQTT broker and the PostgreSQL
+# server (both started by the test fixtures on a free loopback port, never as a service).
+# Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+# The server binaries (initdb, postgres) live in /usr/lib/postgresql/<version>/bin, off PATH.
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
 export DEBIAN_FRONTEND=noninteractive
+if [[ " ${need[*]} " == *" postgresql "* ]] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    # Debian's package would create (and, under an init system, start) a "main" cluster on 5432;
+    # the tests run their own throw-away server (ivs.localnet.LocalPostgres), so ask for none.
+    # UCF_FORCE_CONFFOLD keeps this file when the package installs its own version of it.
+    $sudo mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
+export UCF_FORCE_CONFFOLD=1
 $sudo apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
     $sudo apt-get update -q >/dev/null
     $sudo apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null

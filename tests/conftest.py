@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import av
 import numpy as np
 import pytest
 
+from ivs.localnet import LocalPostgres
 from ivs.model import Model, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,3 +66,22 @@ def broker(tmp_path: Path):
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """One throw-away PostgreSQL server for the session (ivs.localnet.LocalPostgres: a free
+    127.0.0.1 port, fsync off, removed at the end); `postgres_url` gives each test its own database."""
+    server = LocalPostgres()
+    server.start()
+    yield server
+    server.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture()
+def postgres_url(postgres: LocalPostgres) -> str:
+    """The SQLAlchemy URL of a fresh, empty database on the session's PostgreSQL."""
+    return postgres.create_database(f"test_{next(_databases)}")
