@@ -115,3 +115,19 @@ def test_mode_needs_matching_artifact_writer(classifier_model):
     src = SyntheticSource(160, 120, frames=1)
     with pytest.raises(ValueError, match="needs an ArtifactWriter"):
         Sensor(src, classifier_model, [], mode="image")
+
+
+def test_stage_samples_keep_the_newest_values_in_a_fixed_ring() -> None:
+    from ivs.sensor import Samples
+
+    ring = Samples(capacity=5)
+    assert len(ring) == 0 and not ring
+    for value in range(1, 8):
+        ring.append(float(value))
+    assert list(ring) == [3.0, 4.0, 5.0, 6.0, 7.0]  # the two oldest were overwritten
+    assert ring[0] == 3.0 and ring[-1] == 7.0 and len(ring) == 5
+    with pytest.raises(IndexError):
+        ring[5]
+    before = ring.array().nbytes
+    ring.append(8.0)
+    assert ring.array().nbytes == before  # never grows past its capacity

@@ -114,18 +114,58 @@ class Ledger(Event, frozen=True, tag="ledger"):
     """Bytes of compressed video read from the source (None where the source has none)."""
     metadata_bytes: int
     """Bytes of every message this sensor sent, as JSON, this one excluded."""
+    frames_skipped: int = 0
+    """Frames of a damaged video that could not be decoded and were skipped."""
 
 
-AnyEvent = Count | ZoneEnter | ZoneLeave | Loiter | Stop | Clear | MaskPing | Heatmap | Ledger
-EVENT_KINDS: tuple[type[Event], ...] = (Count, ZoneEnter, ZoneLeave, Loiter, Stop, Clear, MaskPing, Heatmap, Ledger)
+class SourceGap(Event, frozen=True, tag="gap"):
+    """The source delivered nothing for a while (a camera unplugged, a stream dropped) and is back:
+    sent with the first frame after the outage (`frame`, `time`); `app` is "source"."""
+
+    start: float
+    """Wall-clock seconds of the last frame before the outage."""
+    end: float
+    """Wall-clock seconds of the first frame after it."""
+    duration_s: float
+    frames_lost: int
+    """Frames the source would have delivered meanwhile, at its rate (0 when it has none)."""
+    attempts: int
+    """Reopen attempts it took, the successful one included."""
+    reason: str
+    """Why the source stopped: the error, or "end of stream"."""
+
+
+AnyEvent = Count | ZoneEnter | ZoneLeave | Loiter | Stop | Clear | MaskPing | Heatmap | Ledger | SourceGap
+EVENT_KINDS: tuple[type[Event], ...] = (
+    Count, ZoneEnter, ZoneLeave, Loiter, Stop, Clear, MaskPing, Heatmap, Ledger, SourceGap,
+)  # fmt: skip
 
 _decoder = msgspec.json.Decoder(AnyEvent)
 
 
 def decode_event(data: bytes | str) -> AnyEvent:
-    """Parse and validate one JSON event."""
-    event: AnyEvent = _decoder.decode(data)
+    """Parse and validate one JSON event. Anything else raises msgspec.DecodeError
+    (msgspec.ValidationError for well-formed JSON of the wrong shape) saying what was expected."""
+    try:
+        event: AnyEvent = _decoder.decode(data)
+    except msgspec.ValidationError as err:
+        raise explained(err) from None
+    except msgspec.DecodeError as err:
+        raise msgspec.DecodeError(f"not JSON ({err}): expected an {EVENT_SCHEMA} event as a JSON object") from None
+    except RecursionError:
+        raise msgspec.DecodeError(f"nested too deeply to decode: expected an {EVENT_SCHEMA} event") from None
     return event
+
+
+def explained(err: msgspec.ValidationError) -> msgspec.ValidationError:
+    """msgspec's validation error, naming the kinds there are where it names only the unknown
+    one ("Invalid value 'x' - at `$.kind`"); its others say what was expected already
+    ("Expected `int`, got `str` - at `$.seq`", "Object missing required field `app`")."""
+    text = str(err)
+    if text.startswith("Invalid value") and text.endswith("at `$.kind`"):
+        kinds = ", ".join(str(k.__struct_config__.tag) for k in EVENT_KINDS)
+        return msgspec.ValidationError(f"{text}: expected one of the {EVENT_SCHEMA} kinds {kinds}")
+    return err
 
 
 def kind_of(event: Event) -> str:

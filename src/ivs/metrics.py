@@ -64,6 +64,11 @@ class SensorCollector(Collector):
         rejected = CounterMetricFamily(
             "ivs_sensor_sink_rejected", "Batches or messages a receiver refused.", labels=[*labels, "sink"]
         )
+        lost = CounterMetricFamily(
+            "ivs_sensor_outbox_write_failures",
+            "Messages lost because the outbox could not store them (a full disk).",
+            labels=[*labels, "sink"],
+        )
         for i, sink in enumerate(s.sinks):
             box: Any = getattr(sink, "outbox", None)
             if box is None:
@@ -72,9 +77,12 @@ class SensorCollector(Collector):
             depth.add_metric([s.sensor_id, name], box.depth())
             shed.add_metric([s.sensor_id, name], box.shed)
             rejected.add_metric([s.sensor_id, name], float(getattr(sink, "rejected", 0)))
+            # Lost where the write failed: in the sensor's loop, or in a sink that commits on its own thread.
+            lost.add_metric([s.sensor_id, name], s.messages_lost.get(i, 0) + int(getattr(sink, "lost", 0)))
         yield depth
         yield shed
         yield rejected
+        yield lost
 
 
 def serve_metrics(sensor: Sensor, port: int, host: str = "127.0.0.1") -> Any:

@@ -42,6 +42,10 @@ class Timings(msgspec.Struct, frozen=True, omit_defaults=True):
     """Second-stage classifiers on the detections' crops (0 when there are none)."""
     apps: float = 0.0
     """Tracker and apps (0 when there are none)."""
+    sensor_dnn: float | None = None
+    """The network's runtime on the IMX500, as the sensor reports it (absent on other sources)."""
+    sensor_dsp: float | None = None
+    """The DSP runtime the IMX500 reports for the frame (absent on other sources)."""
 
 
 class ModelRef(msgspec.Struct, frozen=True, omit_defaults=True):

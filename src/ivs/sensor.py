@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,9 +26,10 @@ from ivs.artifacts import ArtifactWriter, Mode
 from ivs.cascade import classify_detections
 from ivs.detections import Detections
 from ivs.errors import IvsError, SourceError
-from ivs.events import Event, Ledger
+from ivs.events import Event, Ledger, SourceGap
 from ivs.frame import Frame
 from ivs.model import Model
+from ivs.outbox import OutboxWriteError
 from ivs.records import ClassScore, DetectionRecord, FrameRecord, ModelRef, Timings, encode
 from ivs.sinks import Sink
 from ivs.sources.base import Source
@@ -37,6 +38,8 @@ from ivs.track import ByteTracker
 log = logging.getLogger(__name__)
 
 STAGES = ("read", "queue", "isp", "infer", "decode", "classify", "apps", "total")
+SENSOR_STAGES = ("sensor_dnn", "sensor_dsp")
+"""Timings an IMX500 reports itself for each frame; present only on that path."""
 
 
 class Tracker(Protocol):
@@ -99,6 +102,44 @@ class RateMeter:
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
 
 
+class Samples:
+    """The last `capacity` values of one stage timing, in a preallocated float32 ring.
+
+    Why not a deque of floats: at 32 bytes a value, 100k values for each of ten stages grow the
+    sensor's RSS by ~25 MiB over the first hours of a run, which a soak run reads as a leak.
+    This ring takes its 400 KB once, at start, and never grows."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._values = np.full(capacity, np.nan, dtype=np.float32)  # touched now: RSS is flat later
+        self._next = 0
+        self._count = 0
+
+    def append(self, value: float) -> None:
+        self._values[self._next] = value
+        self._next = (self._next + 1) % len(self._values)
+        self._count = min(self._count + 1, len(self._values))
+
+    def array(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        """The values, oldest first, as float64."""
+        if self._count < len(self._values):
+            return self._values[: self._count].astype(np.float64)
+        return np.roll(self._values, -self._next).astype(np.float64)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.array().tolist())
+
+    def __getitem__(self, index: int) -> float:
+        """The value at `index`, 0 the oldest kept, -1 the newest."""
+        if not -self._count <= index < self._count:
+            raise IndexError(f"sample {index} of {self._count}")
+        if index < 0:
+            index += self._count
+        return float(self._values[(self._next - self._count + index) % len(self._values)])
+
+
 @dataclass
 class SensorStats:
     """What the sensor has done so far; read by the live status line and the summary."""
@@ -107,10 +148,16 @@ class SensorStats:
     frames_processed: int = 0
     dropped: int = 0
     detections: int = 0
+    skipped: int = 0
+    """Frames of a damaged video that could not be decoded (the source's `frames_skipped`)."""
+    gaps: int = 0
+    """Outages of a live source that it came back from (each sent as a `gap` event)."""
+    frames_lost: int = 0
+    """Frames those outages cost, estimated at the source's rate."""
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     rate_meter: RateMeter = field(default_factory=lambda: RateMeter())
-    timings: dict[str, deque[float]] = field(default_factory=lambda: {s: deque(maxlen=100_000) for s in STAGES})
+    timings: dict[str, Samples] = field(default_factory=lambda: {s: Samples() for s in STAGES})
 
     def elapsed(self) -> float:
         return (self.ended or time.monotonic()) - self.started
@@ -125,7 +172,7 @@ class SensorStats:
 
     def percentile(self, stage: str, q: float) -> float:
         values = self.timings[stage]
-        return float(np.percentile(np.fromiter(values, float), q)) if values else 0.0
+        return float(np.percentile(values.array(), q)) if values else 0.0
 
 
 class Sensor:
@@ -174,6 +221,9 @@ class Sensor:
         self.tracker = tracker if tracker is not None or not self.apps else ByteTracker()
         self.emit_frames = emit_frames
         self.events = 0
+        self.messages_lost: dict[int, int] = {}
+        """Messages a sink (by index) could not commit to its outbox (a full disk)."""
+        self._failing: dict[int, int] = {}  # sinks failing now -> their lost count when it began
         self._last_ctx: FrameContext | None = None
         # The bandwidth ledger: what was sent against the video it replaced.
         self.ledger_period_s = ledger_period_s
@@ -209,6 +259,9 @@ class Sensor:
     def stop(self) -> None:
         """Ask the sensor to finish after the frame in hand (thread-safe)."""
         self._stop.set()
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt is not None:  # a source waiting to reconnect stops waiting
+            interrupt()
 
     def run(self) -> SensorStats:
         """Run until the source ends, `max_frames`, or `stop()`. Raises the source's error
@@ -227,6 +280,7 @@ class Sensor:
                 self._emit(self.ledger(None))
             self.stats.ended = time.monotonic()
             self.stats.dropped = self._slot.dropped
+            self.stats.skipped = int(getattr(self.source, "frames_skipped", 0))
             for sink in self.sinks:
                 sink.close()
         if self._error is not None:
@@ -282,7 +336,9 @@ class Sensor:
         self._take_swap()
         frame = item.frame
         t_start = time.monotonic_ns()
-        inputs = self.model.prepare(frame.pixels)
+        # The IMX500 path's model reads the frame's metadata: its network already ran on the sensor.
+        prepare_frame = getattr(self.model, "prepare_frame", None)
+        inputs = prepare_frame(frame) if prepare_frame is not None else self.model.prepare(frame.pixels)
         t_isp = time.monotonic_ns()
         outputs = self.model.infer(inputs)
         t_infer = time.monotonic_ns()
@@ -291,7 +347,8 @@ class Sensor:
         for classifier in self.second_stage:
             det = classify_detections(classifier, frame.pixels, det)
         t_classify = time.monotonic_ns()
-        tracked = self.tracker.update(det, frame.pixels) if self.tracker is not None else det
+        pixels = frame.pixels if frame.pixels.size else None  # none from a metadata-only sensor
+        tracked = self.tracker.update(det, pixels) if self.tracker is not None else det
         events = self._run_apps(frame, det, tracked)
         t_apps = time.monotonic_ns()
 
@@ -304,9 +361,11 @@ class Sensor:
             classify=round((t_classify - t_decode) / 1e6, 3),
             apps=round((t_apps - t_classify) / 1e6, 3),
             total=round(item.read_ms + (t_apps - frame.t_capture_ns) / 1e6, 3),
+            **self._sensor_timings(inputs),
         )
         artifact = self.artifacts.write(frame, inputs, det) if self.artifacts is not None else None
         dropped_total = self._slot.dropped
+        self._report_gaps(frame)
         record = self._record(frame, det, tracked, timings, dropped_total, artifact)
         if self.emit_frames:
             self._emit(record)
@@ -322,8 +381,38 @@ class Sensor:
         st.rate_meter.tick()
         for name in STAGES:
             st.timings[name].append(getattr(timings, name))
+        for name in SENSOR_STAGES:
+            if (value := getattr(timings, name)) is not None:
+                st.timings.setdefault(name, Samples()).append(value)
         if self.on_record is not None:
             self.on_record(record, det)
+
+    def _sensor_timings(self, inputs: Any) -> dict[str, float]:
+        """The DNN and DSP runtimes an IMX500 reported for this frame (none on the CPU path)."""
+        kpi_of = getattr(self.model, "kpi", None)
+        kpi = kpi_of(inputs) if kpi_of is not None else None
+        return {} if kpi is None else {"sensor_dnn": round(kpi.dnn_ms, 3), "sensor_dsp": round(kpi.dsp_ms, 3)}
+
+    def _report_gaps(self, frame: Frame) -> None:
+        """A `gap` event for each outage the source came back from since the last frame."""
+        outages = getattr(self.source, "outages", None)
+        self.stats.skipped = int(getattr(self.source, "frames_skipped", 0))
+        if outages is None:
+            return
+        for gap in outages.take():
+            self.stats.gaps += 1
+            self.stats.frames_lost += gap.frames_lost
+            log.warning("source %s: back after %.1f s (%s)", self.source.id, gap.end - gap.start, gap.reason)
+            self._emit(
+                SourceGap(
+                    frame=frame.index, time=round(frame.wall_time, 6), t_capture_ns=frame.t_capture_ns,
+                    t_source=round(self._t_source(frame), 4), app="source", sensor_id=self.sensor_id,
+                    seq=self._next_seq(), start=round(gap.start, 6), end=round(gap.end, 6),
+                    duration_s=round(gap.end - gap.start, 3), frames_lost=gap.frames_lost,
+                    attempts=gap.attempts, reason=gap.reason,
+                )
+            )  # fmt: skip
+            self.events += 1
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -331,8 +420,20 @@ class Sensor:
 
     def _emit(self, message: msgspec.Struct) -> None:
         self.metadata_bytes += len(encode(message))
-        for sink in self.sinks:
-            sink.write(message)
+        for i, sink in enumerate(self.sinks):
+            try:
+                sink.write(message)
+            except OutboxWriteError as err:
+                # A full disk must not stop the sensor: the message is lost, counted, and said
+                # once per outage; what was committed before stays and is still delivered.
+                self.messages_lost[i] = self.messages_lost.get(i, 0) + 1
+                if i not in self._failing:
+                    self._failing[i] = self.messages_lost[i] - 1
+                    log.error("%s; messages are lost (and counted) until it can be written again", err)
+                continue
+            if i in self._failing:
+                lost = self.messages_lost[i] - self._failing.pop(i)
+                log.warning("%s: writable again after %d messages were lost", type(sink).__name__, lost)
 
     def ledger(self, frame: Frame | None) -> Ledger:
         """The ledger as an event (for `frame`, or the last one processed)."""
@@ -352,6 +453,7 @@ class Sensor:
             raw_bytes=self.raw_bytes,
             compressed_bytes=int(compressed) if compressed is not None else None,
             metadata_bytes=self.metadata_bytes,
+            frames_skipped=int(getattr(self.source, "frames_skipped", 0)),
         )
 
     @staticmethod
@@ -478,10 +580,14 @@ def summarize(stats: SensorStats) -> dict[str, Any]:
         "frames_read": stats.frames_read,
         "frames_processed": stats.frames_processed,
         "dropped": stats.dropped,
+        "skipped": stats.skipped,
+        "gaps": stats.gaps,
+        "frames_lost": stats.frames_lost,
         "detections": stats.detections,
         "seconds": round(stats.elapsed(), 3),
         "fps": round(stats.fps(), 2),
         "timings_ms": {
-            s: {"p50": round(stats.percentile(s, 50), 3), "p99": round(stats.percentile(s, 99), 3)} for s in STAGES
+            s: {"p50": round(stats.percentile(s, 50), 3), "p99": round(stats.percentile(s, 99), 3)}
+            for s in (*STAGES, *(x for x in SENSOR_STAGES if stats.timings.get(x)))
         },
     }

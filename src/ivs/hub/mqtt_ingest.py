@@ -28,26 +28,48 @@ from collections import Counter
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivs.consumer import Consumer, Message
+from ivs.errors import ConfigError
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.store import Store, check_message, check_name
+from ivs.mqtt_tls import tls_context, tls_problem
+from ivs.sinks.mqtt import MqttSettings
 
 log = logging.getLogger(__name__)
 
 
-class _HubConsumer(Consumer):
-    """A Consumer that also reports each rejection to the ingest (bounded reason labels)."""
+MAX_PAYLOAD = 4 * 1024 * 1024
+"""Bytes of one MQTT message at most (the largest a sensor sends, a 512x512 heatmap, is about
+1.5 MiB as JSON); a larger one is refused before it is decoded."""
 
-    def __init__(self, on_reject: Any, *args: Any, **kwargs: Any) -> None:
+
+class _HubConsumer(Consumer):
+    """A Consumer that also reports each rejection to the ingest (bounded reason labels) and
+    refuses payloads over `max_payload` bytes unread."""
+
+    def __init__(self, on_reject: Any, max_payload: int, *args: Any, **kwargs: Any) -> None:
         self._on_reject = on_reject  # before super().__init__: it starts the network thread
+        self._max_payload = max_payload
         super().__init__(*args, **kwargs)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if len(msg.payload) > self._max_payload:
+            self._reject(f"too large: {len(msg.payload)} bytes, expected at most {self._max_payload}", msg.topic)
+            return
+        parts = msg.topic.split("/")
+        shape = (len(parts) == 4 and parts[2] == "events" and parts[3]) or (len(parts) == 3 and parts[2] == "frames")
+        if not shape or parts[0] != "ivs" or check_name(parts[1]) is not None:
+            self._reject("unexpected topic: expected ivs/<sensor>/events/<kind> or ivs/<sensor>/frames", msg.topic)
+            return
+        super()._on_message(client, userdata, msg)
 
     def _reject(self, reason: str, topic: str) -> None:
         super()._reject(reason, topic)
-        if reason.startswith("unexpected topic"):
+        if reason.startswith("too large"):
+            self._on_reject("too_large")
+        elif reason.startswith("unexpected topic"):
             self._on_reject("topic")
         elif reason.startswith("sensor_id"):
             self._on_reject("sensor_mismatch")
@@ -62,6 +84,13 @@ class MqttIngest:
     client_id: a fixed id makes the broker keep the subscription and queue messages while this
         worker is away (a persistent session); None: a clean session with a random id.
     metrics: count into these (e.g. the HTTP app's, to expose one /metrics for both).
+    max_payload: bytes of one message at most; a larger one is rejected ("too_large") unread.
+    tls_ca: CA certificate (PEM) to verify the broker against (ca.pem from `ivs hub certs`);
+        enables TLS. tls_cert, tls_key: a client certificate, for a listener that wants one.
+        With TLS, one handshake is tried first: a broker whose certificate does not verify (or
+        that does not speak TLS) raises ConfigError saying so, instead of a worker that retries
+        in silence; a broker that does not answer yet is retried, as without TLS.
+    `last_error`: why the last connection attempt failed (None while connected), also logged.
 
     Counters: `stored` (messages stored by this worker), `duplicates` (already stored),
     `rejected` (by reason label, see `ivs.hub.metrics.REJECT_REASONS`), `batches`.
@@ -80,11 +109,21 @@ class MqttIngest:
         metrics: HubMetrics | None = None,
         batch_size: int = 500,
         batch_wait_s: float = 0.1,
+        max_payload: int = MAX_PAYLOAD,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         if batch_size < 1 or batch_wait_s <= 0:
             raise ValueError(f"batch_size {batch_size}, batch_wait_s {batch_wait_s}: expected >= 1 and > 0")
+        self._settings = settings = MqttSettings(host, port, username, password, tls_ca, tls_cert, tls_key)
+        self.last_error: str | None = None
+        why = self._tls_problem()  # before any thread starts: a wrong CA is a setup error, said at once
+        if why is not None:
+            raise ConfigError(why)
         self.store, self.metrics = store, metrics
         self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
+        self.max_payload = max_payload
         self.stored = self.duplicates = self.batches = 0
         self.rejected: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -94,11 +133,9 @@ class MqttIngest:
         self._writer.start()
 
         self.status_connected = threading.Event()
-        status = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="", clean_session=True)
-        if username is not None:
-            status.username_pw_set(username, password)
-        status.reconnect_delay_set(min_delay=1, max_delay=10)
+        status = settings.client("", max_delay=10)
         status.on_connect = self._on_status_connect
+        status.on_connect_fail = self._on_connect_fail
         status.on_disconnect = lambda *a: self.status_connected.clear()
         status.on_message = self._on_status
         self._status = status
@@ -107,6 +144,7 @@ class MqttIngest:
 
         self.consumer = _HubConsumer(
             self._count_reject,
+            max_payload,
             host,
             port,
             self._on_message,
@@ -114,6 +152,9 @@ class MqttIngest:
             username=username,
             password=password,
             shared_group=group,
+            tls_ca=None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
 
     # receiving (MQTT network threads)
@@ -131,10 +172,25 @@ class MqttIngest:
         if self.metrics is not None:
             self.metrics.reject(reason, n)
 
+    def _tls_problem(self) -> str | None:
+        s = self._settings
+        if s.tls_ca is None:
+            return None
+        return tls_problem(s.host, s.port, tls_context(s.tls_ca, s.tls_cert, s.tls_key), client_cert=bool(s.tls_cert))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho says only that it failed: find out why (once per attempt, 1 to 10 s apart)
+        why = self._tls_problem() or f"MQTT {self._settings.host}:{self._settings.port} did not answer"
+        if why != self.last_error:
+            log.warning("%s; retrying", why)
+        self.last_error = why
+
     def _on_status_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
+            self.last_error = f"MQTT {self._settings.host}:{self._settings.port} refused the hub: {reason}"
             log.warning("MQTT refused the hub's status subscription: %s", reason)
             return
+        self.last_error = None
         client.subscribe([("ivs/+/availability", 1), ("ivs/+/state", 1)])
         self.status_connected.set()
 
@@ -142,6 +198,9 @@ class MqttIngest:
         parts = msg.topic.split("/")
         if len(parts) != 3 or check_name(parts[1]) is not None:
             self._count_reject("topic")
+            return
+        if len(msg.payload) > self.max_payload:
+            self._count_reject("too_large")
             return
         sensor, what, payload = parts[1], parts[2], bytes(msg.payload)
         if not payload:
