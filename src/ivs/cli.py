@@ -369,7 +369,7 @@ def _deploy_agent(
         return [build_app(a, sensor.model.labels, size, classifier) for a in config.apps]
 
     return DeployAgent(
-        HubClient(d.hub, token),
+        HubClient(d.hub, token, ca_file=d.ca_file),
         Path(d.folder),
         current=lambda: sensor.model,
         load=load,
@@ -578,6 +578,25 @@ def model_pack(
     )
 
 
+@model_app.command("export-imx500")
+def model_export_imx500(
+    package: Annotated[str, typer.Argument(help="Zoo name or .ivsm path.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for packerOut.zip and its reports.")],
+) -> None:
+    """Compile a package's network for the IMX500 (Sony's MCT + imx500-converter): packerOut.zip."""
+    from ivs.imx500.export import export_imx500
+
+    try:
+        with err_console.status(f"quantizing {package} with MCT and compiling it with imxconv-pt (minutes)"):
+            done = export_imx500(package, output)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    r = done.memory_report
+    used, total = r.get("Memory Usage", "?"), r.get("Total Memory Available On Chip", "?")
+    typer.echo(f"wrote {done.packer_zip}: on chip {used} of {total}")
+    typer.echo(f"on the Raspberry Pi (sudo apt install imx500-tools): {done.on_pi}")
+
+
 @keys_app.command("generate")
 def keys_generate(
     path: Annotated[Path, typer.Argument(help="Private key file to write; the .pub goes beside it.")],
@@ -677,6 +696,13 @@ def hub_serve(
     mqtt_password_file: Annotated[
         Path | None, typer.Option(help="File holding the MQTT password (hub.password from `ivs hub mqtt-auth`).")
     ] = None,
+    mqtt_ca: Annotated[
+        Path | None, typer.Option(help="Connect to the broker over TLS, verified with this CA (ca.pem).")
+    ] = None,
+    mqtt_cert: Annotated[
+        Path | None, typer.Option(help="Client certificate, for a listener that wants one (`ivs hub certs --device`).")
+    ] = None,
+    mqtt_key: Annotated[Path | None, typer.Option(help="... and its key.")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (server.pem).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="... and this key (server.key, from `ivs hub certs`).")] = None,
 ) -> None:
@@ -710,6 +736,8 @@ def hub_serve(
             db, host=host, port=port, admin_token=os.environ.get("IVS_HUB_ADMIN_TOKEN", ""),
             mqtt_host=mqtt_host, mqtt_port=mqtt_port, mqtt_group=group,
             mqtt_username=mqtt_user, mqtt_password=mqtt_password,
+            mqtt_tls_ca=str(mqtt_ca) if mqtt_ca else None, mqtt_tls_cert=str(mqtt_cert) if mqtt_cert else None,
+            mqtt_tls_key=str(mqtt_key) if mqtt_key else None,
             tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
         )  # fmt: skip
     except IvsError as err:
@@ -805,6 +833,9 @@ def hub_mqtt_auth(
     hub_listen: Annotated[
         str, typer.Option(help="A loopback listener for a hub on the broker's machine, HOST:PORT ('' for none).")
     ] = "127.0.0.1:1883",
+    hub_tls: Annotated[
+        bool, typer.Option(help="The hub's listener uses TLS too (with --certs; the hub logs in with its password).")
+    ] = False,
     hub_user: Annotated[str, typer.Option(help="The hub's MQTT user name.")] = "ivs-hub",
     client_certs: Annotated[
         bool, typer.Option(help="Devices log in with their certificate (`ivs hub certs --device`), not a password.")
@@ -815,13 +846,15 @@ def hub_mqtt_auth(
 ) -> None:
     """Write Mosquitto's password file, ACL and config from the hub's devices: each device may publish
     only under ivs/<its name>/. Run again after `device add`/`revoke`, then reload Mosquitto (SIGHUP)."""
+    import shlex
+
     from ivs.hub.mqtt_auth import write_mqtt_auth
     from ivs.hub.store import Store
 
     try:
         result = write_mqtt_auth(
             Store(db), out, hub_user=hub_user, certs=certs, listen=listen, hub_listen=hub_listen or None,
-            client_certs=client_certs, ha_prefix=ha_prefix,
+            client_certs=client_certs, ha_prefix=ha_prefix, hub_tls=hub_tls,
         )  # fmt: skip
     except IvsError as err:
         raise fail(str(err), 1) from None
@@ -830,21 +863,26 @@ def hub_mqtt_auth(
     typer.echo(f"{len(result.devices)} devices: {', '.join(result.devices) or '-'}")
     typer.echo(f"wrote {result.passwd}, {result.acl}, {result.conf}; the hub's password is in {result.hub_password}")
     typer.echo("include mosquitto.conf in Mosquitto's configuration, then reload it (SIGHUP)")
+    typer.echo(f"the hub: ivs hub serve {shlex.join(result.hub_args)} ...")
 
 
 HubUrl = Annotated[str, typer.Option("--hub", envvar="IVS_HUB_URL", help="The hub's base URL (or IVS_HUB_URL).")]
 AdminToken = Annotated[
     str | None, typer.Option(envvar="IVS_HUB_ADMIN_TOKEN", help="The hub's admin token (or IVS_HUB_ADMIN_TOKEN).")
 ]
+HubCa = Annotated[
+    Path | None,
+    typer.Option("--ca-file", envvar="IVS_HUB_CA_FILE", help="CA to verify an https hub (ca.pem, `ivs hub certs`)."),
+]
 
 
-def _hub_client(hub: str, admin_token: str | None) -> Any:
+def _hub_client(hub: str, admin_token: str | None, ca_file: Path | None = None) -> Any:
     from ivs.deploy import HubClient
 
     if not admin_token:
         raise fail("expected the hub's admin token: --admin-token or IVS_HUB_ADMIN_TOKEN", 2)
     try:
-        return HubClient(hub, admin_token)
+        return HubClient(hub, admin_token, ca_file=str(ca_file) if ca_file else None)
     except IvsError as err:
         raise fail(str(err), 2) from None
 
@@ -854,9 +892,10 @@ def hub_package_upload(
     package: Annotated[Path, typer.Argument(help="The .ivsm file (`ivs model pack` writes one).")],
     hub: HubUrl = "http://127.0.0.1:8080",
     admin_token: AdminToken = None,
+    ca_file: HubCa = None,
 ) -> None:
     """Upload a model package to the hub; prints its sha256 (what `ivs hub deploy` can name)."""
-    client = _hub_client(hub, admin_token)
+    client = _hub_client(hub, admin_token, ca_file)
     try:
         data = package.read_bytes()
     except OSError as err:
@@ -871,9 +910,11 @@ def hub_package_upload(
 
 
 @package_app.command("list")
-def hub_package_list(hub: HubUrl = "http://127.0.0.1:8080", admin_token: AdminToken = None) -> None:
+def hub_package_list(
+    hub: HubUrl = "http://127.0.0.1:8080", admin_token: AdminToken = None, ca_file: HubCa = None
+) -> None:
     """List the packages on the hub, newest first (JSON lines)."""
-    client = _hub_client(hub, admin_token)
+    client = _hub_client(hub, admin_token, ca_file)
     try:
         for p in client.get("/api/v1/packages"):
             typer.echo(json.dumps(p))
@@ -892,9 +933,10 @@ def hub_deploy(
     ] = None,
     hub: HubUrl = "http://127.0.0.1:8080",
     admin_token: AdminToken = None,
+    ca_file: HubCa = None,
 ) -> None:
     """Assign a package (and a config) to a device; it swaps at its next poll (`ivs hub deploy-status`)."""
-    client = _hub_client(hub, admin_token)
+    client = _hub_client(hub, admin_token, ca_file)
     body: dict[str, Any] = {"package": package}
     if config is not None:
         try:
@@ -915,9 +957,10 @@ def hub_deploy_status(
     device: Annotated[str, typer.Argument(help="The device (sensor id).")],
     hub: HubUrl = "http://127.0.0.1:8080",
     admin_token: AdminToken = None,
+    ca_file: HubCa = None,
 ) -> None:
     """Desired vs reported state of a device (JSON); exit 1 when its last deploy failed."""
-    client = _hub_client(hub, admin_token)
+    client = _hub_client(hub, admin_token, ca_file)
     try:
         state = client.get(f"/api/v1/devices/{device}/deploy")
     except IvsError as err:

@@ -12,8 +12,12 @@ def open_source(spec: str) -> Source:
     """Open a source from what a user types.
 
     A camera index ("0"), "synthetic[:WxH][@FPS][:FRAMES]", an RTSP/HTTP URL, a folder of
-    images, or a video file.
+    images, a video file, or the IMX500: "imx500:NETWORK.rpk", "imx500-replay:RECORDING.npz".
     """
+    if spec.startswith(("imx500:", "imx500-replay:")):
+        from ivs.imx500.source import open_sensor_source
+
+        return open_sensor_source(spec)
     if spec.isdigit():
         from ivs.sources.camera import CameraSource
 

@@ -1,0 +1,333 @@
+"""The IMX500 path: picamera2's metadata layout, the replay of recorded sensor output through the
+same decoder, tracker and apps as the CPU path, its errors, and the AI Camera itself (hardware)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from ivs.apps.line import LineCounter
+from ivs.apps.zone import Zone
+from ivs.errors import ModelError, SourceError
+from ivs.events import Event
+from ivs.imx500.model import SensorModel, load_sensor_model, sensor_region
+from ivs.imx500.recording import read_recording, record
+from ivs.imx500.source import NO_PICAMERA2, ReplaySource
+from ivs.imx500.tensors import (
+    flatten_outputs,
+    pack_output_tensor_info,
+    parse_kpi,
+    parse_output_tensor_info,
+    split_outputs,
+)
+from ivs.isp import InputSpec, Isp, Roi
+from ivs.model import load_model
+from ivs.records import FrameRecord
+from ivs.sensor import Sensor
+from ivs.sources import open_source
+from ivs.track import ByteTracker
+from tests.conftest import DATA
+
+COUNTS = json.loads((DATA / "vtest_counts.json").read_text())
+ZONE = json.loads((DATA / "vtest_zone.json").read_text())
+FRAMES = 240  # vtest frames 0-239: eight hand-counted crossings of the line
+
+
+def hand_built_info(name: bytes, tensors: list[tuple[int, ...]], max_tensors: int, max_dims: int) -> bytes:
+    """The C struct written field by field, independently of `pack_output_tensor_info`."""
+    out = name + b"\0" * (64 - len(name)) + len(tensors).to_bytes(4, "little")
+    for dims in tensors:
+        out += int(np.prod(dims)).to_bytes(4, "little") + len(dims).to_bytes(4, "little")
+        out += b"".join(d.to_bytes(2, "little") for d in dims) + b"\0\0" * (max_dims - len(dims))
+    return out + b"\0" * ((8 + 2 * max_dims) * (max_tensors - len(tensors)))
+
+
+@pytest.mark.parametrize(("max_tensors", "max_dims", "size"), [(16, 16, 708), (8, 8, 260)])
+def test_tensor_info_parses_both_libcamera_layouts(max_tensors: int, max_dims: int, size: int) -> None:
+    raw = hand_built_info(b"ssd_mobilenetv2_fpnlite", [(4, 100), (100,), (100,), (1,)], max_tensors, max_dims)
+    assert len(raw) == size
+    info = parse_output_tensor_info(raw)
+    assert info.network_name == "ssd_mobilenetv2_fpnlite"
+    assert [t.dims for t in info.tensors] == [(4, 100), (100,), (100,), (1,)]
+    assert [t.data_num for t in info.tensors] == [400, 100, 100, 1]
+    assert info.total == 601
+    # picamera2 hands the struct over as bytes or as a list of byte values: both parse.
+    assert parse_output_tensor_info(list(raw)) == info
+    assert pack_output_tensor_info(info.network_name, [t.dims for t in info.tensors], (max_tensors, max_dims)) == raw
+
+
+def test_tensors_reshape_first_dimension_fastest_as_picamera2_does() -> None:
+    info = parse_output_tensor_info(hand_built_info(b"n", [(2, 3), (2,)], 16, 16))
+    first, second = split_outputs(np.arange(8, dtype=np.float32), info)
+    # Fortran order: element [i, j] is value i + 2 * j.
+    assert first.tolist() == [[[0, 2, 4], [1, 3, 5]]]
+    assert second.tolist() == [[6, 7]]
+    # A network's batch-1 outputs survive the round trip through the layout unchanged.
+    rng = np.random.default_rng(0)
+    outputs = [rng.standard_normal((1, 1917, 4)).astype(np.float32), rng.standard_normal((1, 1917, 2), np.float32)]
+    flat, dims = flatten_outputs(outputs)
+    back = split_outputs(flat, parse_output_tensor_info(pack_output_tensor_info("person", dims)))
+    assert all(np.array_equal(a, b) for a, b in zip(outputs, back, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"\0" * 100, "100 bytes; expected 708 (16 tensors x 16 dims) or 260"),
+        (hand_built_info(b"n", [], 16, 16), "0 tensors; expected 1 to 16"),
+        (hand_built_info(b"n", [(0, 4)], 16, 16), "zero dimension"),
+        (b"\0" * 64 + struct.pack("<III", 1, 1, 17) + b"\0" * 632, "17 dimensions; expected 1 to 16"),
+        ("not bytes", "expected bytes or a sequence of byte values, got str"),
+    ],
+)
+def test_malformed_tensor_info_is_refused_with_the_reason(raw: Any, message: str) -> None:
+    with pytest.raises(SourceError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_output_tensor_info(raw)
+
+
+def test_tensor_values_must_match_the_info() -> None:
+    info = parse_output_tensor_info(hand_built_info(b"net", [(4, 10)], 16, 16))
+    with pytest.raises(SourceError, match=r"39 values; expected 40 for the tensors \(4, 10\)"):
+        split_outputs(np.zeros(39, np.float32), info)
+
+
+def test_kpi_in_both_picamera2_forms() -> None:
+    assert parse_kpi(struct.pack("<II", 6200, 1500)) == parse_kpi((6200, 1500))
+    kpi = parse_kpi([6200, 1500])
+    assert (kpi.dnn_ms, kpi.dsp_ms) == (6.2, 1.5)
+    with pytest.raises(SourceError, match="CnnKpiInfo: 4 bytes; expected 8"):
+        parse_kpi(b"\0" * 4)
+    with pytest.raises(SourceError, match="two non-negative integers"):
+        parse_kpi([1.5, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("resize", ["stretch", "crop"])
+@pytest.mark.parametrize("roi", [None, Roi(100, 40, 500, 300)])
+def test_sensor_region_maps_boxes_as_the_cpu_isp_does(resize: str, roi: Roi | None) -> None:
+    spec = InputSpec(name="x", width=300, height=200, layout="NHWC", resize=resize)  # type: ignore[arg-type]
+    cpu = Isp(spec, roi).process(np.zeros((576, 768, 3), np.uint8)).box_map
+    x, y, w, h = sensor_region(spec, roi, 768, 576)
+    assert (cpu.origin_x, cpu.origin_y) == (x, y)
+    assert (cpu.scale_x, cpu.scale_y) == (300 / w, 200 / h)
+
+
+def test_letterbox_packages_are_refused() -> None:
+    with pytest.raises(ModelError, match="cannot letterbox"):
+        load_sensor_model("face")
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.records: list[FrameRecord] = []
+        self.events: list[Event] = []
+
+    def write(self, message: Any) -> None:
+        (self.records if isinstance(message, FrameRecord) else self.events).append(message)
+
+    def close(self) -> None:
+        pass
+
+
+def apps() -> list[Any]:
+    (x1, y1), (x2, y2) = COUNTS["line"]["p1"], COUNTS["line"]["p2"]
+    line = LineCounter("line", (x1, max(y1, y2)), (x2, min(y1, y2)), classes={0})
+    return [line, Zone("zone", np.array(ZONE["polygon"], np.float32), classes={0})]
+
+
+def comparable(message: msgspec.Struct) -> dict[str, Any]:
+    """A message without what depends on when it ran (wall time, monotonic clock) or on which path."""
+    doc = msgspec.to_builtins(message)
+    for key in ("time", "t_capture_ns", "timings_ms", "source", "model"):
+        doc.pop(key, None)
+    return doc  # type: ignore[no-any-return]
+
+
+def run_path(source: Any, model: Any) -> Collect:
+    sink = Collect()
+    # The sensor path has no pixels, so the tracker's colour cue is off on both paths.
+    tracker = ByteTracker(appearance_weight=0)
+    Sensor(source, model, [sink], fps=0, apps=apps(), tracker=tracker, max_frames=FRAMES).run()
+    return sink
+
+
+@pytest.fixture(scope="module")
+def recording(vtest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """vtest through the person package on the CPU, its outputs written in picamera2's layout."""
+    path = tmp_path_factory.mktemp("imx500") / "person-vtest.npz"
+    model = load_model("person", runtime="onnxruntime", tiles=(1, 1))
+    try:
+        assert record(model, open_source(str(vtest)), path, max_frames=FRAMES) == FRAMES
+    finally:
+        model.close()
+    return path
+
+
+@pytest.mark.slow
+def test_replayed_sensor_output_gives_the_cpu_paths_detections_and_events(vtest: Path, recording: Path) -> None:
+    rec = read_recording(recording)
+    assert (rec.width, rec.height, len(rec)) == (768, 576, FRAMES)
+    assert rec.infos.shape == (FRAMES, 708)  # libcamera's current struct
+    assert rec.header["output_roles"] == ["boxes", "scores"]
+
+    cpu_model = load_model("person", runtime="onnxruntime", tiles=(1, 1))
+    try:
+        cpu = run_path(open_source(str(vtest)), cpu_model)
+    finally:
+        cpu_model.close()
+    sensor = run_path(open_source(f"imx500-replay:{recording}"), load_sensor_model("person"))
+
+    counts = [e for e in cpu.events if getattr(e, "direction", None)]
+    zone = [e for e in cpu.events if e.app == "zone"]
+    print(f"{FRAMES} frames: {sum(len(r.detections) for r in cpu.records)} detections, "
+          f"{len(counts)} counts, {len(zone)} zone events")  # fmt: skip
+    assert counts and zone, "the clip must exercise both apps for the comparison to mean anything"
+    assert [comparable(e) for e in sensor.events] == [comparable(e) for e in cpu.events]
+    assert [comparable(r) for r in sensor.records] == [comparable(r) for r in cpu.records]
+
+    # Each record names the path and carries the timings the sensor reported for its frame.
+    first = sensor.records[0]
+    assert first.model.runtime == "imx500" and cpu.records[0].model.runtime == "onnxruntime"
+    assert first.timings_ms.sensor_dnn == round(int(rec.kpis[0, 0]) / 1000, 3)
+    assert first.timings_ms.sensor_dsp == round(int(rec.kpis[0, 1]) / 1000, 3)
+    assert cpu.records[0].timings_ms.sensor_dnn is None
+
+
+def test_ivs_run_replays_a_recording(tmp_path: Path, recording: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    r = subprocess.run(
+        [sys.executable, "-m", "ivs", "run", "--source", f"imx500-replay:{recording}", "--model", "person",
+         "--fps", "0", "--max-frames", "20", "--out", str(out), "-q"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 20
+    assert {line["model"]["runtime"] for line in lines} == {"imx500"}
+    assert all(line["timings_ms"]["sensor_dnn"] > 0 for line in lines)
+    assert "sensor_dnn" in r.stderr  # the summary table shows the sensor's own timing
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "image"], "expected metadata (the sensor path never reads the image stream)"),
+        (["--tiles", "2x1"], "the sensor runs one region per frame"),
+        (["--classify-with", "mask"], "a second stage needs pixels"),
+    ],
+)
+def test_ivs_run_refuses_what_the_sensor_cannot_do(recording: Path, args: list[str], message: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "ivs", "run", "--source", f"imx500-replay:{recording}", "--model", "person", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert message in " ".join(r.stderr.split())
+
+
+def test_camera_source_without_picamera2_says_where_it_runs(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="not found: expected the .rpk"):
+        open_source(f"imx500:{tmp_path / 'missing.rpk'}")
+    rpk = tmp_path / "network.rpk"
+    rpk.write_bytes(b"\0" * 64)
+    if _has_picamera2():
+        pytest.skip("picamera2 is installed here: the camera itself is tested by test_ai_camera")
+    with pytest.raises(SourceError) as err:
+        open_source(f"imx500:{rpk}")
+    assert str(err.value) == NO_PICAMERA2
+
+
+def test_network_with_other_outputs_than_the_package_is_refused(recording: Path) -> None:
+    frame = next(iter(ReplaySource(recording).frames()))
+    model = load_sensor_model("classifier")
+    with pytest.raises(ModelError, match=r"gives 2 output tensors .*package classifier expects 1: logits"):
+        model.infer(model.prepare_frame(frame))
+
+
+def _write_npz(path: Path, **arrays: Any) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_bad_recordings_are_refused_with_the_reason(tmp_path: Path, recording: Path) -> None:
+    with pytest.raises(SourceError, match="not found: expected an .npz"):
+        ReplaySource(tmp_path / "none.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"this is not a zip")
+    with pytest.raises(SourceError, match="not a readable .npz recording"):
+        ReplaySource(junk)
+    good = dict(np.load(recording, allow_pickle=False))
+    partial = {k: v for k, v in good.items() if k != "CnnKpiInfo"}
+    with pytest.raises(SourceError, match="no array CnnKpiInfo"):
+        ReplaySource(_write_npz(tmp_path / "partial.npz", **partial))
+    header = np.frombuffer(json.dumps({"format": "something/9"}).encode(), np.uint8)
+    with pytest.raises(SourceError, match="format 'something/9'; expected 'ivs.imx500-recording/1'"):
+        ReplaySource(_write_npz(tmp_path / "format.npz", **{**good, "header": header}))
+    short = {**good, "CnnKpiInfo": good["CnnKpiInfo"][:-1]}
+    with pytest.raises(
+        SourceError, match=rf"CnnKpiInfo has shape \({FRAMES - 1}, 2\) uint32; expected \({FRAMES}, 2\)"
+    ):
+        ReplaySource(_write_npz(tmp_path / "short.npz", **short))
+    # Values that do not fit the tensor info: refused at the frame, naming it.
+    cut = {**good, "CnnOutputTensor": good["CnnOutputTensor"][:, :-1]}
+    frame = next(iter(ReplaySource(_write_npz(tmp_path / "cut.npz", **cut)).frames()))
+    with pytest.raises(SourceError, match=r"frame 0: CnnOutputTensor of 'person-1.0.0': 11501 values; expected 11502"):
+        load_sensor_model("person").prepare_frame(frame)
+
+
+def test_sensor_model_takes_metadata_not_pixels() -> None:
+    model = load_sensor_model("person")
+    assert isinstance(model, SensorModel) and model.runner.name == "imx500"
+    with pytest.raises(ModelError, match="reads frame metadata"):
+        model.prepare(np.zeros((10, 10, 3), np.uint8))
+
+
+def _has_picamera2() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("picamera2") is not None
+
+
+@pytest.mark.hardware
+def test_ai_camera(tmp_path: Path) -> None:
+    """On a Raspberry Pi with the AI Camera: the classifier exported by `ivs model export-imx500`
+    and packaged by imx500-package (IVS_IMX500_NETWORK=path/to/network.rpk) runs on the sensor."""
+    network = os.environ.get("IVS_IMX500_NETWORK")
+    if not _has_picamera2():
+        pytest.skip("picamera2 is not installed: no Raspberry Pi AI Camera here")
+    if not network or not Path(network).is_file():
+        pytest.skip("IVS_IMX500_NETWORK does not name the classifier's .rpk (see docs/imx500.md)")
+    sink = Collect()
+    try:
+        source = open_source(f"imx500:{network}")
+    except SourceError as err:
+        pytest.skip(f"no AI Camera attached: {err}")
+    Sensor(source, load_sensor_model("classifier"), [sink], max_frames=30).run()
+    assert len(sink.records) == 30
+    assert all(r.timings_ms.sensor_dnn and r.timings_ms.sensor_dnn > 0 for r in sink.records)
+    assert all(len(r.detections) == 1 and r.detections[0].top_k for r in sink.records)
+
+
+@pytest.mark.parametrize(
+    ("package", "message"),
+    [
+        ("coco", "coco does not fit the IMX500: its int8 weights 8.50 MiB + peak activations 5.28 MiB"),
+        ("person", "person: no PyTorch source to quantize with Sony's Model Compression Toolkit"),
+    ],
+)
+def test_export_refuses_what_the_sensor_cannot_take(tmp_path: Path, package: str, message: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "ivs", "model", "export-imx500", package, "-o", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert message in " ".join(r.stderr.split())
+    assert not (tmp_path / "out").exists()  # nothing written
