@@ -8,6 +8,8 @@ import base64
 import datetime as dt
 import hmac
 import ipaddress
+import json
+import shlex
 import signal
 import socket
 import ssl
@@ -29,6 +31,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from typer.testing import CliRunner
 
 from ivs.cli import app as cli
+from ivs.config import SensorConfig
+from ivs.deploy import DeployAgent, DeployError, HubClient
 from ivs.errors import ConfigError
 from ivs.events import Stop
 from ivs.hub.app import create_app
@@ -38,7 +42,9 @@ from ivs.hub.mqtt_ingest import MqttIngest
 from ivs.hub.serve import check_tls_files
 from ivs.hub.store import Store
 from ivs.localnet import LocalMosquitto, ServerThread, free_port
+from ivs.model import Model, load_model
 from ivs.outbox import Outbox
+from ivs.package.zoo import resolve
 from ivs.sinks.http import HttpSink
 from ivs.sinks.mqtt import MqttSettings, MqttSink
 
@@ -247,7 +253,9 @@ class Client:
         if user is not None:
             self.client.username_pw_set(user, password)
         if ca is not None:
-            self.client.tls_set(ca_certs=str(ca), certfile=cert and str(cert), keyfile=key and str(key))
+            self.client.tls_set(
+                ca_certs=str(ca), certfile=str(cert) if cert else None, keyfile=str(key) if key else None
+            )
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
         wait(lambda: self.connack is not None, 10, "a CONNACK")
@@ -441,7 +449,7 @@ def routes_depending_on(app: Any, name: str) -> set[tuple[str, str]]:
         for route in routes:
             if isinstance(route, APIRoute):
                 if depends(route, inherited):
-                    yield from ((m, prefix + route.path) for m in route.methods)
+                    yield from ((m, prefix + route.path) for m in route.methods or ())
             elif hasattr(route, "original_router"):  # FastAPI >= 0.16x keeps included routers whole
                 context = route.include_context
                 yield from walk(route.original_router.routes, prefix + context.prefix, inherited + context.dependencies)
@@ -488,3 +496,184 @@ def test_every_admin_endpoint_needs_the_admin_token_and_no_device_token_is_one(m
             assert r.status_code == 401, (method, path, r.text)
     assert (device_token.encode(), ADMIN.encode()) in compared  # compared in constant time
     store.close()
+
+
+# the hub's MQTT ingest over TLS
+
+
+def invoke(args: list[str], env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(cli, args, env=env)
+
+
+class SpiedIngest(MqttIngest):
+    """The real ingest, remembered, so that a test can wait for its subscriptions."""
+
+    made: list[MqttIngest] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        SpiedIngest.made.append(self)
+
+
+@pytest.mark.parametrize("way", ["hub-tls-listener", "devices-listener-with-a-certificate"])
+def test_the_hub_ingests_over_tls_with_its_credentials(
+    way: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ivs hub certs` + `ivs hub mqtt-auth`, then `ivs hub serve` with the options mqtt-auth printed:
+    the hub's ingest logs in over TLS and stores what a device publishes."""
+    pki, auth, db = tmp_path / "pki", tmp_path / "auth", f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    r = invoke(["hub", "certs", "--out", str(pki), "--device", "cam-a", "--device", "ivs-hub"])
+    assert r.exit_code == 0, r.output
+    store = Store(db)
+    token = store.add_device("cam-a")
+    tls_port, hub_port = free_port(), free_port()
+    args = [
+        "hub",
+        "mqtt-auth",
+        "--out",
+        str(auth),
+        "--db",
+        db,
+        "--certs",
+        str(pki),
+        "--listen",
+        f"127.0.0.1:{tls_port}",
+    ]
+    if way == "hub-tls-listener":  # devices log in with their token; the hub on a TLS listener of its own
+        args += ["--hub-listen", f"127.0.0.1:{hub_port}", "--hub-tls"]
+        device = MqttSettings(port=tls_port, username="cam-a", password=token, tls_ca=str(pki / "ca.pem"))
+    else:  # everyone on the devices' listener, by certificate (the hub's CN is its user name)
+        args += ["--hub-listen", "", "--client-certs"]
+        d = pki / "devices"
+        device = MqttSettings(port=tls_port, tls_ca=str(pki / "ca.pem"), tls_cert=str(d / "cam-a.pem"),
+                              tls_key=str(d / "cam-a.key"))  # fmt: skip
+    r = invoke(args)
+    assert r.exit_code == 0, r.output
+    printed = next(line for line in r.output.splitlines() if line.startswith("the hub: ivs hub serve "))
+    hub_args = shlex.split(printed.removeprefix("the hub: ivs hub serve ").removesuffix(" ..."))
+    assert "--mqtt-ca" in hub_args and ("--mqtt-cert" in hub_args) == (way != "hub-tls-listener")
+    conf = (auth / "mosquitto.conf").read_text()
+    assert "plain" not in conf and conf.count("cafile") == (2 if way == "hub-tls-listener" else 1)
+    broker = LocalMosquitto(tmp_path / "broker", conf, persistence=False)
+    broker.start()
+    sink = MqttSink("cam-a", Outbox(tmp_path / "a.sqlite"), device)
+    served: list[dict[str, Any]] = []
+
+    def serving(app: Any, **kwargs: Any) -> None:  # in uvicorn's place: the HTTP side is tested elsewhere
+        assert SpiedIngest.made[-1].wait_connected(10)
+        sink.write(stop("cam-a", 1))
+        assert sink.flush(10)
+        wait(lambda: store.message_count() == 1, what="cam-a's event stored through the hub's TLS ingest")
+        served.append(kwargs)
+
+    monkeypatch.setattr("ivs.hub.serve.MqttIngest", SpiedIngest)
+    monkeypatch.setattr("ivs.hub.serve.uvicorn.run", serving)
+    try:
+        r = invoke(["hub", "serve", "--db", db, *hub_args])
+        assert r.exit_code == 0, r.output
+        assert served and SpiedIngest.made[-1].last_error is None
+        assert [(s.sensor_id, s.last_seq) for s in store.sensors()] == [("cam-a", 1)]
+    finally:
+        sink.close(timeout=1)
+        broker.stop()
+        store.close()
+
+
+def test_the_hub_says_why_it_cannot_use_a_broker_over_tls(
+    pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store("sqlite://")
+    store.add_device("cam-a")
+    broker, tls_port = start_broker(store, pki, tmp_path, client_certs=True)  # the devices' listener wants certificates
+    password = (tmp_path / "auth" / "hub.password").read_text().strip()
+    ca, other = str(pki / "ca.pem"), str(pki / "other" / "ca.pem")
+    try:
+        for port, tls_ca, why in [
+            (tls_port, other, r"TLS: the broker's certificate did not verify \(.*\): expected one signed by the CA"),
+            (tls_port, ca, "TLS: the broker wants a client certificate"),
+            (broker.port, ca, "expected a TLS listener there"),  # the plain loopback listener
+        ]:
+            with pytest.raises(ConfigError, match=why):
+                MqttIngest(store, "127.0.0.1", port, username="ivs-hub", password=password, tls_ca=tls_ca)
+
+        def never(*args: Any, **kwargs: Any) -> None:
+            raise AssertionError("the hub served with an MQTT ingest that cannot work")
+
+        monkeypatch.setattr("ivs.hub.serve.uvicorn.run", never)
+        serve = ["hub", "serve", "--db", "sqlite://", "--mqtt", f"127.0.0.1:{tls_port}"]
+        r = invoke([*serve, "--mqtt-ca", other])
+        assert r.exit_code == 1 and "the broker's certificate did not verify" in r.output, r.output
+        r = invoke([*serve, "--mqtt-ca", str(tmp_path / "none.pem")])
+        assert r.exit_code == 1 and "MQTT CA file" in r.output and "no such file" in r.output, r.output
+        r = invoke([*serve, "--mqtt-cert", str(pki / "devices" / "cam-a.pem")])
+        assert r.exit_code == 1 and "without --mqtt-ca" in r.output, r.output
+        # nothing listening yet is no setup error: the ingest waits, and says what it waits for
+        port = free_port()
+        waiting = MqttIngest(store, "127.0.0.1", port, tls_ca=ca)
+        try:
+            wait(lambda: waiting.last_error == f"MQTT 127.0.0.1:{port} did not answer", 10, "the ingest's last_error")
+        finally:
+            waiting.close()
+    finally:
+        broker.stop()
+        store.close()
+
+
+def test_mqtt_auth_hub_tls_options_say_what_was_expected(pki: Path, tmp_path: Path) -> None:
+    store = Store("sqlite://")
+    with pytest.raises(ConfigError, match="--hub-tls needs TLS: expected --certs DIR too"):
+        write_mqtt_auth(store, tmp_path / "a", hub_tls=True)
+    with pytest.raises(ConfigError, match="--hub-tls without a hub listener: expected --hub-listen"):
+        write_mqtt_auth(store, tmp_path / "a", certs=pki, hub_listen=None, hub_tls=True)
+    result = write_mqtt_auth(store, tmp_path / "b", certs=pki, hub_listen=None, client_certs=True)
+    assert any("the hub needs one: `ivs hub certs --out" in w and "--device ivs-hub" in w for w in result.warnings)
+    assert result.hub_args[:2] == ["--mqtt", "BROKER:8883"]  # the listener is on every address
+
+
+# the deploy agent and the operator's commands against an https hub
+
+
+def test_deploy_trusts_an_https_hub_through_ca_file(pki: Path, tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    hub = ServerThread(
+        create_app(store, ADMIN), ssl_certfile=str(pki / "server.pem"), ssl_keyfile=str(pki / "server.key")
+    )
+    url, ca = f"https://127.0.0.1:{hub.port}", str(pki / "ca.pem")
+    models: list[Model] = [load_model("face", runtime="onnxruntime")]
+    try:
+        token = store.add_device("cam-a")
+        env = {"IVS_HUB_URL": url, "IVS_HUB_ADMIN_TOKEN": ADMIN}
+        r = invoke(["hub", "package", "upload", str(resolve("mask")), "--ca-file", ca], env=env)
+        assert r.exit_code == 0, r.output
+        r = invoke(["hub", "deploy", "cam-a", "--package", "mask"], env=env | {"IVS_HUB_CA_FILE": ca})
+        assert r.exit_code == 0, r.output
+        r = invoke(["hub", "deploy-status", "cam-a"], env=env)  # the system's CAs do not know this hub
+        assert r.exit_code == 1 and "TLS: the hub's certificate did not verify" in r.output, r.output
+
+        def agent(ca_file: str | None, folder: Path) -> DeployAgent:
+            return DeployAgent(HubClient(url, token, ca_file=ca_file), folder, current=lambda: models[-1],
+                               load=lambda p: load_model(p, runtime="onnxruntime"), swap=models.append)  # fmt: skip
+
+        # another deployment's CA, and the system's CAs: refused, saying so; nothing downloaded or run
+        for name, ca_file in (("other", str(pki / "other" / "ca.pem")), ("system", None)):
+            with pytest.raises(DeployError, match=r"TLS: the hub's certificate did not verify .*set deploy.ca_file"):
+                agent(ca_file, tmp_path / name).poll()
+            assert not list((tmp_path / name).iterdir()) and len(models) == 1
+        # the sensor config's deploy.ca_file: the agent polls, downloads, verifies and swaps over HTTPS
+        cfg = SensorConfig.model_validate({"id": "cam-a", "source": {"url": "synthetic:64x48@5"}, "model": {"name": "face"},
+                                           "deploy": {"hub": url, "ca_file": ca, "folder": str(tmp_path / "ok")}})  # fmt: skip
+        assert cfg.deploy is not None and cfg.deploy.ca_file == ca
+        report = agent(cfg.deploy.ca_file, Path(cfg.deploy.folder)).poll()
+        assert report is not None and report["status"] == "ok", report
+        assert report["model"]["name"] == "mask" and models[-1].manifest.name == "mask"
+        r = invoke(["hub", "deploy-status", "cam-a", "--ca-file", ca], env=env)
+        assert r.exit_code == 0 and json.loads(r.output)["in_sync"], r.output
+        with pytest.raises(ConfigError, match="expected an https:// url"):
+            HubClient("http://127.0.0.1:1", token, ca_file=ca)
+        with pytest.raises(ConfigError, match="expected a CA certificate file"):
+            HubClient(url, token, ca_file=str(tmp_path / "none.pem"))
+    finally:
+        for m in models:
+            m.close()
+        hub.stop()
+        store.close()

@@ -115,7 +115,7 @@ def run(
     """Run a model on every frame of a source and emit metadata (and the apps' events)."""
     from ivs.apps import App
     from ivs.artifacts import ArtifactWriter
-    from ivs.assemble import assemble, check_file
+    from ivs.assemble import assemble, check_file, open_configured_source
     from ivs.hotswap import PackageWatcher
     from ivs.imx500 import check_run_options, is_sensor_source
     from ivs.imx500.model import attach, load_sensor_model
@@ -207,7 +207,8 @@ def run(
                     f"--classify-with {classify_with}: a {second[0].manifest.task} model; expected a "
                     "classification model (e.g. mask)"
                 )
-        src = open_source(source)
+        # a config's source keeps its reconnect and stall settings; --source takes the defaults
+        src = open_configured_source(cfg.source) if cfg is not None else open_source(source)
         size = (getattr(src, "width", None), getattr(src, "height", None))
         if region is not None and size[0] and size[1]:
             region.check_inside(int(size[0]), int(size[1]))
@@ -831,7 +832,7 @@ def hub_mqtt_auth(
     ] = None,
     listen: Annotated[str, typer.Option(help="The sensors' listener, HOST:PORT.")] = "0.0.0.0:8883",
     hub_listen: Annotated[
-        str, typer.Option(help="A loopback listener for a hub on the broker's machine, HOST:PORT ('' for none).")
+        str, typer.Option(help="The hub's own listener, HOST:PORT ('' for none: the hub uses the devices' listener).")
     ] = "127.0.0.1:1883",
     hub_tls: Annotated[
         bool, typer.Option(help="The hub's listener uses TLS too (with --certs; the hub logs in with its password).")

@@ -24,7 +24,34 @@ Point = tuple[float, float]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # no NaN or infinity (YAML's .nan, .inf): no setting means either
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ReconnectConfig(_Model):
+    """How a live source (a camera, a network stream) that stops delivering is reopened:
+    exponential backoff, `ivs.sources.reconnect.Reconnect`. Files are never reopened."""
+
+    enabled: bool = Field(
+        True, description="Reopen a live source that went away; false: its failure ends the run with an error."
+    )
+    first_s: float = Field(0.5, gt=0, le=3600, description="Wait before the first reopen attempt (seconds).")
+    max_s: float = Field(
+        10.0, gt=0, le=3600, description="Longest wait between attempts (seconds): the backoff grows up to this."
+    )
+    factor: float = Field(2.0, ge=1, le=10, description="Each wait is the last one times this (1: a fixed wait).")
+    give_up_s: float | None = Field(
+        None,
+        gt=0,
+        description="End the run with an error when the source is not back after this long (seconds); "
+        "default: never give up, as a fixed camera wants.",
+    )
+
+    @model_validator(mode="after")
+    def _first_within_max(self) -> ReconnectConfig:
+        if self.first_s > self.max_s:
+            raise ValueError(f"first_s {self.first_s:g} is more than max_s {self.max_s:g}: expected first_s <= max_s")
+        return self
 
 
 class SourceConfig(_Model):
@@ -33,6 +60,16 @@ class SourceConfig(_Model):
     max_frames: int | None = Field(None, gt=0, description="Stop after this many frames.")
     frame_size: tuple[int, int] | None = Field(
         None, description="Width, height: to check coordinates when the source cannot say (cameras)."
+    )
+    reconnect: ReconnectConfig = Field(
+        default_factory=lambda: ReconnectConfig(),
+        description="How a camera or network stream that went away is reopened (docs/reliability.md).",
+    )
+    stall_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A network stream that delivers nothing for this long (seconds) counts as dropped.",
     )
 
 
@@ -165,6 +202,11 @@ class DeployConfig(_Model):
         "IVS_HUB_TOKEN",
         description="Name of the environment variable holding the device token (never the token itself).",
     )
+    ca_file: str | None = Field(
+        None,
+        description="CA certificate (PEM) to verify an https hub against, e.g. ca.pem from `ivs hub certs` "
+        "(default: the system's CAs).",
+    )
     folder: str = Field("ivs-deploy", description="Where downloaded packages and the deployed config are kept.")
     interval_s: float = Field(10.0, gt=0, le=86400, description="How often to ask the hub for the desired state.")
 
@@ -256,22 +298,68 @@ _APP_TYPES = {"line", "zone", "safety", "mask", "heatmap"}
 def load(path: Path) -> tuple[SensorConfig | None, list[Problem], yaml.Node | None]:
     """Parse and validate; returns the config (None if invalid), every problem, the YAML tree."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read the config ({err.strerror}): expected a YAML file") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        why = f"byte {raw[err.start]:#04x} is not UTF-8: expected a YAML file in UTF-8"
+        return None, [Problem((), why, line)], None
     return parse(text)
+
+
+MAX_DEPTH = 32
+"""Nesting a config may have (it needs 4); deeper YAML would exhaust the parser's recursion."""
+
+
+def _structure_problems(text: str) -> list[Problem]:
+    """Nesting too deep and keys set twice (YAML keeps the last silently, losing the first),
+    found on the parser's events, before anything recurses into the document."""
+    problems: list[Problem] = []
+    keys: list[dict[str, int] | None] = []  # per open collection: a mapping's keys -> line; None: a sequence
+    items: list[int] = []  # per open collection: items so far (a mapping's even ones are keys)
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        line = (event.start_mark.line if event.start_mark is not None else 0) + 1  # the parser marks every event
+        if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            keys.pop()
+            items.pop()
+            continue
+        if keys:
+            seen = keys[-1]
+            if seen is not None and items[-1] % 2 == 0 and isinstance(event, yaml.ScalarEvent):
+                if event.value in seen and event.value != "<<":
+                    twice = f"key {event.value[:64]!r} is set twice (lines {seen[event.value]} and {line})"
+                    problems.append(Problem((), f"{twice}: expected once", line))
+                seen.setdefault(event.value, line)
+            items[-1] += 1
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            if len(keys) == MAX_DEPTH:
+                return [Problem((), f"nested more than {MAX_DEPTH} deep: expected a config of plain settings", line)]
+            keys.append({} if isinstance(event, yaml.MappingStartEvent) else None)
+            items.append(0)
+    return problems
 
 
 def parse(text: str) -> tuple[SensorConfig | None, list[Problem], yaml.Node | None]:
     """`load` for YAML text (a config the hub deploys): the config (None if invalid), every
     problem, the YAML tree."""
     try:
+        structure = _structure_problems(text)
+        if structure:
+            return None, structure, None
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
-        return None, [Problem((), f"not valid YAML: {getattr(err, 'problem', err)}", line)], None
+        why = getattr(err, "problem", None) or str(err)
+        if isinstance(err, yaml.reader.ReaderError):  # a character YAML does not allow: no mark, a position
+            line = text[: err.position].count("\n") + 1
+            code = err.character if isinstance(err.character, int) else ord(err.character)
+            why = f"character #x{code:04x}: {err.reason}"
+        return None, [Problem((), f"not valid YAML: {' '.join(why.split())}", line)], None
     if not isinstance(data, dict):
         return (
             None,

@@ -8,6 +8,7 @@ accepted once per `(sensor_id, seq)`; anything that is not a valid `ivs.event/1`
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -16,10 +17,10 @@ from typing import Any
 
 import msgspec
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
-from ivs.events import AnyEvent
+from ivs.events import AnyEvent, explained
 from ivs.records import FrameRecord
+from ivs.sinks.mqtt import MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,55 @@ _MSGPACK = {
 }
 
 
+_EXPECTED = "expected an ivs.event/1 or ivs.frame/1 message: a JSON object or a MessagePack map"
+
+
+def _is_msgpack_map(first: bytes) -> bool:
+    return bool(first) and (0x80 <= first[0] <= 0x8F or first[0] in (0xDE, 0xDF))
+
+
 def decode_message(payload: bytes) -> Message:
-    """JSON or MessagePack bytes -> a validated event or frame record (msgspec.ValidationError
-    or msgspec.DecodeError saying what is wrong otherwise)."""
-    decoders = _JSON if payload.lstrip()[:1] == b"{" else _MSGPACK
-    schema = decoders["head"].decode(payload).schema
-    decoder = decoders.get(schema)
-    if decoder is None:
-        raise msgspec.ValidationError(f"unknown schema {schema!r}: expected 'ivs.event/1' or 'ivs.frame/1'")
-    message: Message = decoder.decode(payload)
+    """JSON or MessagePack bytes -> a validated event or frame record. Anything else raises
+    msgspec.DecodeError (msgspec.ValidationError, a subclass, for a well-formed document of the
+    wrong shape) saying what is wrong and what was expected; never another exception."""
+    msgpack = payload.lstrip()[:1] != b"{"
+    if msgpack and not _is_msgpack_map(payload[:1]):
+        # Any other first byte is neither encoding's object/map; msgpack would read it as a
+        # number and say "expected `object`, got `int`" about, say, a JSON array.
+        raise msgspec.DecodeError(f"{_EXPECTED}, got {payload[:24]!r}")
+    decoders: dict[str, Any] = _MSGPACK if msgpack else _JSON
+    try:
+        schema = decoders["head"].decode(payload).schema
+        decoder = decoders.get(schema)
+        if decoder is None:
+            raise msgspec.ValidationError(f"unknown schema {schema[:64]!r}: expected 'ivs.event/1' or 'ivs.frame/1'")
+        message: Message = decoder.decode(payload)
+    except msgspec.ValidationError as err:
+        raise explained(err) from None
+    except msgspec.DecodeError as err:
+        raise msgspec.DecodeError(f"cannot decode ({err}): {_EXPECTED}") from None
+    except RecursionError:
+        raise msgspec.DecodeError(f"nested too deeply to decode: {_EXPECTED} of plain fields") from None
+    if msgpack:
+        where = _non_finite(message, "$")
+        if where is not None:
+            # JSON has no NaN or infinity, and the hub stores and serves JSON: refuse them here too
+            raise msgspec.ValidationError(f"a NaN or infinite number at `{where}`: expected finite numbers")
     return message
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """The path to the first NaN or infinite float in a decoded message, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, msgspec.Struct):
+        fields = ((name, getattr(value, name)) for name in value.__struct_fields__)
+        return next((p for name, v in fields if (p := _non_finite(v, f"{path}.{name}")) is not None), None)
+    if isinstance(value, list | tuple):
+        return next((p for i, v in enumerate(value) if (p := _non_finite(v, f"{path}[{i}]")) is not None), None)
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := _non_finite(v, f"{path}.{k}")) is not None), None)
+    return None
 
 
 @dataclass
@@ -84,6 +124,8 @@ class Consumer:
     on_message: called once per accepted message, on the MQTT network thread.
     client_id + clean_session=False: the broker keeps the subscription and queues QoS 1
         messages while this consumer is away (and across a broker restart, with persistence).
+    tls_ca: CA certificate (PEM) to verify the broker against; enables TLS. tls_cert, tls_key:
+        a client certificate, for a broker that wants one. ConfigError for a file that cannot be used.
     """
 
     def __init__(
@@ -97,6 +139,9 @@ class Consumer:
         username: str | None = None,
         password: str | None = None,
         shared_group: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         self.on_message = on_message
         self.accepted = self.duplicates = 0
@@ -107,14 +152,8 @@ class Consumer:
         prefix = f"$share/{shared_group}/" if shared_group else ""
         self.topics = [f"{prefix}ivs/{sensors}/events/#", f"{prefix}ivs/{sensors}/frames"]
         self.connected = threading.Event()
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=client_id or "",
-            clean_session=client_id is None,
-        )
-        if username is not None:
-            self._client.username_pw_set(username, password)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        settings = MqttSettings(host, port, username, password, tls_ca, tls_cert, tls_key)
+        self._client = settings.client(client_id or "", clean_session=client_id is None, max_delay=10)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = lambda *a: self.connected.clear()
         self._client.on_message = self._on_message

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -61,16 +62,36 @@ class DeployError(IvsError):
         self.status = status
 
 
+def _tls(ca_file: str | None) -> ssl.SSLContext:
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(
+            f"hub ca_file {ca_file!r}: {err}: expected a CA certificate file (PEM), e.g. ca.pem from `ivs hub certs`"
+        ) from None
+
+
 class HubClient:
     """The hub's HTTP API over the standard library's urllib, with a bearer token (a device's,
     or the admin token for the operator's commands). Errors raise DeployError with the hub's
-    reason."""
+    reason.
 
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
+    An https hub is verified against the system's CAs, or only against `ca_file` when given
+    (the deployment's ca.pem from `ivs hub certs`), as the HTTP sink's `ca_file` does. A hub whose
+    certificate does not verify is a DeployError that says so (and the agent tries again at the
+    next poll: the file may be fixed)."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0, ca_file: str | None = None) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ConfigError(f"hub url {url!r}: expected http://host:port or https://host:port")
+        if ca_file is not None and parsed.scheme != "https":
+            raise ConfigError(f"hub ca_file {ca_file!r} with url {url!r}: expected an https:// url")
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+        self.ca_file = ca_file
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=_tls(ca_file)))
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> Any:
         """The answer's JSON (DeployError for anything but a 2xx)."""
@@ -116,7 +137,7 @@ class HubClient:
             headers["Content-Type"] = content_type
         request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
         try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
+            return self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as err:
             try:
                 text = err.read(4000).decode(errors="replace")
@@ -129,6 +150,12 @@ class HubClient:
             raise DeployError(f"{method} {path}: the hub answered {err.code}: {detail}", err.code) from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise DeployError(
+                    f"{method} {path}: TLS: the hub's certificate did not verify ({reason.verify_message}): expected"
+                    " one signed by a CA this sensor trusts (set deploy.ca_file to the hub's CA, e.g. ca.pem from"
+                    " `ivs hub certs`)"
+                ) from None
             raise DeployError(f"{method} {path}: the hub at {self.url} did not answer ({reason})") from None
 
 

@@ -16,7 +16,14 @@ module writes, into one folder:
                     `ivs hub serve --mqtt-password-file`
     mosquitto.conf  a snippet to include in Mosquitto's configuration: no anonymous clients, the
                     two files above, a TLS listener for the devices (certificates from
-                    `ivs hub certs`) and a loopback listener for a hub on the same machine
+                    `ivs hub certs`) and a listener for the hub: plain MQTT on loopback for a
+                    hub on the same machine, or TLS (`hub_tls`) for one elsewhere
+
+The hub logs in with its password on either of its ways in: its own listener, or the devices'
+TLS listener (`ivs hub serve --mqtt-ca ca.pem`; with `client_certs` that listener wants a
+certificate, so the hub then needs one too: `ivs hub certs --device ivs-hub`, its CN is the
+hub user). `hub_tls` gives the hub a TLS listener that takes its password without a
+certificate, whatever the devices' listener asks.
 
 Run it again after every `device add` / `device revoke` and reload Mosquitto (SIGHUP): it
 rereads both files and drops clients whose credentials are gone.
@@ -84,6 +91,9 @@ class MqttAuth:
     conf: Path
     devices: list[str] = field(default_factory=list)
     """Active devices given MQTT access."""
+    hub_args: list[str] = field(default_factory=list)
+    """`ivs hub serve` options that connect the hub through its listener (BROKER where the
+    listener is on every address: the broker's name, as its certificate has it)."""
     warnings: list[str] = field(default_factory=list)
 
 
@@ -128,6 +138,7 @@ def conf_text(
     listen: str,
     hub_listen: str | None,
     client_certs: bool,
+    hub_tls: bool = False,
 ) -> str:
     """The mosquitto.conf snippet for the files in `out`."""
     host, port = _parse_listen("--listen", listen)
@@ -141,10 +152,12 @@ def conf_text(
         "# the sensors",
         f"listener {port} {host}",
     ]
+    tls: list[str] = []
     if certs is not None:
         c = certs.resolve()
-        lines += [f"cafile {c / 'ca.pem'}", f"certfile {c / 'server.pem'}", f"keyfile {c / 'server.key'}"]
-        lines += ["tls_version tlsv1.2"]
+        tls = [f"cafile {c / 'ca.pem'}", f"certfile {c / 'server.pem'}", f"keyfile {c / 'server.key'}"]
+        tls += ["tls_version tlsv1.2"]
+        lines += tls
         if client_certs:
             lines += [
                 "# devices log in with their certificate from `ivs hub certs --device NAME` (its CN is the user",
@@ -156,7 +169,10 @@ def conf_text(
         lines += ["# WARNING: no TLS: passwords and messages cross the network in clear (give --certs DIR)"]
     if hub_listen:
         h, p = _parse_listen("--hub-listen", hub_listen)
-        lines += ["", "# the hub on this machine: plain MQTT, still with its password", f"listener {p} {h}"]
+        if hub_tls:
+            lines += ["", "# the hub: TLS, with its password (no client certificate)", f"listener {p} {h}", *tls]
+        else:
+            lines += ["", "# the hub on this machine: plain MQTT, still with its password", f"listener {p} {h}"]
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +186,7 @@ def write_mqtt_auth(
     hub_listen: str | None = "127.0.0.1:1883",
     client_certs: bool = False,
     ha_prefix: str = "homeassistant",
+    hub_tls: bool = False,
 ) -> MqttAuth:
     """Write passwd, acl, hub.password (once) and mosquitto.conf into `out` from the devices in
     `store`. Raises ConfigError for a bad option, a hub user that is also a device's name, or a
@@ -183,14 +200,16 @@ def write_mqtt_auth(
         missing = [n for n in ("ca.pem", "server.pem", "server.key") if not (certs / n).is_file()]
         if missing:
             raise ConfigError(f"--certs {certs}: no {', '.join(missing)}: expected a folder made by `ivs hub certs`")
-    elif client_certs:
-        raise ConfigError("--client-certs needs TLS: expected --certs DIR too")
+    elif client_certs or hub_tls:
+        raise ConfigError(f"{'--client-certs' if client_certs else '--hub-tls'} needs TLS: expected --certs DIR too")
+    if hub_tls and not hub_listen:
+        raise ConfigError("--hub-tls without a hub listener: expected --hub-listen HOST:PORT (e.g. 0.0.0.0:8884)")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file: expected a folder (it is created if missing)")
     credentials = store.mqtt_credentials()
     if hub_user in credentials:
         raise ConfigError(f"hub user {hub_user!r} is also a device's name: expected another --hub-user")
-    conf = conf_text(out, certs=certs, listen=listen, hub_listen=hub_listen, client_certs=client_certs)
+    conf = conf_text(out, certs=certs, listen=listen, hub_listen=hub_listen, client_certs=client_certs, hub_tls=hub_tls)
 
     out.mkdir(parents=True, exist_ok=True)
     result = MqttAuth(out / "passwd", out / "acl", out / "hub.password", out / "mosquitto.conf")
@@ -224,4 +243,32 @@ def write_mqtt_auth(
     _write_private(result.passwd, "\n".join(passwd) + "\n")
     _write_private(result.acl, acl_text(result.devices, hub_user=hub_user, ha_prefix=ha_prefix))
     _write_private(result.conf, conf, 0o644)
+    result.hub_args = _hub_args(result, hub_user, certs, listen, hub_listen, hub_tls=hub_tls, client_certs=client_certs)
     return result
+
+
+def _hub_args(
+    result: MqttAuth,
+    hub_user: str,
+    certs: Path | None,
+    listen: str,
+    hub_listen: str | None,
+    *,
+    hub_tls: bool,
+    client_certs: bool,
+) -> list[str]:
+    host, port = _parse_listen("--listen", hub_listen or listen)
+    if host in ("0.0.0.0", "::"):
+        host = "BROKER"
+    args = ["--mqtt", f"{host}:{port}", "--mqtt-user", hub_user, "--mqtt-password-file", str(result.hub_password)]
+    if certs is not None and (hub_tls or not hub_listen):
+        args += ["--mqtt-ca", str(certs / "ca.pem")]
+        if client_certs and not hub_listen:  # the devices' listener: the hub needs a certificate too
+            cert = certs / "devices" / f"{hub_user}.pem"
+            args += ["--mqtt-cert", str(cert), "--mqtt-key", str(cert.with_suffix(".key"))]
+            if not cert.is_file():
+                result.warnings.append(
+                    f"no {cert}: the devices' listener wants a client certificate, and so the hub needs one:"
+                    f" `ivs hub certs --out {certs} --no-server --device {hub_user}` (or give it --hub-listen)"
+                )
+    return args

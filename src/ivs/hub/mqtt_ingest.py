@@ -152,7 +152,7 @@ class MqttIngest:
             username=username,
             password=password,
             shared_group=group,
-            tls_ca=None,
+            tls_ca=tls_ca,
             tls_cert=tls_cert,
             tls_key=tls_key,
         )

@@ -28,6 +28,9 @@ def serve(
     mqtt_client_id: str | None = None,
     mqtt_username: str | None = None,
     mqtt_password: str | None = None,
+    mqtt_tls_ca: str | None = None,
+    mqtt_tls_cert: str | None = None,
+    mqtt_tls_key: str | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
 ) -> None:
@@ -36,10 +39,18 @@ def serve(
     sensors publish on that broker (a shared subscription in `mqtt_group`: run several hubs
     with the same group to split the stream). `admin_token` guards /api/v1/devices ("" turns
     device management over HTTP off). /metrics counts both ingests. `tls_cert` and `tls_key`
-    (PEM files, e.g. server.pem and server.key from `ivs hub certs`) serve HTTPS instead of HTTP."""
+    (PEM files, e.g. server.pem and server.key from `ivs hub certs`) serve HTTPS instead of HTTP.
+    `mqtt_tls_ca` (ca.pem) connects to the broker over TLS, verifying it (`mqtt_tls_cert` and
+    `mqtt_tls_key`: a client certificate, for a listener that wants one); a broker that cannot be
+    verified is a ConfigError before anything is served."""
     if not 0 < port < 65536:
         raise ConfigError(f"port {port}: expected 1 to 65535")
     check_tls_files(tls_cert, tls_key)
+    if (mqtt_tls_cert or mqtt_tls_key) and not mqtt_tls_ca:
+        raise ConfigError(
+            "--mqtt-cert/--mqtt-key without --mqtt-ca: expected the CA that signed the broker's certificate too"
+            " (ca.pem from `ivs hub certs`)"
+        )
     store = Store(database)
     metrics = HubMetrics(store)
     ingest: MqttIngest | None = None
@@ -54,7 +65,11 @@ def serve(
                 username=mqtt_username,
                 password=mqtt_password,
                 metrics=metrics,
+                tls_ca=mqtt_tls_ca,
+                tls_cert=mqtt_tls_cert,
+                tls_key=mqtt_tls_key,
             )
+            log.info("MQTT ingest from %s:%d (%s)", mqtt_host, mqtt_port, "TLS" if mqtt_tls_ca else "no TLS")
         app = create_app(store, admin_token, metrics=metrics)
         scheme = "https" if tls_cert else "http"
         log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)

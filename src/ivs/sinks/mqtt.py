@@ -11,15 +11,23 @@ A message is committed to the outbox before it is published and removed on its P
 a reconnect everything not yet acknowledged is published again, in sequence order, so a
 consumer gets every message at least once and removes duplicates by `(sensor_id, seq)`.
 paho reconnects by itself, backing off from 1 to 30 seconds.
+
+`write` does not wait for the disk: it queues the message, and the sink's sender thread
+commits everything queued in one transaction (one fsync for a frame's record and its events
+together), then publishes what it committed. The sensor's frame loop never waits on an fsync,
+and a `stop` event waits for one commit, not one per message before it. What `write` accepted
+but the sender had not committed yet (a few milliseconds' worth) is lost if the process dies:
+it was never published either, so its seqs are reused after a restart without a consumer
+ever seeing them twice. `flush` and `close` wait for the queue to be committed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +37,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ivs.events import Event, kind_of
+from ivs.mqtt_tls import tls_context
 from ivs.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+MAX_QUEUED = 10_000
+"""Messages `write` may queue ahead of the sender's commits; past it `write` waits (a stalled
+disk slows the sensor down instead of filling its memory)."""
 
 
 @dataclass(frozen=True)
@@ -49,16 +62,18 @@ class MqttSettings:
     """"json" or "msgpack"."""
     max_inflight: int = 100
 
-    def client(self, client_id: str) -> mqtt.Client:
-        """A paho client with these credentials and TLS, reconnecting with backoff (1 to 30 s)."""
-        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    def client(self, client_id: str, *, clean_session: bool = True, max_delay: int = 30) -> mqtt.Client:
+        """A paho client with these credentials and TLS, reconnecting with backoff (1 to
+        `max_delay` s): the one way sinks, `ivs.consumer.Consumer` and the hub's ingest make theirs.
+        ConfigError when a TLS file cannot be used."""
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+        )
         if self.username is not None:
             client.username_pw_set(self.username, self.password)
         if self.tls_ca is not None:
-            client.tls_set(
-                ca_certs=self.tls_ca, certfile=self.tls_cert, keyfile=self.tls_key, tls_version=ssl.PROTOCOL_TLS_CLIENT
-            )
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+            client.tls_set_context(tls_context(self.tls_ca, self.tls_cert, self.tls_key))
+        client.reconnect_delay_set(min_delay=1, max_delay=max_delay)
         client.max_queued_messages_set(0)
         return client
 
@@ -90,9 +105,14 @@ class MqttSink:
         self.connected = threading.Event()
         self.published = self.acked = self.connects = 0
         self.bytes_sent = 0
+        self.lost = 0
+        """Messages the outbox could not commit (a full or read-only disk); the reason is logged."""
         self._inflight: dict[int, int] = {}  # paho mid -> seq
         self._sent_upto = 0
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._queue: deque[tuple[str, bytes, int | None]] = deque()  # written, not yet committed
+        self._acked_seqs: list[int] = []  # PUBACKed, not yet deleted from the outbox
         self._wake = threading.Event()
         self._stop = threading.Event()
 
@@ -129,25 +149,55 @@ class MqttSink:
             log.warning("MQTT connection lost (%s); reconnecting", reason)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        # The delete runs on the sender thread, batched: this network thread must not wait on
+        # SQLite while the next message waits to be written to the socket.
         with self._lock:
             seq = self._inflight.pop(mid, None)
+            if seq is not None:
+                self._acked_seqs.append(seq)
+                self.acked += 1
         if seq is not None:
-            self.outbox.ack([seq])
-            self.acked += 1
             self._wake.set()
 
     # the sink interface
     def write(self, message: msgspec.Struct) -> None:
         seq = int(getattr(message, "seq", 0)) or None
         payload = self._encoder(message)
-        self.outbox.put(topic_for(self.sensor_id, message), payload, seq=seq)
+        with self._room:
+            while len(self._queue) >= MAX_QUEUED and not self._stop.is_set():
+                self._room.wait(0.1)
+            self._queue.append((topic_for(self.sensor_id, message), payload, seq))
         self._wake.set()
+
+    def _commit_queued(self) -> None:
+        """Commit what `write` queued, in one transaction, before any of it is published."""
+        with self._lock:
+            batch = list(self._queue)
+        if not batch:
+            return
+        try:
+            self.outbox.put_many(batch)
+        except OSError as err:
+            log.error("MQTT sink %s: %d messages lost: %s", self.sensor_id, len(batch), err)
+            self.lost += len(batch)
+        with self._room:
+            for _ in batch:
+                self._queue.popleft()
+            self._room.notify_all()
+
+    def _forget_acked(self) -> None:
+        with self._lock:
+            seqs, self._acked_seqs = self._acked_seqs, []
+        if seqs:
+            self.outbox.ack(seqs)
 
     def _send_loop(self) -> None:
         last_state = time.monotonic()
         while not self._stop.is_set():
             self._wake.wait(0.5)
             self._wake.clear()
+            self._commit_queued()
+            self._forget_acked()
             if self._state_fn is not None and time.monotonic() - last_state >= self._state_period:
                 last_state = time.monotonic()
                 self._publish_state()
@@ -167,11 +217,17 @@ class MqttSink:
                     self._sent_upto = max(self._sent_upto, item.seq)
                 self.published += 1
                 self.bytes_sent += len(item.payload)
+        self._commit_queued()  # written before close: kept in the outbox for the next run
+        self._forget_acked()
 
     def _publish_state(self) -> None:
         if not self.connected.is_set():
             return
-        state: dict[str, Any] = {"sensor_id": self.sensor_id, "online": True, "outbox": self.outbox.depth()}
+        state: dict[str, Any] = {
+            "sensor_id": self.sensor_id,
+            "online": True,
+            "outbox": self.outbox.depth() + len(self._queue),
+        }
         if self._state_fn is not None:
             try:
                 state.update(self._state_fn())
@@ -180,8 +236,12 @@ class MqttSink:
         self._client.publish(f"ivs/{self.sensor_id}/state", json.dumps(state), qos=1, retain=True)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until the outbox is empty (everything acknowledged) or the timeout passes."""
-        return self.outbox.wait_empty(timeout, self._wake.set)
+        """Wait until everything written is committed and acknowledged, or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while self._queue and time.monotonic() < deadline and self._sender.is_alive():
+            self._wake.set()
+            time.sleep(0.005)
+        return not self._queue and self.outbox.wait_empty(max(0.0, deadline - time.monotonic()), self._wake.set)
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what can be delivered, say "offline", disconnect. Undelivered messages stay
