@@ -21,15 +21,20 @@ def sum_heatmaps(events: Path, app: str | None = None) -> tuple[np.ndarray, Heat
         lines = events.read_bytes().splitlines()
     except OSError as err:
         raise ConfigError(f"{events}: cannot read ({err.strerror}): expected a JSON-lines file of events") from None
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         if b'"kind":"heatmap"' not in line:
             continue
         try:
             event = decode_event(line)
-        except msgspec.ValidationError as err:
-            raise ConfigError(f"{events}: a malformed heatmap event ({err})") from None
+        except msgspec.DecodeError as err:  # ValidationError is a DecodeError too
+            raise ConfigError(f"{events}:{number}: a malformed heatmap event ({err})") from None
         if not isinstance(event, Heatmap) or (app is not None and event.app != app):
             continue
+        if event.rows < 1 or event.cols < 1 or len(event.counts) != event.rows * event.cols:
+            raise ConfigError(
+                f"{events}:{number}: a heatmap event with {len(event.counts)} counts for a"
+                f" {event.rows}x{event.cols} grid: expected rows x cols counts"
+            )
         grid = np.asarray(event.counts, np.int64).reshape(event.rows, event.cols)
         if total is not None and total.shape != grid.shape:
             raise ConfigError(f"{events}: heatmap grids of different sizes: use --app to pick one app")
