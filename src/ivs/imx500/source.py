@@ -104,7 +104,7 @@ class CameraSource:
         except (RuntimeError, OSError, StopIteration) as err:
             raise SourceError(f"imx500: cannot open the AI Camera with {network}: {err}") from None
         self.id = f"imx500:{network}"
-        self.fps = fps or 30.0
+        self.fps: float | None = fps or 30.0
         self.width, self.height = SENSOR_WIDTH, SENSOR_HEIGHT
         self.frames_without_output = 0
         self._started = False
