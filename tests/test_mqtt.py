@@ -189,3 +189,39 @@ def test_malformed_payloads_are_rejected_with_a_reason_and_counted(broker):
     assert got.messages[0].seq == 1 and type(got.messages[0]).__name__ == "Stop"
     pub.loop_stop()
     consumer.close()
+
+
+def test_messages_written_just_before_close_are_committed_and_kept(tmp_path: Path):
+    """`write` queues and the sink's sender commits: what was written right before `close`,
+    with no broker to take it, is on disk for the next run, in order, none lost."""
+    from ivs.events import Stop
+    from ivs.localnet import free_port
+
+    box = Outbox(tmp_path / "o.sqlite")
+    sink = MqttSink("cam9", box, MqttSettings(port=free_port()))  # nothing listens there
+    for seq in range(1, 51):
+        sink.write(
+            Stop(
+                sensor_id="cam9", seq=seq, frame=seq, time=time.time(), t_capture_ns=time.monotonic_ns(),
+                t_source=0.0, app="cell", objects=1, labels=["person"], boxes=[(1.0, 2.0, 3.0, 4.0)],
+            )
+        )  # fmt: skip
+    assert not sink.flush(timeout=0.3)  # not acknowledged: no broker
+    sink.close(timeout=0.1)
+    assert sink.lost == 0 and sink.published == 0
+    box.close()
+    again = Outbox(tmp_path / "o.sqlite")
+    assert [p.seq for p in again.pending(limit=100)] == list(range(1, 51)) and again.last_seq() == 50
+    again.close()
+
+
+def test_normal_synchronous_outbox_keeps_messages_across_reopen(tmp_path: Path):
+    box = Outbox(tmp_path / "o.sqlite", synchronous="normal")
+    assert box.put_many([("t", b"a", None), ("t", b"b", None)]) == [1, 2]
+    assert box.ack([1]) == 1
+    box.close()
+    again = Outbox(tmp_path / "o.sqlite")
+    assert [(p.seq, p.payload) for p in again.pending()] == [(2, b"b")]
+    again.close()
+    with pytest.raises(Exception, match="expected 'full' or 'normal'"):
+        Outbox(tmp_path / "x.sqlite", synchronous="off")  # type: ignore[arg-type]

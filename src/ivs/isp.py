@@ -215,6 +215,11 @@ class Isp:
         return IspOutput(batch, box_map, region)  # type: ignore[arg-type]
 
 
+AREA_STEP_RATIO = 2.0
+"""`_resize` halves an image by exact 2x2 averaging while the rest of the shrink stays at least
+this factor on both axes; the last, fractional step is a single INTER_AREA."""
+
+
 def _resize(
     image: npt.NDArray[np.uint8], width: int, height: int, interpolation: str = "area"
 ) -> npt.NDArray[np.uint8]:
@@ -224,5 +229,25 @@ def _resize(
     # INTER_AREA averages the source pixels when shrinking (no aliasing on small people far
     # away); it degenerates to a poor filter when enlarging, where INTER_LINEAR is right.
     shrinking = width < w and height < h
-    interp = cv2.INTER_AREA if interpolation == "area" and shrinking else cv2.INTER_LINEAR
-    return np.asarray(cv2.resize(image, (width, height), interpolation=interp), np.uint8)
+    if interpolation == "area" and shrinking:
+        return _area_shrink(image, width, height)
+    return np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR), np.uint8)
+
+
+def _area_shrink(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+    """An anti-aliased shrink, fast on big frames: exact 2x2 box averages first, then one area step.
+
+    OpenCV's INTER_AREA at a fractional factor (a 2160x2160 crop to 224x224 is 9.64x) walks a
+    slow generic path, about 15 ms on a 4K crop here; at exactly 2x it takes a vectorised path
+    that reads the frame once (about 2-3 ms). Averaging 2x2 blocks is what the single area
+    resize does over those pixels, so each halving keeps the anti-aliasing; only the last step's
+    fractional pixel edges fall on the halved grid instead of the source one. Halving stops
+    while the last step still shrinks by `AREA_STEP_RATIO` or more, which keeps the output
+    within about half a grey level of a single INTER_AREA on camera frames (tests/test_isp.py),
+    and stops at an odd side, where a 2x step would not be exact (then it is one INTER_AREA).
+    """
+    h, w = image.shape[:2]
+    while w % 2 == 0 and h % 2 == 0 and w // 2 >= AREA_STEP_RATIO * width and h // 2 >= AREA_STEP_RATIO * height:
+        w, h = w // 2, h // 2
+        image = np.asarray(cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA), np.uint8)
+    return np.asarray(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), np.uint8)

@@ -3,15 +3,19 @@
 Parts measured here (the letters follow the benchmark plan in docs/benchmarks.md):
 
 a. model latency: `runner.run` on a prepared tensor, per runner, precision and thread count;
-b. frame to metadata, end to end, for 4K and 1080p frames: ISP, inference and decode timed apart;
+b. frame to metadata, end to end, for 4K and 1080p frames and the sample video: ISP, inference
+   and decode timed apart, then the real Sensor paced at 30 and 60 fps, sustained, with drops
+   and deadline misses counted (`ivs.bench.pipeline`);
+c. the naive pipeline (OpenCV DNN fp32, whole-frame INTER_AREA, json.dumps) on the same frames,
+   and ivs / naive (`ivs.bench.naive`);
 d. safety stop latency: capture to a `stop` event at an MQTT subscriber, through a real Mosquitto;
-e. hub ingest: events per second into SQLite through `Store.ingest` and through the HTTP API;
+e. hub ingest: events per second into SQLite and PostgreSQL through `Store.ingest`, the HTTP API and MQTT;
 f. data reduction: bytes of metadata records against raw frames and the compressed file;
-g. memory: the peak resident set of the bench process.
+g. memory: the peak resident set of the bench process, and of a real `ivs run` and a real
+   `ivs hub serve` process (`ivs.bench.memory`).
 
-Parts c (naive baseline) and sustained 4K at 60 fps are not measured yet. Absolute times
-depend on the machine and on whatever else runs on it; compare rows as ratios measured in the
-same run.
+Absolute times depend on the machine and on whatever else runs on it; compare rows as ratios
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import msgspec
@@ -90,16 +94,34 @@ class BenchConfig:
     """Stop events for part d (the walker enters the zone this many times); 0: skip part d."""
     ingest_events: int = 0
     """Events for part e, per path (Store.ingest, HTTP); 0: skip part e."""
+    sustain_s: float = 0.0
+    """Part b, sustained: seconds of frames per model, feed and rate (30, 60 fps); 0: skip."""
+    naive_frames: int = 0
+    """Part c: frames per block through ivs and through the naive pipeline; 0: skip part c."""
+    naive_blocks: int = 2
+    rss_frames: int | None = 0
+    """Part g: frames of vtest.avi for the `ivs run` process; None: the whole file; 0: skip."""
+    rss_events: int = 0
+    """Part g: events posted to the `ivs hub serve` process; 0: skip it."""
+    rss_runtimes: tuple[str, ...] = ("auto",)
+    """Part g: one `ivs run` per runtime (what each costs in memory)."""
+    stop_outboxes: tuple[Literal["full", "normal"], ...] = ("full", "normal")
+    """Part d: one safety stop run per outbox durability ("full" is the sensor's default)."""
 
     @classmethod
     def quick(cls) -> BenchConfig:
-        return cls(QUICK_MODELS, 60, 3, 3, (1, 2), None, 3.0, E2E_MODELS, tuple(FRAME_SIZES), 30, 120, 5, 10_000)
+        return cls(
+            QUICK_MODELS, 60, 3, 3, (1, 2), None, 3.0, E2E_MODELS, tuple(FRAME_SIZES), 30, 120, 5, 10_000,
+            sustain_s=1.0, naive_frames=3, rss_frames=60, rss_events=10_000, stop_outboxes=("full",),
+        )  # fmt: skip
 
     @classmethod
     def full(cls) -> BenchConfig:
         return cls(
-            tuple(zoo_names()), 100, 10, 4, (1, 2), None, 12.0, E2E_MODELS, tuple(FRAME_SIZES), 60, None, 20, 50_000
-        )
+            tuple(zoo_names()), 100, 10, 4, (1, 2), None, 12.0, E2E_MODELS, tuple(FRAME_SIZES), 60, None, 20, 50_000,
+            sustain_s=5.0, naive_frames=12, naive_blocks=3, rss_frames=None, rss_events=50_000,
+            rss_runtimes=("auto", "onnxruntime", "openvino"),
+        )  # fmt: skip
 
 
 def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
@@ -453,8 +475,12 @@ def bench_data_reduction(cfg: BenchConfig) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------- parts d, e
 
 
-def bench_stop_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> dict[str, Any] | None:
-    """Part d, or None with the reason in `skipped` (no Mosquitto, no vtest.avi, or stops=0)."""
+def bench_stop_part(
+    cfg: BenchConfig, log: Callable[[str], None], skipped: list[str], synchronous: Literal["full", "normal"] = "full"
+) -> dict[str, Any] | None:
+    """Part d, or None with the reason in `skipped` (no Mosquitto, no vtest.avi, or stops=0).
+
+    synchronous: the outbox's durability; "full" is the sensor's default."""
     from ivs.bench.live import bench_safety_stop
     from ivs.localnet import mosquitto_path
 
@@ -467,24 +493,121 @@ def bench_stop_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[
     elif not video.is_file():
         why = "d: vtest.avi not found (scripts/fetch-media.sh fetches it): the walker is cut from it"
     if why is not None:
-        skipped.append(why)
+        if synchronous == "full":  # said once
+            skipped.append(why)
         return None
-    result = bench_safety_stop(cfg.stops, video, _e2e_runtime(cfg), max(cfg.threads))
-    log(f"d. safety stop: {result['stops_received']}/{result['stops_sent']} stops received")
+    result = bench_safety_stop(cfg.stops, video, _e2e_runtime(cfg), max(cfg.threads), synchronous)
+    log(f"d. safety stop ({synchronous}): {result['stops_received']}/{result['stops_sent']} stops received")
     return result
+
+
+def bench_delivery_part(cfg: BenchConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Part d's delivery alone (no model), per outbox durability: where the stop's time goes."""
+    from ivs.bench.live import bench_delivery
+
+    rows = [bench_delivery(cfg.stops * 15, sync) for sync in ("full", "normal")]
+    log("d. delivery alone: " + ", ".join(f"{r['synchronous']} p99 {r.get('p99_ms')} ms" for r in rows))
+    return rows
 
 
 def bench_ingest_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> dict[str, Any] | None:
-    """Part e, or None with the reason in `skipped`; PostgreSQL is always skipped for now."""
+    """Part e, or None with the reason in `skipped`; a row that could not run (no PostgreSQL
+    server here, no Mosquitto) says why in its `absent` and in `skipped`."""
     if cfg.ingest_events <= 0:
         skipped.append("e: hub ingest not asked for (ingest_events=0)")
         return None
-    from ivs.bench.live import bench_ingest
+    from ivs.bench.ingest import bench_ingest
 
     result = bench_ingest(cfg.ingest_events)
-    skipped.append("e: PostgreSQL: no PostgreSQL server here yet")
-    log("e. hub ingest: " + ", ".join(f"{r['path']} {r['events_per_s']} events/s" for r in result["rows"]))
+    for r in result["rows"]:
+        if r.get("absent"):
+            skipped.append(f"e: {r['path']} into {r['database']}: {r['absent']}")
+    measured = [r for r in result["rows"] if not r.get("absent")]
+    log("e. hub ingest: " + ", ".join(f"{r['path']} {r['events_per_s']} events/s" for r in measured))
     return result
+
+
+# ---------------------------------------------------------------------------------------- parts b, c, g
+
+
+def naive_model_bytes(model: str) -> tuple[bytes, str]:
+    """The fp32 ONNX model for the naive pipeline: the build-time file, else the package's int8
+    model dequantised back to fp32 (same graph, same cost to OpenCV DNN)."""
+    path = fp32_path(model)
+    if path is not None:
+        return path.read_bytes(), f"zoo/build/{model}/model.fp32.onnx"
+    from ivs.bench.naive import dequantized_onnx
+
+    package = read_package(resolve(model))
+    if package.manifest.model.format != "onnx":
+        raise ValueError(f"{model}: the package model is {package.manifest.model.format}, not ONNX")
+    return dequantized_onnx(package.model_bytes), "int8 package dequantised to fp32 (no zoo/build here)"
+
+
+def bench_pipeline_parts(
+    cfg: BenchConfig,
+    frames: Sequence[npt.NDArray[np.uint8]],
+    frames_from: str,
+    log: Callable[[str], None],
+    skipped: list[str],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Part b sustained and part c, for every model of part b."""
+    from ivs.bench.pipeline import bench_pipeline, make_feeds
+
+    if cfg.sustain_s <= 0 and cfg.naive_frames <= 0:
+        skipped.append("b (sustained) and c: not asked for (sustain_s=0, naive_frames=0)")
+        return [], []
+    video = media_dir() / "vtest.avi"
+    if not video.is_file():
+        skipped.append("b/c: vtest.avi not found (scripts/fetch-media.sh fetches it): no sample-video rows")
+    sizes = {k: FRAME_SIZES[k] for k in cfg.e2e_sizes}
+    feeds = make_feeds(frames, frames_from, video if video.is_file() else None, sizes)
+    sustained: list[dict[str, Any]] = []
+    versus: list[dict[str, Any]] = []
+    for name in cfg.e2e_models:
+        naive: tuple[bytes, str] | None = None
+        if cfg.naive_frames > 0:
+            try:
+                naive = naive_model_bytes(name)
+            except Exception as err:  # no fp32 model to be had: say so, keep the rest
+                skipped.append(f"c: {name}: no fp32 model for the naive pipeline ({err})")
+        s, v = bench_pipeline(
+            name,
+            feeds,
+            runtime=_e2e_runtime(cfg),
+            threads=max(cfg.threads),
+            sustain_s=cfg.sustain_s,
+            naive_fp32=naive,
+            naive_frames=cfg.naive_frames,
+            naive_blocks=cfg.naive_blocks,
+            log=log,
+        )
+        sustained += s
+        versus += v
+    del feeds
+    return sustained, versus
+
+
+def bench_memory_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> list[dict[str, Any]]:
+    """Part g: peak RSS of a real sensor process and a real hub process."""
+    from ivs.bench.memory import hub_peak_rss, sensor_peak_rss
+
+    rows = []
+    video = media_dir() / "vtest.avi"
+    if cfg.rss_frames == 0:
+        skipped.append("g: sensor process RSS not asked for (rss_frames=0)")
+    elif not video.is_file():
+        skipped.append("g: vtest.avi not found: no sensor process RSS")
+    else:
+        for runtime in cfg.rss_runtimes:
+            rows.append(sensor_peak_rss(video.resolve(), cfg.rss_frames, runtime))
+            log(f"g. ivs run ({runtime}): peak RSS {rows[-1]['peak_rss_mib']} MiB")
+    if cfg.rss_events <= 0:
+        skipped.append("g: hub process RSS not asked for (rss_events=0)")
+    else:
+        rows.append(hub_peak_rss(cfg.rss_events))
+        log(f"g. ivs hub serve: peak RSS {rows[-1]['peak_rss_mib']} MiB")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------- driver
@@ -533,9 +656,15 @@ def run_bench(
     e2e: list[dict[str, Any]] = []
     for name in cfg.e2e_models:
         e2e += bench_end_to_end(name, cfg, frames, log)
+    from ivs.bench.pipeline import bench_area_resize
+
+    isp_resize = bench_area_resize(frames, max(cfg.e2e_frames, 10))
     memory["after_end_to_end_mib"] = peak_rss_mib()
+    sustained, versus = bench_pipeline_parts(cfg, frames, frames_from, log, skipped)
 
     safety = bench_stop_part(cfg, log, skipped)
+    safety_normal = bench_stop_part(cfg, log, skipped, "normal") if "normal" in cfg.stop_outboxes else None
+    delivery = bench_delivery_part(cfg, log) if safety is not None else []
     ingest = bench_ingest_part(cfg, log, skipped)
 
     reduction = bench_data_reduction(cfg)
@@ -543,6 +672,7 @@ def run_bench(
         skipped.append("f: vtest.avi not found (scripts/fetch-media.sh fetches it) or skipped")
     memory["after_data_reduction_mib"] = peak_rss_mib()
     memory["current_rss_mib"] = current_rss_mib()
+    memory["processes"] = bench_memory_part(cfg, log, skipped)
 
     result: dict[str, Any] = {
         "schema": "ivs.bench/1",
@@ -559,6 +689,12 @@ def run_bench(
             "ledger_frames": cfg.ledger_frames,
             "stops": cfg.stops,
             "ingest_events": cfg.ingest_events,
+            "sustain_s": cfg.sustain_s,
+            "naive_frames": cfg.naive_frames,
+            "naive_blocks": cfg.naive_blocks,
+            "rss_frames": cfg.rss_frames,
+            "rss_events": cfg.rss_events,
+            "rss_runtimes": list(cfg.rss_runtimes),
         },
         "frames_from": frames_from,
         "anchors_ms": {
@@ -568,13 +704,17 @@ def run_bench(
         "latency": latency,
         "ratios": latency_ratios(latency),
         "end_to_end": e2e,
+        "isp_resize": isp_resize,
+        "sustained": sustained,
+        "versus_naive": versus,
         "safety_stop": safety,
+        "safety_stop_normal": safety_normal,
+        "safety_delivery": delivery,
         "hub_ingest": ingest,
         "data_reduction": reduction,
         "memory": memory,
         "not_measured": [
-            "c: naive baseline (decode + full-frame model without the sensor's ISP/tiling)",
-            "sustained 4K at 60 fps (paced, with drops counted)",
+            "g: sensor and hub RSS over a long run (the soak test's)",
         ],
         "notes": notes,
         "skipped": skipped,
@@ -638,11 +778,23 @@ def print_report(result: dict[str, Any], console: Console) -> None:
                 f"{r['over_deadline']['16.7ms']:.0%}",
             )
         console.print(et)
-    safety = result.get("safety_stop")
-    if safety is not None:
+    rz = result.get("isp_resize")
+    if rz is not None:
+        console.print(
+            f"[bold]b. ISP resize[/] ({rz['crop']}, ms p50 / p99): "
+            + "; ".join(f"{k} {_fmt(v['p50_ms'])} / {_fmt(v['p99_ms'])}" for k, v in rz["ms"].items())
+            + f"; ivs vs one INTER_AREA: mean {rz['vs_single_area']['mean_abs']} grey levels, "
+            f"p99 {rz['vs_single_area']['p99_abs']}"
+        )
+    _print_sustained(result.get("sustained") or [], console)
+    _print_naive(result.get("versus_naive") or [], console)
+    for safety in (result.get("safety_stop"), result.get("safety_stop_normal")):
+        if safety is None:
+            continue
         lat = safety["latency"]
         line = (
-            f"[bold]d. safety stop[/] ({safety['model']} tiles 1x1, {safety['runtime']}): "
+            f"[bold]d. safety stop[/] ({safety['model']} tiles 1x1, {safety['runtime']}, outbox "
+            f"synchronous={safety.get('outbox_synchronous', 'full')}): "
             f"{safety['stops_received']}/{safety['stops_sent']} stops received"
         )
         if lat is not None:
@@ -653,9 +805,18 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         console.print(line)
         for stage, st in safety.get("breakdown", {}).items():
             console.print(f"   {stage}: p50 {_fmt(st['p50_ms'])} / p99 {_fmt(st['p99_ms'])} ms")
+    for r in result.get("safety_delivery") or []:
+        if r["received"]:
+            console.print(
+                f"[bold]d. delivery alone[/] (MqttSink.write to subscriber, outbox synchronous={r['synchronous']}): "
+                f"{r['received']}/{r['pairs']} stops, p50 {_fmt(r['p50_ms'])} ms, p99 {_fmt(r['p99_ms'])} ms"
+            )
     ingest = result.get("hub_ingest")
     if ingest is not None:
         for r in ingest["rows"]:
+            if r.get("absent"):
+                console.print(f"[bold]e. hub ingest[/] {r['path']} into {r['database']}: absent: {r['absent']}")
+                continue
             console.print(
                 f"[bold]e. hub ingest[/] {r['path']} into {r['database']}: {r['events']:,} events in batches of "
                 f"{r['batch']:,}, {r['events_per_s']:,} events/s (target {ingest['target_events_per_s']:,.0f})"
@@ -681,11 +842,103 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         f"{mem['after_latency_mib']} MiB after part a, {mem['after_end_to_end_mib']} MiB after part b, "
         f"{mem['after_data_reduction_mib']} MiB at the end (whole process, not one model)"
     )
+    for p in mem.get("processes", []):
+        idle = f" ({p['peak_rss_idle_mib']} MiB idle after start)" if "peak_rss_idle_mib" in p else ""
+        console.print(f"[bold]g. memory[/]: {p['process']} peak RSS {p['peak_rss_mib']} MiB{idle}: {p['what']}")
     for key in ("mobilenet-v1", "litert", "fp32", "timing"):
         console.print(f"[dim]note ({key}): {result['notes'][key]}[/]")
     for s in result["skipped"]:
         console.print(f"[dim]skipped: {s}[/]")
     console.print("[dim]not measured yet: " + "; ".join(result["not_measured"]) + "[/]")
+
+
+def _sustained_cells(r: dict[str, Any]) -> list[str]:
+    s = r["stages"]
+    return [
+        r["model"],
+        r["feed"],
+        r["frame"],
+        f"{r['fps_offered']:.0f}",
+        f"{r['fps_sustained']:.1f}",
+        *(f"{_fmt(s[k]['p50_ms'])} / {_fmt(s[k]['p99_ms'])}" for k in ("queue", "isp", "infer", "decode")),
+        f"{_fmt(r['to_metadata']['p50_ms'])} / {_fmt(r['to_metadata']['p99_ms'])}",
+        f"{r['dropped']}",
+        f"{r['late']}",
+        f"{r['deadline_misses']} / {r['frames_offered']}",
+    ]
+
+
+_SUSTAINED_COLS = (
+    "model", "feed", "frame", "fps", "sustained", "queue", "isp", "infer", "decode", "to metadata",
+    "dropped", "late", "misses / frames",
+)  # fmt: skip
+
+
+def _naive_cells(r: dict[str, Any]) -> list[str]:
+    return [
+        r["model"],
+        r["feed"],
+        r["frame"],
+        r.get("ivs_tiles", ""),
+        f"{_fmt(r['ivs']['mean_ms'])} ({_fmt(r['ivs']['p50_ms'])} / {_fmt(r['ivs']['p99_ms'])})",
+        f"{_fmt(r['naive']['mean_ms'])} ({_fmt(r['naive']['p50_ms'])} / {_fmt(r['naive']['p99_ms'])})",
+        f"{r['ivs_over_naive']:.3f}",
+        f"{r['speedup']:.1f}×",
+    ]
+
+
+_NAIVE_COLS = ("model", "feed", "frame", "ivs tiles", "ivs ms/frame", "naive ms/frame", "ivs / naive", "speed-up")
+
+
+def _print_sustained(rows: list[dict[str, Any]], console: Console) -> None:
+    if not rows:
+        return
+    t = Table(title="b. the Sensor paced at 30/60 fps, sustained (ms p50 / p99; misses = late + dropped)")
+    for col in _SUSTAINED_COLS:
+        t.add_column(col, justify="left" if col in ("model", "feed", "frame") else "right")
+    for r in rows:
+        t.add_row(*_sustained_cells(r))
+    console.print(t)
+
+
+def _print_naive(rows: list[dict[str, Any]], console: Console) -> None:
+    if not rows:
+        return
+    t = Table(title="c. ivs against the naive pipeline, same frames (ms per frame: mean (p50 / p99))")
+    for col in _NAIVE_COLS:
+        t.add_column(col, justify="left" if col in ("model", "feed", "frame", "ivs tiles") else "right")
+    for r in rows:
+        t.add_row(*_naive_cells(r))
+    console.print(t)
+    models = sorted({f"{r['model']}: {r['naive_model']}" for r in rows})
+    console.print(f"[dim]naive fp32 models: {', '.join(models)}[/]")
+
+
+def _markdown_rows(cols: Sequence[str], rows: list[list[str]], left: int = 3) -> list[str]:
+    return [
+        "",
+        "| " + " | ".join(cols) + " |",
+        "| " + " | ".join("---" if i < left else "---:" for i in range(len(cols))) + " |",
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
+
+
+def _markdown_memory(mem: dict[str, Any]) -> list[str]:
+    procs = mem.get("processes") or []
+    if not procs:
+        return []
+    rows = [
+        [
+            p["process"],
+            p["what"],
+            f"{p.get('peak_rss_idle_mib') or ''}",
+            f"{p.get('rss_running_mib') or ''}",
+            f"{p['peak_rss_mib']}",
+        ]
+        for p in procs
+    ]
+    cols = ("process", "run", "peak RSS idle MiB", "RSS running MiB", "peak RSS MiB")
+    return _markdown_rows(cols, rows, left=2)
 
 
 def markdown_report(result: dict[str, Any]) -> str:
@@ -719,29 +972,54 @@ def markdown_report(result: dict[str, Any]) -> str:
             f"| {r['model']} | {r['runtime']} | {r['frame']} | {r['tensors_per_frame']} | {cells} | "
             f"{r['over_deadline']['33.3ms']:.0%} | {r['over_deadline']['16.7ms']:.0%} |"
         )
-    lines += _markdown_safety(result.get("safety_stop"))
+    rz = result.get("isp_resize")
+    if rz is not None:
+        resize_rows = [[k, _fmt(v["p50_ms"]), _fmt(v["p99_ms"])] for k, v in rz["ms"].items()]
+        lines += _markdown_rows((f"resize: {rz['crop']}", "p50 ms", "p99 ms"), resize_rows, left=1)
+    if result.get("sustained"):
+        lines += _markdown_rows(_SUSTAINED_COLS, [_sustained_cells(r) for r in result["sustained"]])
+    if result.get("versus_naive"):
+        lines += _markdown_rows(_NAIVE_COLS, [_naive_cells(r) for r in result["versus_naive"]], left=4)
+    lines += _markdown_safety(result.get("safety_stop"), result.get("safety_stop_normal"))
+    delivered = [r for r in result.get("safety_delivery") or [] if r["received"]]
+    if delivered:
+        rows = [
+            [r["synchronous"], f"{r['received']} / {r['pairs']}", *(_fmt(r[k]) for k in ("p50_ms", "p99_ms", "max_ms"))]
+            for r in delivered
+        ]
+        lines += _markdown_rows(("delivery alone: outbox", "stops", "p50 ms", "p99 ms", "max ms"), rows, left=1)
     lines += _markdown_ingest(result.get("hub_ingest"))
+    lines += _markdown_memory(result["memory"])
     return "\n".join(lines) + "\n"
 
 
-def _markdown_safety(safety: dict[str, Any] | None) -> list[str]:
-    if safety is None or safety["latency"] is None:
+def _markdown_safety(*runs: dict[str, Any] | None) -> list[str]:
+    """One row per outbox durability, then the stage breakdown of each, side by side."""
+    done = [r for r in runs if r is not None and r["latency"] is not None]
+    if not done:
         return []
-    lat = safety["latency"]
     lines = [
         "",
-        "| model | runtime | stops sent / received | p50 ms | p99 ms | max ms | target ms | within target |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {safety['model']} (tiles 1x1) | {safety['runtime']} | {safety['stops_sent']} / "
-        f"{safety['stops_received']} | {_fmt(lat['p50_ms'])} | {_fmt(lat['p99_ms'])} | {_fmt(lat['max_ms'])} | "
-        f"{safety['target_ms']:.0f} | {safety['within_target']:.0%} |",
+        "| model | runtime | outbox | stops sent / received | p50 ms | p99 ms | max ms | target ms | within target |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    if safety.get("breakdown"):
-        lines += ["", "| stop frame: stage | p50 ms | p99 ms | max ms |", "| --- | ---: | ---: | ---: |"]
-        lines += [
-            f"| {k} | {_fmt(v['p50_ms'])} | {_fmt(v['p99_ms'])} | {_fmt(v['max_ms'])} |"
-            for k, v in safety["breakdown"].items()
-        ]
+    for safety in done:
+        lat = safety["latency"]
+        lines.append(
+            f"| {safety['model']} (tiles 1x1) | {safety['runtime']} | {safety.get('outbox_synchronous', 'full')} | "
+            f"{safety['stops_sent']} / {safety['stops_received']} | {_fmt(lat['p50_ms'])} | {_fmt(lat['p99_ms'])} | "
+            f"{_fmt(lat['max_ms'])} | {safety['target_ms']:.0f} | {safety['within_target']:.0%} |"
+        )
+    with_breakdown = [r for r in done if r.get("breakdown")]
+    if with_breakdown:
+        head = " | ".join(f"{r.get('outbox_synchronous', 'full')}: p50 / p99 / max ms" for r in with_breakdown)
+        lines += ["", f"| stop frame: stage | {head} |", "| --- |" + " ---: |" * len(with_breakdown)]
+        for k in with_breakdown[0]["breakdown"]:
+            cells = " | ".join(
+                f"{_fmt(v['p50_ms'])} / {_fmt(v['p99_ms'])} / {_fmt(v['max_ms'])}"
+                for v in (r["breakdown"][k] for r in with_breakdown)
+            )
+            lines.append(f"| {k} | {cells} |")
     return lines
 
 
@@ -755,6 +1033,9 @@ def _markdown_ingest(ingest: dict[str, Any] | None) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in ingest["rows"]:
+        if r.get("absent"):
+            lines.append(f"| {r['path']} | {r['database']} | absent: {r['absent']} | | | | |")
+            continue
         eps = r["events_per_s"] or 0
         lines.append(
             f"| {r['path']} | {r['database']} | {r['events']:,} | {r['batch']:,} | {r['seconds']} | "

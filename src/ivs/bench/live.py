@@ -1,11 +1,10 @@
-"""Parts d and e of `ivs bench`: the safety stop over a real MQTT broker, and hub ingest.
+"""Part d of `ivs bench`: the safety stop over a real MQTT broker (part e, hub ingest, is in
+`ivs.bench.ingest`).
 
 d. a person (cut from a vtest frame) walks in and out of a stop zone in a generated scene, paced
    like a camera; the sensor's `SafetyZone` stops, its `MqttSink` publishes to a Mosquitto on a
    free loopback port, and a `Consumer` on the same broker takes `monotonic_ns - t_capture_ns`
    for every stop it receives (same host, same clock).
-e. events per second stored into SQLite by `Store.ingest` in batches, and over the HTTP API
-   (`create_app` under a real uvicorn server on a free port, batches posted with a device token).
 """
 
 from __future__ import annotations
@@ -14,20 +13,19 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from ivs.localnet import LocalMosquitto, ServerThread, mosquitto_path
+from ivs.bench.ingest import INGEST_BATCH, INGEST_TARGET_EPS, bench_ingest, ingest_events
+from ivs.localnet import LocalMosquitto, mosquitto_path
+
+# Part e moved to ivs.bench.ingest; its names stay importable from here.
+__all__ = ["INGEST_BATCH", "INGEST_TARGET_EPS", "bench_ingest", "bench_safety_stop", "cut_walker", "ingest_events"]
 
 STOP_TARGET_MS = 10.0
 """The safety stop target: capture to the event at a subscriber."""
-
-INGEST_TARGET_EPS = 50_000.0
-"""The hub ingest target on SQLite, events per second."""
-
-INGEST_BATCH = 1_000
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -68,8 +66,12 @@ def cut_walker(video: Path, runtime: str) -> tuple[npt.NDArray[np.uint8], list[i
     return np.ascontiguousarray(frame[y1:y2, x1:x2]), [x1, y1, x2, y2]
 
 
-def bench_safety_stop(stops: int, video: Path, runtime: str, threads: int) -> dict[str, Any]:
-    """Capture to a stop event at an MQTT subscriber, over `stops` entries into the zone."""
+def bench_safety_stop(
+    stops: int, video: Path, runtime: str, threads: int, synchronous: Literal["full", "normal"] = "full"
+) -> dict[str, Any]:
+    """Capture to a stop event at an MQTT subscriber, over `stops` entries into the zone.
+
+    synchronous: the outbox's durability ("full": every commit waits for the disk)."""
     if mosquitto_path() is None:
         raise FileNotFoundError("mosquitto not found (scripts/install-system-deps.sh installs it)")
     from ivs.apps.safety import SafetyZone
@@ -116,7 +118,7 @@ def bench_safety_stop(stops: int, video: Path, runtime: str, threads: int) -> di
             if not consumer.connected.wait(10):
                 raise RuntimeError("the consumer did not connect to the bench broker")
             time.sleep(0.2)  # the subscription is acknowledged after the connection
-            outbox = Outbox(Path(tmp) / "outbox.sqlite")
+            outbox = Outbox(Path(tmp) / "outbox.sqlite", synchronous=synchronous)
             sink = MqttSink("bench", outbox, MqttSettings(port=broker.port))
             if not sink.connected.wait(10):
                 sink.close(1)
@@ -155,8 +157,9 @@ def bench_safety_stop(stops: int, video: Path, runtime: str, threads: int) -> di
         "stops_sent": app.stops,
         "stops_received": len(lat),
         "target_ms": STOP_TARGET_MS,
-        "transport": "MqttSink (QoS 1, durable SQLite outbox, synchronous=FULL) -> Mosquitto on 127.0.0.1 -> "
-        "Consumer; frame records sent too, each before its frame's events",
+        "outbox_synchronous": synchronous,
+        "transport": f"MqttSink (QoS 1, durable SQLite outbox, synchronous={synchronous.upper()}) -> Mosquitto on "
+        "127.0.0.1 -> Consumer; frame records sent too, each before its frame's events",
     }
     if not lat:
         result["latency"] = None
@@ -184,118 +187,73 @@ def bench_safety_stop(stops: int, video: Path, runtime: str, threads: int) -> di
     return result
 
 
-# ---------------------------------------------------------------------------------------- part e
+def bench_delivery(
+    pairs: int, synchronous: Literal["full", "normal"] = "full", period_s: float = 1 / 30
+) -> dict[str, Any]:
+    """The delivery half of part d alone, without a model: `MqttSink.write` of a frame's two
+    messages (a record-sized message, then a `stop`) every `period_s`, to a `Consumer` through
+    Mosquitto; `monotonic_ns` at the subscriber minus at `write`. What the outbox's commit, the
+    publish, the broker and the subscriber cost, apart from the inference sharing the cores."""
+    if mosquitto_path() is None:
+        raise FileNotFoundError("mosquitto not found (scripts/install-system-deps.sh installs it)")
+    from ivs.consumer import Consumer, Message
+    from ivs.events import Stop
+    from ivs.outbox import Outbox
+    from ivs.sinks.mqtt import MqttSettings, MqttSink
 
+    latencies: list[float] = []
+    lock = threading.Lock()
 
-def ingest_events(count: int, sensor_id: str, seq_start: int = 1) -> list[Any]:
-    """`count` events with unique seqs: Count and Stop alternately."""
-    from ivs.events import Count, Stop
+    def on_message(message: Message) -> None:
+        now = time.monotonic_ns()
+        if isinstance(message, Stop) and message.app == "cell":
+            with lock:
+                latencies.append((now - message.t_capture_ns) / 1e6)
 
-    t = time.time()
-    out: list[Any] = []
-    for i in range(count):
-        seq = seq_start + i
-        common: dict[str, Any] = {
-            "sensor_id": sensor_id,
-            "seq": seq,
-            "frame": seq,
-            "time": t + seq / 30,
-            "t_capture_ns": 1_000_000_000 + seq * 33_333_333,
-            "t_source": seq / 30,
-        }
-        if i % 2:
-            out.append(Stop(**common, app="press", objects=1, labels=["person"], boxes=[(10.0, 20.0, 80.0, 200.0)]))
-        else:
-            out.append(
-                Count(
-                    **common,
-                    app="door",
-                    track_id=i,
-                    class_id=0,
-                    label="person",
-                    direction="in",
-                    anchor_from=(100.0, 200.0),
-                    anchor_to=(100.0, 220.0),
-                    totals={"in": {"person": i // 2 + 1}, "out": {}},
-                )
-            )
-    return out
+    def stop(seq: int, app: str, t_ns: int, boxes: int) -> Stop:
+        return Stop(
+            sensor_id="bench", seq=seq, frame=seq // 2, time=time.time(), t_capture_ns=t_ns, t_source=0.0,
+            app=app, objects=boxes, labels=["person"] * boxes, boxes=[(10.0, 20.0, 80.0, 200.0)] * boxes,
+        )  # fmt: skip
 
-
-def _ingest_rate(accepted: int, expected: int, seconds: float) -> dict[str, Any]:
-    return {
-        "events": expected,
-        "accepted": accepted,
-        "batch": INGEST_BATCH,
-        "seconds": round(seconds, 3),
-        "events_per_s": round(expected / seconds) if seconds > 0 else None,
-    }
-
-
-def bench_ingest_store(events: int, db: Path) -> dict[str, Any]:
-    from ivs.hub.store import Store
-
-    messages = ingest_events(events, "bench-store")
-    store = Store(f"sqlite:///{db}")
-    try:
-        accepted = 0
-        t0 = time.perf_counter()
-        for start in range(0, len(messages), INGEST_BATCH):
-            accepted += store.ingest(messages[start : start + INGEST_BATCH])[0]
-        seconds = time.perf_counter() - t0
-    finally:
-        store.close()
-    return {"path": "Store.ingest", "database": "sqlite (file)", **_ingest_rate(accepted, events, seconds)}
-
-
-def bench_ingest_http(events: int, db: Path) -> dict[str, Any]:
-    import http.client
-    import json
-
-    import msgspec
-
-    from ivs.hub.app import create_app
-    from ivs.hub.store import Store
-
-    sensor = "bench-http"
-    messages = ingest_events(events, sensor)
-    bodies = [msgspec.json.encode(messages[s : s + INGEST_BATCH]) for s in range(0, len(messages), INGEST_BATCH)]
-    store = Store(f"sqlite:///{db}")
-    server: ServerThread | None = None
-    try:
-        token = store.add_device(sensor)
-        server = ServerThread(create_app(store, ""))
-        port = server.port
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        accepted = 0
-        # One keep-alive connection, as a sensor's sink would keep one (standard library only).
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        try:
-            t0 = time.perf_counter()
-            for body in bodies:
-                conn.request("POST", "/api/v1/ingest", body=body, headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"hub answered {response.status}: {payload[:200]!r}")
-                accepted += int(json.loads(payload)["accepted"])
-            seconds = time.perf_counter() - t0
-        finally:
-            conn.close()
-    finally:
-        if server is not None:
-            server.stop()
-        store.close()
-    return {
-        "path": "HTTP POST /api/v1/ingest (uvicorn, one client, sequential)",
-        "database": "sqlite (file)",
-        **_ingest_rate(accepted, events, seconds),
-    }
-
-
-def bench_ingest(events: int) -> dict[str, Any]:
-    """Part e: SQLite through `Store.ingest` and through the HTTP API, each into a fresh file."""
     with tempfile.TemporaryDirectory(prefix="ivs-bench-") as tmp:
-        rows = [bench_ingest_store(events, Path(tmp) / "store.sqlite")]
-        rows.append(bench_ingest_http(events, Path(tmp) / "http.sqlite"))
-    return {"target_events_per_s": INGEST_TARGET_EPS, "rows": rows}
+        broker = LocalMosquitto(Path(tmp) / "broker", persistence=False)
+        broker.start()
+        consumer: Consumer | None = None
+        try:
+            consumer = Consumer("127.0.0.1", broker.port, on_message, sensors="bench")
+            if not consumer.connected.wait(10):
+                raise RuntimeError("the consumer did not connect to the bench broker")
+            time.sleep(0.2)
+            outbox = Outbox(Path(tmp) / "outbox.sqlite", synchronous=synchronous)
+            sink = MqttSink("bench", outbox, MqttSettings(port=broker.port))
+            if not sink.connected.wait(10):
+                sink.close(1)
+                raise RuntimeError("the sensor's MQTT sink did not connect to the bench broker")
+            t0 = time.monotonic()
+            for i in range(pairs):
+                delay = t0 + i * period_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                t_ns = time.monotonic_ns()
+                sink.write(stop(2 * i + 1, "record", t_ns, 12))  # about a frame record's size (~800 B)
+                sink.write(stop(2 * i + 2, "cell", t_ns, 1))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(latencies) >= pairs:
+                        break
+                time.sleep(0.02)
+            sink.close(5)
+            outbox.close()
+        finally:
+            if consumer is not None:
+                consumer.close()
+            broker.stop()
+    with lock:
+        values = list(latencies)
+    out: dict[str, Any] = {"synchronous": synchronous, "pairs": pairs, "received": len(values)}
+    if values:
+        out.update(_stats(values))
+        out["within_target"] = round(sum(v <= STOP_TARGET_MS for v in values) / len(values), 3)
+    return out
