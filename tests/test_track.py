@@ -358,3 +358,50 @@ def test_vtest_ids_are_mostly_stable(vtest: Path, person_model):
     # Walkers move about 0.1 of their height a frame at 10 fps; an id jumping to someone else
     # moves further. Boxes that briefly merge two walkers account for what there is above that.
     assert jump < 0.5
+
+
+def hide_in_a_companions_box(use_pixels: bool) -> list[list[int]]:
+    """Blue stands at x=300; red walks left up to it and stops behind it, where the detector
+    sees one box for both for 20 frames; then red steps out on its right. Red's own motion had
+    it walking on left (160 px by then, further than re-identification reaches), so only the
+    box it vanished into says where it is. Returns the ids reported in the 3 frames after parting."""
+    tracker = ByteTracker()
+    blue = box(300, 200)
+    for f in range(16):  # apart: red walks 8 px a frame towards blue
+        boxes = [blue, box(460 - 8 * f, 200)]
+        tracker.update(dets(boxes), frame_with(boxes, [BLUE, RED]) if use_pixels else None)
+    red_behind = box(330, 200)
+    merged = [280.0, 150.0, 350.0, 250.0]  # one box around both
+    for _ in range(20):
+        tracker.update(dets([merged]), frame_with([red_behind, blue], [RED, BLUE]) if use_pixels else None)
+    ids = []
+    for _ in range(3):  # parted: red just right of blue
+        boxes = [blue, box(345, 200)]
+        out = tracker.update(dets(boxes), frame_with(boxes, [BLUE, RED]) if use_pixels else None)
+        ids.append(ids_by_row(out))  # reported rows keep the input order: blue, then red
+    return ids
+
+
+def test_someone_hidden_in_a_companions_box_comes_out_with_their_id():
+    # Blue got id 1 and red id 2 in the first frame; after parting each has its own back.
+    assert hide_in_a_companions_box(use_pixels=True) == [[1, 2], [1, 2], [1, 2]]
+    # Boxes alone cannot tell who came out: red gets a new id once confirmed.
+    assert hide_in_a_companions_box(use_pixels=False)[-1] == [1, 3]
+
+
+def test_weak_box_that_looks_like_a_lost_track_brings_it_back():
+    def run(colour: tuple[int, int, int], use_pixels: bool) -> list[int]:
+        tracker = ByteTracker()
+        for f in range(10):
+            b = [box(100 + 4 * f, 200)]
+            tracker.update(dets(b), frame_with(b, [RED]) if use_pixels else None)
+        for _ in range(3):  # hidden
+            tracker.update(dets([]), frame_with([], []) if use_pixels else None)
+        b = [box(152, 200)]  # back where motion predicts, but only weakly detected
+        out = tracker.update(dets(b, conf=0.3), frame_with(b, [colour]) if use_pixels else None)
+        return ids_by_row(out)
+
+    assert run(RED, use_pixels=True) == [1]  # looks just like the lost track: it is back
+    assert run(BLUE, use_pixels=True) == []  # a weak box of something else continues nothing
+    assert run(RED, use_pixels=False) == []  # without looks, ByteTrack's rule: weak boxes only
+    # continue tracks followed until the previous frame

@@ -57,6 +57,9 @@ _AREA_JUMP = 1.5
 # How far, in box heights per frame hidden, a lost object may be re-identified from where
 # its track is predicted (walkers move about 0.1 height a frame at 10 fps), up to reid_radius.
 _REID_SPEED = 0.15
+# A track lost while this much of its predicted box lies inside another track's detection is
+# taken to be hidden in that box (see `_Track.hidden_by`).
+_HIDDEN_COVER = 0.5
 # Appearance distance past which a track never takes a box, however well they overlap (the
 # same person seen on grass and on a road is about 0.2 apart, a red and a blue coat 0.4-0.5).
 _MAX_APPEARANCE_DISTANCE = 0.5
@@ -103,6 +106,9 @@ class _Track:
     hits: int = 1
     feature: F64 | None = None  # (D,) unit appearance descriptor, EMA over clean sightings
     feature_area: float = 0.0  # box area at the last sighting that taught `feature`
+    # The track whose box this one vanished into (two objects, one box): while that track is
+    # followed, this one may be anywhere in its box, whatever its own motion predicts.
+    hidden_by: _Track | None = None
 
 
 class ByteTracker:
@@ -127,6 +133,16 @@ class ByteTracker:
     filter keeps predicting it (with its height held fixed), and a high detection near the
     prediction takes it back with its old id. After `lost_frames` frames without a match it is
     removed for good.
+
+    With pixels, two more ways back. A track lost while most of it lies inside a box that
+    another track took (two people walking together, one box for both) is remembered as hidden
+    in that track: while that track is followed, a detection near it that looks more like the
+    hidden track than like it may go to the hidden one, however far the hidden one's own motion
+    would have taken it (a person who stops behind someone comes out where they stopped). And
+    a lost track is re-identified (`reid_distance`, `reid_radius`) from weak detections as well
+    as confident ones: someone stepping out from behind another person is often detected
+    weakly at first, and a weak box next to where a lost track is predicted that looks just
+    like it is that object, not a stray.
 
     Args:
         high_threshold: confidence at which a detection takes part in the first association
@@ -155,8 +171,8 @@ class ByteTracker:
         appearance_max_overlap: a detection more covered than this fraction of its area by
             another detection, or by where a lost track is predicted, shows more than one
             object: it neither teaches its track's appearance nor re-identifies a lost track.
-        reid_distance: largest appearance distance at which a confident detection that
-            matched no track by IoU takes back a lost track's id.
+        reid_distance: largest appearance distance at which a detection (confident or weak)
+            that matched no track by IoU takes back a lost track's id.
         reid_radius: ... and largest distance between their centres, in box heights, from
             where the lost track is predicted; a track hidden for k frames reaches only
             0.15 k heights, so one lost briefly is not taken by a look-alike far off.
@@ -301,19 +317,23 @@ class ByteTracker:
         # 2. Weak detections only continue tracks that were tracked until now: a lost track's
         # prediction has drifted, and a weak box near it is more likely something else.
         still = [confirmed[i] for i in free_tracks if confirmed[i].state is TrackState.TRACKED]
-        pairs, free_still, _ = self._associate(still, det, low_idx, self.second_match_iou, feats)
+        pairs, free_still, free_low = self._associate(still, det, low_idx, self.second_match_iou, feats)
         matches += [(still[i], int(low_idx[j])) for i, j in pairs]
         for i in free_still:
             still[i].state = TrackState.LOST
+        self._note_hiding([still[i] for i in free_still], matches, det)
 
         # 2b. Lost tracks that overlap no confident detection, re-identified by appearance
-        # near where they were predicted.
+        # near where they were predicted. Weak boxes count here too: someone coming out from
+        # behind another person is often detected weakly at first, and a weak box that looks
+        # just like a lost track next to where it is predicted is that object, not a stray.
         rest = high_idx[free_high]
         if feats is not None:
             lost = [confirmed[i] for i in free_tracks if confirmed[i].state is TrackState.LOST]
-            pairs, free_rest = self._reidentify(lost, det, rest, feats, clean)
-            matches += [(lost[i], int(rest[j])) for i, j in pairs]
-            rest = rest[free_rest]
+            cand = np.concatenate([rest, low_idx[free_low]])
+            pairs, free_cand = self._reidentify(lost, det, cand, feats, clean)
+            matches += [(lost[i], int(cand[j])) for i, j in pairs]
+            rest = cand[free_cand[free_cand < len(rest)]]
 
         # 3. Tentative tracks against the confident detections nobody took; a miss kills them.
         pairs, free_tentative, free_rest = self._associate(tentative, det, rest, _CONFIRM_IOU, feats)
@@ -380,6 +400,8 @@ class ByteTracker:
             return [], list(range(len(tracks))), np.arange(len(idx))
         boxes = _xyah_to_xyxy(np.stack([t.mean[:4] for t in tracks])).astype(np.float32)
         iou = box_iou(boxes, det.xyxy[idx]).astype(np.float64)
+        if feats is not None:
+            self._emerging(tracks, det, idx, feats, iou)
         if self.class_aware:
             classes = np.array([t.class_id for t in tracks])
             iou[classes[:, None] != det.class_id[idx][None, :]] = 0.0
@@ -397,6 +419,24 @@ class ByteTracker:
         free_tracks = [i for i in range(len(tracks)) if i not in tracked]
         free_det = np.array([j for j in range(len(idx)) if j not in taken], np.int64)
         return pairs, free_tracks, free_det
+
+    def _emerging(self, tracks: list[_Track], det: Detections, idx: IntArray, feats: F64, iou: F64) -> None:
+        """Let hidden tracks match boxes coming out of the box they vanished into (in place).
+
+        An object hidden in another track's box (two people walking together, one box for
+        both) comes out of that box wherever its own motion had it going: it may match a box
+        as well as that box's track could, but only one that looks more like it than like
+        that track, so that a part of the other object's box is not taken for it.
+        """
+        for k, t in enumerate(tracks):
+            h = t.hidden_by
+            if t.state is not TrackState.LOST or h is None or h.state is not TrackState.TRACKED:
+                continue
+            if t.feature is None or h.feature is None:
+                continue
+            alt = box_iou(_xyah_to_xyxy(h.mean[None, :4]).astype(np.float32), det.xyxy[idx])[0]
+            dist = self._distance([t, h], feats[idx])
+            iou[k] = np.where(dist[0] < dist[1], np.maximum(iou[k], alt), iou[k])
 
     @staticmethod
     def _distance(tracks: list[_Track], feats: F64) -> F64:
@@ -450,6 +490,16 @@ class ByteTracker:
             f = feats[j] if t.feature is None else m * t.feature + (1 - m) * feats[j]
             t.feature = f / max(float(np.linalg.norm(f)), 1e-12)
 
+    def _note_hiding(self, lost: list[_Track], matches: list[tuple[_Track, int]], det: Detections) -> None:
+        """Remember, for tracks lost this frame, the matched track whose box covers most of them."""
+        if not lost or not matches:
+            return
+        pred = _xyah_to_xyxy(np.stack([t.mean[:4] for t in lost]))
+        cover = _cover(pred, det.xyxy[[j for _, j in matches]])
+        for t, row in zip(lost, cover, strict=True):
+            k = int(row.argmax())
+            t.hidden_by = matches[k][0] if row[k] >= _HIDDEN_COVER else None
+
     def _correct(self, matches: list[tuple[_Track, int]], det: Detections) -> None:
         """Kalman-update matched tracks with their detections and advance their state."""
         if not matches:
@@ -467,6 +517,7 @@ class ByteTracker:
                 t.class_id = int(det.class_id[j])
             if t.state is TrackState.LOST:
                 t.state = TrackState.TRACKED
+                t.hidden_by = None
             elif t.state is TrackState.TENTATIVE and t.hits >= self.min_hits:
                 self._confirm(t)
 

@@ -5,6 +5,11 @@ a dead band of `hysteresis` pixels around the line a track keeps the side it had
 person loitering on the line, or a box that jitters across it, is counted once, when the
 anchor is clearly on the other side. Only the segment p1-p2 counts (with `margin` pixels of
 slack at its ends), not the infinite line.
+
+A track first seen inside the dead band came into view on the line: out of a box it shared
+with someone else (two people walking together are often one box until they part), or from
+behind something. People do not start on a line, so it is counted once, in the direction in
+which it leaves the band, as one that walked in from the other side would be.
 """
 
 from __future__ import annotations
@@ -67,7 +72,9 @@ class LineCounter:
             on_segment = -slack <= pos[i] <= 1 + slack
             state = self._tracks.get(tid)
             if state is None:
-                if side != 0:
+                # First seen in the dead band: on the line, side 0 until it leaves the band,
+                # which then counts (see the module docstring). Off the segment it stays unknown.
+                if side != 0 or on_segment:
                     self._tracks[tid] = _TrackSide(side, point, ctx.index)
                 continue
             state.last_seen = ctx.index
