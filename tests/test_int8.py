@@ -10,10 +10,16 @@ import json
 import sys
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from ivs.model import load_model
+from ivs.package.budget import DEFAULT_BUDGET, budget_report
+from ivs.package.reader import read_package
+from ivs.package.zoo import names, resolve
 from tests.test_accuracy import match
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,9 +45,10 @@ def test_classifier_top1_agreement(media):
         f"classifier int8 vs fp32 top-1 agreement {agree}/{n} = {agree / n:.3f}, fp32 top-1 in int8 top-5 {in_top5}/{n}"
     )
     assert n == len(ref) >= 100
-    # The requirement is 0.95; PTQ reaches 0.84 here (zoo/classifier/README.md says why): this
-    # floor guards against regressions until the gap is closed.
-    assert agree / n >= 0.82
+    # The requirement is 0.95; percentile PTQ + bias correction reaches 0.89 here (0.84 without
+    # bias correction; zoo/classifier/README.md says why and what else was tried): this floor
+    # guards against regressions until the gap is closed.
+    assert agree / n >= 0.87
     assert in_top5 / n >= 0.95
 
 
@@ -65,3 +72,44 @@ def test_detector_int8_recall_of_fp32(name: str, media):
     print(f"{name}: int8 recall of fp32 detections {found}/{total} = {found / total:.3f}, extra {extra}")
     assert total >= (20 if name == "face" else 40)
     assert found / total >= 0.95
+
+
+def test_every_zoo_package_fits_the_8_mib_budget() -> None:
+    for name in names():
+        budget = read_package(resolve(name)).manifest.budget
+        assert budget is not None, name
+        assert budget.budget_bytes == DEFAULT_BUDGET == 8 * 2**20, name
+        assert budget.fits and budget.weight_bytes + budget.peak_activation_bytes <= DEFAULT_BUDGET, name
+
+
+def test_coco_int4_weights_are_counted_packed() -> None:
+    """YOLOv3-tiny fits only because its four heaviest convs have int4 weights: the budget must
+    count them at half a byte each (numpy unpacks int4 to one byte per element)."""
+    package = read_package(resolve("coco"))
+    model = onnx.load_from_string(package.model_bytes)
+    int4 = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT4 and len(i.dims) == 4]
+    assert sorted(i.name for i in int4) == [f"l{n}_convolutional.weight_quantized" for n in (10, 12, 14, 21)]
+    report = budget_report(package.model_bytes)
+    assert package.manifest.budget is not None and report.model_dump() == package.manifest.budget.model_dump()
+    # l12 is 1024x512x3x3: 2,359,296 bytes packed (4,718,592 if counted one byte each) + scales.
+    l12 = next(layer for layer in report.largest_layers if layer.name == "l12_convolutional.weight")
+    assert 1024 * 512 * 9 // 2 <= l12.bytes < 1024 * 512 * 9 // 2 + 1024 * 9
+    assert report.fits
+
+
+def test_budget_counts_int4_at_half_a_byte_and_activations_in_place() -> None:
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 8, 8])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 8, 8])
+    w = numpy_helper.from_array(np.ones((4, 4, 1, 1), ml_dtypes.int4), "w")
+    scale = numpy_helper.from_array(np.ones(4, np.float32), "s")
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], axis=0),
+        helper.make_node("Conv", ["x", "wf"], ["c"]),
+        helper.make_node("LeakyRelu", ["c"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], [w, scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    report = budget_report(model.SerializeToString())
+    assert report.weight_bytes == 16 // 2 + 4 * 4  # 16 int4 weights packed + 4 float scales
+    # Conv reads x (256 floats) and writes c; LeakyRelu overwrites c: x + c, never x + c + y.
+    assert report.peak_activation_bytes == 2 * 4 * 64 * 4

@@ -25,6 +25,25 @@ _ELEM_BYTES: dict[int, int] = {
 }
 
 
+# Elementwise activations an int8 accelerator runs in place (fused into the op before them):
+# when the activation is the only reader of its input, output and input share one buffer.
+_IN_PLACE = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu"}
+
+# Sub-byte element types, stored packed (two int4 per byte).
+_ELEM_BITS: dict[int, int] = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
+
+
+def _init_bytes(tensor: onnx.TensorProto) -> int:
+    """Bytes of a weight as stored: int4 packs two per byte (numpy unpacks them to one each)."""
+    bits = _ELEM_BITS.get(int(tensor.data_type))
+    if bits is None:
+        return int(numpy_helper.to_array(tensor).nbytes)
+    n = 1
+    for d in tensor.dims:
+        n *= d
+    return (n * bits + 7) // 8
+
+
 def _tensor_bytes(vi: onnx.ValueInfoProto, element_bytes: int | None = None) -> int:
     t = vi.type.tensor_type
     n = 1
@@ -36,13 +55,13 @@ def _tensor_bytes(vi: onnx.ValueInfoProto, element_bytes: int | None = None) -> 
 def budget_report(model_bytes: bytes, budget_bytes: int = DEFAULT_BUDGET, top: int = 5) -> BudgetReport:
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
-    # Weight bytes as stored (int8 weights count 1 byte each, their scales 4).
-    weights = [(init.name, numpy_helper.to_array(init).nbytes) for init in graph.initializer]
+    # Weight bytes as stored (int8 weights count 1 byte each, int4 half a byte, their scales 4).
+    weights = [(init.name, _init_bytes(init)) for init in graph.initializer]
     for node in graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.t is not None and attr.t.dims is not None and attr.name == "value":
-                    weights.append((node.output[0], numpy_helper.to_array(attr.t).nbytes))
+                    weights.append((node.output[0], _init_bytes(attr.t)))
     weight_bytes = sum(b for _, b in weights)
     init_names = {i.name for i in graph.initializer}
 
@@ -72,7 +91,15 @@ def budget_report(model_bytes: bytes, budget_bytes: int = DEFAULT_BUDGET, top: i
         last_use[alias.get(out.name, out.name)] = len(compute)
     live: dict[str, int] = {i.name: sizes.get(i.name, 0) for i in graph.input if i.name not in init_names}
     peak = sum(live.values())
+    readers: dict[str, int] = {}
+    for node in compute:
+        for name in {alias.get(i, i) for i in node.input if i not in weight_views}:
+            readers[name] = readers.get(name, 0) + 1
     for step, node in enumerate(compute):
+        if node.op_type in _IN_PLACE and node.input:
+            src = alias.get(node.input[0], node.input[0])
+            if readers.get(src) == 1 and src in live and last_use.get(src) == step:
+                del live[src]  # the activation overwrites its input
         for name in node.output:
             live[name] = sizes.get(name, 0)
         peak = max(peak, sum(live.values()))

@@ -110,6 +110,8 @@ def _pack_onnx(
             per_channel=bool(qopts.get("per_channel", True)),
             nodes_to_exclude=list(qopts.get("nodes_to_exclude", [])),
             calibrate_method=str(qopts.get("calibrate_method", "minmax")),
+            bias_correction=bool(qopts.get("bias_correction", False)),
+            int4_nodes=list(qopts.get("int4_nodes", [])),
             progress=progress,
         )
     return {"model.onnx": data}, {"path": "model.onnx", "format": "onnx"}, budget_report(data, budget)

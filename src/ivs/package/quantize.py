@@ -1,7 +1,16 @@
 """int8 static quantization (onnxruntime QDQ, per-channel) calibrated on real images.
 
 Calibration images go through the same ISP the sensor uses, so the int8 ranges are those of
-the tensors the model will really see.
+the tensors the model will really see. Two post-training refinements act on the QDQ model
+onnxruntime writes:
+
+- int4 weights for named nodes (`int4_nodes`): per-output-channel symmetric int4 with the
+  clipping scale that minimises each channel's squared rounding error, for the heaviest
+  layers of a model that would not fit its memory budget in int8;
+- bias correction (`bias_correction`): rounding the weights shifts each output channel's
+  mean by sum(dW * E[x]); E[x] is measured on the calibration images with the fp32 model and
+  the shift is folded back into the bias (Nagel et al. 2019, "Data-Free Quantization",
+  empirical variant).
 """
 
 from __future__ import annotations
@@ -13,7 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import ml_dtypes
 import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -38,6 +51,11 @@ CALIBRATE_METHODS = {
     "entropy": CalibrationMethod.Entropy,
 }
 
+# INT4 DequantizeLinear needs opset 21.
+INT4_OPSET = 21
+
+Array = npt.NDArray[Any]
+
 
 def calibration_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
@@ -51,22 +69,26 @@ def calibration_images(folder: Path) -> list[Path]:
     return images
 
 
-class _Reader(CalibrationDataReader):  # type: ignore[misc]
-    def __init__(self, images: Sequence[Path], spec: InputSpec, progress: Callable[[int], None]) -> None:
-        self._it = iter(images)
-        self._isp = Isp(spec)
-        self._name = spec.name
-        self._progress = progress
-
-    def get_next(self) -> dict[str, np.ndarray[Any, Any]] | None:
-        path = next(self._it, None)
-        if path is None:
-            return None
+def _load_tensors(images: Sequence[Path], spec: InputSpec, progress: Callable[[int], None]) -> list[Array]:
+    isp = Isp(spec)
+    tensors = []
+    for path in images:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
             raise ModelError(f"calibration image {path} cannot be read: expected a JPEG or PNG")
-        self._progress(1)
-        return {self._name: self._isp.process(np.ascontiguousarray(bgr[..., ::-1])).tensor}
+        tensors.append(isp.process(np.ascontiguousarray(bgr[..., ::-1])).tensor)
+        progress(1)
+    return tensors
+
+
+class _Reader(CalibrationDataReader):  # type: ignore[misc]
+    def __init__(self, tensors: Sequence[Array], name: str) -> None:
+        self._it = iter(tensors)
+        self._name = name
+
+    def get_next(self) -> dict[str, Array] | None:
+        tensor = next(self._it, None)
+        return None if tensor is None else {self._name: tensor}
 
 
 def quantize_onnx(
@@ -77,6 +99,8 @@ def quantize_onnx(
     per_channel: bool = True,
     nodes_to_exclude: Sequence[str] = (),
     calibrate_method: str = "minmax",
+    bias_correction: bool = False,
+    int4_nodes: Sequence[str] = (),
     progress: Callable[[int], None] = lambda n: None,
 ) -> bytes:
     """Return the int8 QDQ model for an fp32 ONNX model."""
@@ -85,6 +109,7 @@ def quantize_onnx(
         raise ModelError(
             f"quantize calibrate_method {calibrate_method!r} is unknown: expected one of {sorted(CALIBRATE_METHODS)}"
         )
+    tensors = _load_tensors(images, spec, progress)
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         src.write_bytes(fp32)
@@ -93,10 +118,11 @@ def quantize_onnx(
         except Exception as err:  # pre-processing is an optimisation; quantize without it
             log.warning("quantization pre-processing skipped: %s", err)
             pre = src
+        reference = onnx.load(str(pre))
         quantize_static(
             str(pre),
             str(dst),
-            _Reader(images, spec, progress),
+            _Reader(tensors, spec.name),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
@@ -104,4 +130,168 @@ def quantize_onnx(
             calibrate_method=method,
             nodes_to_exclude=list(nodes_to_exclude),
         )
-        return dst.read_bytes()
+        model = onnx.load(str(dst))
+    if int4_nodes or bias_correction:
+        _refine(model, reference, tensors, set(int4_nodes), bias_correction)
+    return bytes(model.SerializeToString())
+
+
+class _Layer:
+    """A quantized Conv/Gemm of a QDQ model: its input, weight and bias DequantizeLinear nodes."""
+
+    def __init__(self, node: onnx.NodeProto, x: onnx.NodeProto, w: onnx.NodeProto, b: onnx.NodeProto | None) -> None:
+        self.node, self.x_dq, self.weight_dq, self.bias_dq = node, x, w, b
+
+
+def _layers(model: onnx.ModelProto) -> list[_Layer]:
+    inits = {i.name for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    layers = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
+            continue
+        x, w = producer.get(node.input[0]), producer.get(node.input[1])
+        if x is None or x.op_type != "DequantizeLinear" or w is None or w.op_type != "DequantizeLinear":
+            continue  # left in float (nodes_to_exclude)
+        if w.input[0] not in inits:
+            continue
+        b = producer.get(node.input[2]) if len(node.input) > 2 else None
+        layers.append(_Layer(node, x, w, b if b is not None and b.op_type == "DequantizeLinear" else None))
+    return layers
+
+
+def _dequantized(dq: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> Array:
+    q = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+    zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float32) if len(dq.input) > 2 else np.zeros(())
+    if scale.ndim == 0:
+        return np.asarray((q - zero) * scale)
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return np.asarray((q - zero.reshape(shape)) * scale.reshape(shape))
+
+
+def _int4_channelwise(w: Array) -> tuple[Array, Array]:
+    """Symmetric int4 per output channel (axis 0), the scale chosen per channel among clipping
+    ratios 0.40..1.00 of max|w| to minimise the squared rounding error: with 16 levels, the
+    plain max|w| scale spends most of them on a few outliers."""
+    axes = tuple(range(1, w.ndim))
+    peak = np.maximum(np.abs(w).max(axis=axes, keepdims=True), 1e-12)
+    best_q = np.zeros_like(w)
+    best_s = peak / 7.0
+    best_err = np.full(peak.shape, np.inf)
+    for ratio in np.linspace(0.4, 1.0, 31):
+        s = ratio * peak / 7.0
+        q = np.clip(np.round(w / s), -8, 7)
+        err = ((q * s - w) ** 2).sum(axis=axes, keepdims=True)
+        better = err < best_err
+        best_q = np.where(better, q, best_q)
+        best_s = np.where(better, s, best_s)
+        best_err = np.where(better, err, best_err)
+    return best_q.astype(np.int8), best_s.reshape(-1).astype(np.float32)
+
+
+def _set_init(model: onnx.ModelProto, tensor: onnx.TensorProto) -> None:
+    for init in model.graph.initializer:
+        if init.name == tensor.name:
+            init.CopyFrom(tensor)
+            return
+    model.graph.initializer.append(tensor)
+
+
+def _input_means(model: onnx.ModelProto, names: list[str], tensors: Sequence[Array]) -> dict[str, Array]:
+    """Per-channel means of the named tensors over the calibration inputs, by the fp32 model."""
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in dict.fromkeys(names) if n not in outputs)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    order = [o.name for o in session.get_outputs()]
+    input_name = session.get_inputs()[0].name
+    sums: dict[str, Array] = {}
+    for tensor in tensors:
+        for name, value in zip(order, session.run(None, {input_name: tensor}), strict=True):
+            if name in names:
+                v = np.asarray(value, np.float64)
+                mean = v.mean(axis=(0, *range(2, v.ndim))) if v.ndim > 2 else v.mean(axis=0)
+                sums[name] = sums.get(name, 0) + mean
+    return {name: total / len(tensors) for name, total in sums.items()}
+
+
+def _mean_shift(node: onnx.NodeProto, dw: Array, mean_x: Array) -> Array:
+    """E[layer(x; W + dW)] - E[layer(x; W)] per output channel, from the per-channel mean of x
+    (the border effect of padding is neglected)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Gemm":
+        return np.asarray(dw @ mean_x if attrs.get("transB", 0) else mean_x @ dw)
+    group = int(attrs.get("group", 1))
+    out_ch, in_per_group = dw.shape[0], dw.shape[1]
+    per_out = dw.reshape(out_ch, in_per_group, -1).sum(axis=2)  # (O, I/g)
+    x = mean_x.reshape(group, in_per_group)[np.arange(out_ch) // (out_ch // group)]  # (O, I/g)
+    return np.asarray((per_out * x).sum(axis=1))
+
+
+def _refine(
+    model: onnx.ModelProto,
+    reference: onnx.ModelProto,
+    tensors: Sequence[Array],
+    int4_nodes: set[str],
+    bias_correction: bool,
+) -> None:
+    ref_nodes = {n.name: n for n in reference.graph.node}
+    ref_inits = {i.name: numpy_helper.to_array(i) for i in reference.graph.initializer}
+    layers = [layer for layer in _layers(model) if layer.node.name in ref_nodes]
+    missing = sorted(int4_nodes - {layer.node.name for layer in layers if layer.node.op_type == "Conv"})
+    if missing:
+        raise ModelError(
+            f"quantize int4_nodes {missing} are not quantized Conv nodes of the model: expected some of "
+            f"{sorted(layer.node.name for layer in layers if layer.node.op_type == 'Conv')}"
+        )
+    means = (
+        _input_means(reference, [ref_nodes[la.node.name].input[0] for la in layers], tensors) if bias_correction else {}
+    )
+    inits = {i.name: i for i in model.graph.initializer}
+    for layer in layers:
+        ref = ref_nodes[layer.node.name]
+        w = ref_inits[ref.input[1]].astype(np.float32)
+        dq = layer.weight_dq
+        if layer.node.name in int4_nodes:
+            users = sum(dq.output[0] in n.input for n in model.graph.node)
+            if users != 1:
+                raise ModelError(f"int4 node {layer.node.name}: its weight feeds {users} nodes: expected one")
+            q, scale = _int4_channelwise(w)
+            _set_init(model, numpy_helper.from_array(q.astype(ml_dtypes.int4), dq.input[0]))
+            _set_init(model, numpy_helper.from_array(scale, dq.input[1]))
+            _set_init(model, numpy_helper.from_array(np.zeros(scale.shape, ml_dtypes.int4), dq.input[2]))
+            for a in [a for a in dq.attribute if a.name == "axis"]:
+                dq.attribute.remove(a)
+            dq.attribute.append(helper.make_attribute("axis", 0))
+            inits = {i.name: i for i in model.graph.initializer}
+        if layer.bias_dq is None or len(ref.input) < 3 or ref.input[2] not in ref_inits:
+            continue
+        bias = ref_inits[ref.input[2]].astype(np.float64)
+        if bias_correction:
+            bias = bias - _mean_shift(ref, _dequantized(dq, inits) - w, means[ref.input[0]])
+        # A QDQ bias is int32 with scale input_scale * weight_scale (per output channel).
+        w_scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+        b_scale = (float(numpy_helper.to_array(inits[layer.x_dq.input[1]])) * w_scale).astype(np.float32)
+        b_scale = np.broadcast_to(b_scale, bias.shape).astype(np.float32).copy()
+        q_bias = np.clip(np.round(bias / b_scale), -(2**31), 2**31 - 1).astype(np.int32)
+        b_dq = layer.bias_dq
+        _set_init(model, numpy_helper.from_array(q_bias, b_dq.input[0]))
+        _set_init(model, numpy_helper.from_array(b_scale, b_dq.input[1]))
+        if len(b_dq.input) > 2:
+            _set_init(model, numpy_helper.from_array(np.zeros(b_scale.shape, np.int32), b_dq.input[2]))
+        for a in [a for a in b_dq.attribute if a.name == "axis"]:
+            b_dq.attribute.remove(a)
+        b_dq.attribute.append(helper.make_attribute("axis", 0))
+        inits = {i.name: i for i in model.graph.initializer}
+    if int4_nodes:
+        for opset in model.opset_import:
+            if opset.domain in ("", "ai.onnx") and opset.version < INT4_OPSET:
+                opset.version = INT4_OPSET
