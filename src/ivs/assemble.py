@@ -25,6 +25,7 @@ from ivs.config import (
     Problem,
     SafetyApp,
     SensorConfig,
+    SourceConfig,
     ZoneApp,
     check_against,
     load,
@@ -42,7 +43,21 @@ from ivs.sinks.http import HttpSink
 from ivs.sinks.jsonl import JsonlSink
 from ivs.sinks.mqtt import MqttSettings, MqttSink
 from ivs.sources import Source, open_source
+from ivs.sources.reconnect import Reconnect
 from ivs.track import ByteTracker
+
+
+def reconnect_policy(config: SourceConfig) -> Reconnect | None:
+    """The config's reconnect settings as the policy a live source takes (None: reconnecting is off)."""
+    rc = config.reconnect
+    if not rc.enabled:
+        return None
+    return Reconnect(first_s=rc.first_s, max_s=rc.max_s, factor=rc.factor, give_up_s=rc.give_up_s)
+
+
+def open_configured_source(config: SourceConfig) -> Source:
+    """Open the config's source with its reconnect and stall settings."""
+    return open_source(config.url, reconnect=reconnect_policy(config), stall_s=config.stall_s)
 
 
 def source_size(source: Source, config: SensorConfig) -> tuple[int, int] | None:
@@ -60,7 +75,7 @@ def check_file(path: Path) -> tuple[SensorConfig | None, list[Problem]]:
         return None, problems
     size = labels = None
     try:
-        src = open_source(config.source.url)
+        src = open_configured_source(config.source)
         size = source_size(src, config)
         src.close()
     except IvsError as err:

@@ -54,4 +54,4 @@ def get(name: str) -> Decoder:
 
 def _load_builtin() -> None:
     # Imported lazily so that `ivs.decode` has no import cycle with the decoder modules.
-    from ivs.decode import blazeface, classify, ssd, yolo  # noqa: F401
+    from ivs.decode import blazeface, classify, postprocessed, ssd, yolo  # noqa: F401

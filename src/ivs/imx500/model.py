@@ -166,8 +166,8 @@ def from_package(
 
     decoder / output_roles: what the network exported for the sensor emits, when it differs from
     the package's own network (e.g. an SSD whose NMS runs on the chip emits final boxes, scores and
-    classes); default: `runtime_hints.imx500.decoder` / `.outputs`, else the package's decoder and
-    its output roles in manifest order.
+    classes: the `postprocessed` decoder); default: `runtime_hints.imx500.decoder` / `.outputs`,
+    else the package's decoder and its output roles in manifest order.
     """
     m = package.manifest
     hints = m.runtime_hints.get("imx500", {})

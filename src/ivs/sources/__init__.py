@@ -6,13 +6,21 @@ from pathlib import Path
 
 from ivs.errors import SourceError
 from ivs.sources.base import Source
+from ivs.sources.reconnect import Reconnect
 
 
-def open_source(spec: str) -> Source:
+def open_source(
+    spec: str,
+    *,
+    reconnect: Reconnect | None = Reconnect(),  # noqa: B008 - frozen, so one shared default is safe
+    stall_s: float = 10.0,
+) -> Source:
     """Open a source from what a user types.
 
     A camera index ("0"), "synthetic[:WxH][@FPS][:FRAMES]", an RTSP/HTTP URL, a folder of
     images, a video file, or the IMX500: "imx500:NETWORK.rpk", "imx500-replay:RECORDING.npz".
+    reconnect: how a camera or network stream that went away is reopened (None: not at all);
+    stall_s: a network stream silent this long counts as gone. Other sources ignore both.
     """
     if spec.startswith(("imx500:", "imx500-replay:")):
         from ivs.imx500.source import open_sensor_source
@@ -21,7 +29,7 @@ def open_source(spec: str) -> Source:
     if spec.isdigit():
         from ivs.sources.camera import CameraSource
 
-        return CameraSource(int(spec))
+        return CameraSource(int(spec), reconnect=reconnect)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from ivs.sources.synthetic import SyntheticSource
 
@@ -29,7 +37,7 @@ def open_source(spec: str) -> Source:
     from ivs.sources.video import STREAM_SCHEMES, VideoSource
 
     if spec.startswith(STREAM_SCHEMES):
-        return VideoSource(spec)
+        return VideoSource(spec, reconnect=reconnect, stall_s=stall_s)
     path = Path(spec)
     if path.is_dir():
         from ivs.sources.images import ImageFolderSource
