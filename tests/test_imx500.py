@@ -3,6 +3,7 @@ same decoder, tracker and apps as the CPU path, its errors, and the AI Camera it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import struct
@@ -15,12 +16,13 @@ import msgspec
 import numpy as np
 import pytest
 
+from ivs import decode
 from ivs.apps.line import LineCounter
 from ivs.apps.zone import Zone
 from ivs.errors import ModelError, SourceError
 from ivs.events import Event
-from ivs.imx500.model import SensorModel, load_sensor_model, sensor_region
-from ivs.imx500.recording import read_recording, record
+from ivs.imx500.model import SensorModel, from_package, load_sensor_model, sensor_region
+from ivs.imx500.recording import read_recording, record, write_recording
 from ivs.imx500.source import NO_PICAMERA2, ReplaySource
 from ivs.imx500.tensors import (
     flatten_outputs,
@@ -31,6 +33,8 @@ from ivs.imx500.tensors import (
 )
 from ivs.isp import InputSpec, Isp, Roi
 from ivs.model import load_model
+from ivs.package.reader import read_package
+from ivs.package.zoo import resolve
 from ivs.records import FrameRecord
 from ivs.sensor import Sensor
 from ivs.sources import open_source
@@ -171,18 +175,24 @@ def recording(vtest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def cpu_run(vtest: Path) -> Collect:
+    """The CPU path on the clip (one region, no tiles): what every replay must reproduce."""
+    cpu_model = load_model("person", runtime="onnxruntime", tiles=(1, 1))
+    try:
+        return run_path(open_source(str(vtest)), cpu_model)
+    finally:
+        cpu_model.close()
+
+
 @pytest.mark.slow
-def test_replayed_sensor_output_gives_the_cpu_paths_detections_and_events(vtest: Path, recording: Path) -> None:
+def test_replayed_sensor_output_gives_the_cpu_paths_detections_and_events(recording: Path, cpu_run: Collect) -> None:
     rec = read_recording(recording)
     assert (rec.width, rec.height, len(rec)) == (768, 576, FRAMES)
     assert rec.infos.shape == (FRAMES, 708)  # libcamera's current struct
     assert rec.header["output_roles"] == ["boxes", "scores"]
 
-    cpu_model = load_model("person", runtime="onnxruntime", tiles=(1, 1))
-    try:
-        cpu = run_path(open_source(str(vtest)), cpu_model)
-    finally:
-        cpu_model.close()
+    cpu = cpu_run
     sensor = run_path(open_source(f"imx500-replay:{recording}"), load_sensor_model("person"))
 
     counts = [e for e in cpu.events if getattr(e, "direction", None)]
@@ -199,6 +209,83 @@ def test_replayed_sensor_output_gives_the_cpu_paths_detections_and_events(vtest:
     assert first.timings_ms.sensor_dnn == round(int(rec.kpis[0, 0]) / 1000, 3)
     assert first.timings_ms.sensor_dsp == round(int(rec.kpis[0, 1]) / 1000, 3)
     assert cpu.records[0].timings_ms.sensor_dnn is None
+
+
+PP_ROLES = ["boxes", "scores", "classes", "count"]
+PP_ROWS = 100  # the zoo's SSD _pp networks give 100 rows, padded past `count`
+
+
+def postprocessed(recording: Path, out: Path, layout: str) -> Path:
+    """The recording as a network with on-chip NMS would have sent it: each frame's raw SSD
+    outputs (from the real CPU run) decoded by the package's own decoder, its detections written
+    as boxes / scores / classes / count in picamera2's layout. layout "yxyx-normalized" is the
+    SSD and EfficientDet _pp networks'; "xyxy-pixels" the YOLO ones' (input pixels, x first)."""
+    rec = read_recording(recording)
+    package = read_package(resolve("person"))
+    m = package.manifest
+    ctx = decode.DecodeContext(m.input.width, m.input.height, package.assets())
+    size = np.array([m.input.width, m.input.height] * 2, np.float32)
+
+    def rows() -> Any:
+        for i in range(len(rec)):
+            md = rec.metadata(i)
+            raw = split_outputs(md["CnnOutputTensor"], parse_output_tensor_info(md["CnnOutputTensorInfo"]))
+            det = decode.get("ssd")(dict(zip(rec.header["output_roles"], raw, strict=True)), m.decoder.params, ctx)
+            n = len(det)
+            assert n <= PP_ROWS
+            boxes = np.zeros((1, PP_ROWS, 4), np.float32)
+            boxes[0, :n] = det.xyxy if layout == "xyxy-pixels" else (det.xyxy / size)[:, [1, 0, 3, 2]]
+            scores = np.zeros((1, PP_ROWS), np.float32)
+            scores[0, :n] = det.confidence
+            classes = np.zeros((1, PP_ROWS), np.float32)
+            classes[0, :n] = det.class_id  # COCO class 0 is "person", as in the zoo's labels
+            flat, dims = flatten_outputs([boxes, scores, classes, np.array([[n]], np.float32)])
+            yield {
+                **md,
+                "CnnOutputTensor": flat,
+                "CnnOutputTensorInfo": pack_output_tensor_info(f"person-pp-{layout}", dims),
+                "index": int(rec.indices[i]),
+                "pts": rec.frame_pts(i),
+            }
+
+    header = {k: v for k, v in rec.header.items() if k not in ("format", "frames")}
+    write_recording(out, {**header, "network": f"person-pp-{layout}", "output_roles": PP_ROLES}, rows())
+    return out
+
+
+@pytest.mark.slow
+def test_replayed_postprocessed_output_gives_the_cpu_paths_detections_and_events(
+    recording: Path, cpu_run: Collect, tmp_path: Path
+) -> None:
+    # YOLO _pp layout, named by the package's runtime hint (what `ivs run --source imx500:...` uses).
+    pixels = postprocessed(recording, tmp_path / "pixels.npz", "xyxy-pixels")
+    package = read_package(resolve("person"))
+    params = {"score_threshold": 0.35, "class_indices": [0]}
+    hint = {"decoder": {"name": "postprocessed", "params": {**params, "box_order": "xyxy", "normalized": False}}}
+    hinted = dataclasses.replace(
+        package,
+        manifest=package.manifest.model_copy(update={"runtime_hints": {"imx500": {**hint, "outputs": PP_ROLES}}}),
+    )
+    sensor = run_path(open_source(f"imx500-replay:{pixels}"), from_package(hinted))
+    assert sum(len(r.detections) for r in sensor.records) > 0
+    assert [comparable(e) for e in sensor.events] == [comparable(e) for e in cpu_run.events]
+    assert [comparable(r) for r in sensor.records] == [comparable(r) for r in cpu_run.records]
+
+    # SSD / EfficientDet _pp layout (the decoder's defaults), through the decoder override. Boxes
+    # went through a division by the input size and back: equal to the CPU's within a float32
+    # rounding, so within one 0.1-pixel step of the record's rounding.
+    normalized = postprocessed(recording, tmp_path / "normalized.npz", "yxyx-normalized")
+    model = load_sensor_model("person", decoder={"name": "postprocessed", "params": params}, output_roles=PP_ROLES)
+    sensor = run_path(open_source(f"imx500-replay:{normalized}"), model)
+    assert [comparable(e) for e in sensor.events] == [comparable(e) for e in cpu_run.events]
+    assert len(sensor.records) == len(cpu_run.records) == FRAMES
+    for got, want in zip(sensor.records, cpu_run.records, strict=True):
+        assert [(d.class_id, d.score, d.track_id) for d in got.detections] == [
+            (d.class_id, d.score, d.track_id) for d in want.detections
+        ], got.frame
+        np.testing.assert_allclose(
+            [d.box for d in got.detections], [d.box for d in want.detections], atol=0.1 + 1e-6, rtol=0
+        )
 
 
 def test_ivs_run_replays_a_recording(tmp_path: Path, recording: Path) -> None:
@@ -316,18 +403,40 @@ def test_ai_camera(tmp_path: Path) -> None:
     assert all(len(r.detections) == 1 and r.detections[0].top_k for r in sink.records)
 
 
+def oversized_package(tmp_path: Path) -> tuple[str, Path]:
+    """A signed package whose budget report says it needs 9 + 1 MiB: more than the sensor has."""
+    from ivs.package.signing import generate, load_private
+    from ivs.package.writer import write_package
+    from tests.test_package import fields, tiny_classifier
+
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    generate(tmp_path / "k.key")
+    (tmp_path / "k.pub").rename(ring / "k.pub")
+    model = tiny_classifier()
+    doc = fields(model, name="big")
+    doc["budget"].update(weight_bytes=9 * 2**20, peak_activation_bytes=2**20)
+    path = tmp_path / "big.ivsm"
+    write_package(path, doc, {"model.onnx": model}, load_private(tmp_path / "k.key"))
+    return str(path), ring
+
+
 @pytest.mark.parametrize(
     ("package", "message"),
     [
-        ("coco", "coco does not fit the IMX500: its int8 weights 8.50 MiB + peak activations 5.28 MiB"),
+        ("oversized", "big does not fit the IMX500: its int8 weights 9.00 MiB + peak activations 1.00 MiB"),
         ("person", "person: no PyTorch source to quantize with Sony's Model Compression Toolkit"),
     ],
 )
 def test_export_refuses_what_the_sensor_cannot_take(tmp_path: Path, package: str, message: str) -> None:
+    extra: list[str] = []
+    if package == "oversized":
+        package, ring = oversized_package(tmp_path)
+        extra = ["--keyring", str(ring)]
     r = subprocess.run(
-        [sys.executable, "-m", "ivs", "model", "export-imx500", package, "-o", str(tmp_path / "out")],
+        [sys.executable, "-m", "ivs", "model", "export-imx500", package, "-o", str(tmp_path / "out"), *extra],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert r.returncode == 1
+    assert r.returncode == 1, r.stderr
     assert message in " ".join(r.stderr.split())
     assert not (tmp_path / "out").exists()  # nothing written

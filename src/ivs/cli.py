@@ -583,13 +583,16 @@ def model_pack(
 def model_export_imx500(
     package: Annotated[str, typer.Argument(help="Zoo name or .ivsm path.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for packerOut.zip and its reports.")],
+    keyring: Annotated[Path | None, typer.Option(help="Folder of trusted .pub keys (default: the zoo key).")] = None,
 ) -> None:
     """Compile a package's network for the IMX500 (Sony's MCT + imx500-converter): packerOut.zip."""
     from ivs.imx500.export import export_imx500
+    from ivs.package.signing import Keyring
 
     try:
+        ring = Keyring.load(keyring) if keyring is not None else None
         with err_console.status(f"quantizing {package} with MCT and compiling it with imxconv-pt (minutes)"):
-            done = export_imx500(package, output)
+            done = export_imx500(package, output, keyring=ring)
     except IvsError as err:
         raise fail(str(err), 1) from None
     r = done.memory_report

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ivs.errors import ModelError
 from ivs.package.reader import read_package
+from ivs.package.signing import Keyring
 from ivs.package.zoo import resolve
 
 REPO = Path(__file__).resolve().parents[3]
@@ -42,9 +43,17 @@ def _fail_text(result: subprocess.CompletedProcess[str]) -> str:
     return " | ".join((errors or lines)[-3:])
 
 
-def export_imx500(package: str, out: Path, *, venv: Path | None = None, mct_venv: Path | None = None) -> Exported:
-    """Quantize with MCT and compile with imxconv-pt into `out`; a `ModelError` says why not."""
-    pkg = read_package(resolve(package))
+def export_imx500(
+    package: str,
+    out: Path,
+    *,
+    keyring: Keyring | None = None,
+    venv: Path | None = None,
+    mct_venv: Path | None = None,
+) -> Exported:
+    """Quantize with MCT and compile with imxconv-pt into `out`; a `ModelError` says why not.
+    The package must verify against `keyring` (default: the zoo key)."""
+    pkg = read_package(resolve(package), keyring)
     m = pkg.manifest
     if m.budget is not None:
         need = m.budget.weight_bytes + m.budget.peak_activation_bytes

@@ -81,22 +81,68 @@ def load_runner(
         raise ModelError(f"no installed runtime reads {model_format} models")
     if len(candidates) == 1:
         return create(candidates[0], model, model_format, input_name, threads, weights)
-    best: tuple[float, Runner] | None = None
-    for name in candidates:
-        runner = create(name, model, model_format, input_name, threads, weights)
-        runner.run(sample)  # warm-up: first runs allocate and pick kernels
-        times = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            runner.run(sample)
-            times.append(time.perf_counter() - t0)
-        median = float(np.median(times))
+    medians = _time_in_child(candidates, model, model_format, input_name, sample, threads, weights)
+    if medians is None:  # no child process here: time them in this one (RSS keeps every runtime loaded)
+        medians = time_runners(candidates, model, model_format, input_name, sample, threads, weights)
+    for name, median in medians.items():
         log.info("runtime auto: %s %.2f ms", name, median * 1e3)
-        if best is None or median < best[0]:
-            if best is not None:
-                best[1].close()
-            best = (median, runner)
-        else:
+    fastest = min(medians, key=lambda n: medians[n])
+    return create(fastest, model, model_format, input_name, threads, weights)
+
+
+def time_runners(
+    names: list[str],
+    model: bytes,
+    model_format: str,
+    input_name: str,
+    sample: np.ndarray[Any, Any],
+    threads: int,
+    weights: bytes | None,
+) -> dict[str, float]:
+    """Median seconds of 7 runs of `sample` on each runner, after one warm-up run."""
+    medians: dict[str, float] = {}
+    for name in names:
+        runner = create(name, model, model_format, input_name, threads, weights)
+        try:
+            runner.run(sample)  # warm-up: first runs allocate and pick kernels
+            times = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                runner.run(sample)
+                times.append(time.perf_counter() - t0)
+            medians[name] = float(np.median(times))
+        finally:
             runner.close()
-    assert best is not None
-    return best[1]
+    return medians
+
+
+def _time_in_child(
+    names: list[str],
+    model: bytes,
+    model_format: str,
+    input_name: str,
+    sample: np.ndarray[Any, Any],
+    threads: int,
+    weights: bytes | None,
+) -> dict[str, float] | None:
+    """`time_runners` in a throw-away process (`python -m ivs.runtime.timing`). Why: loading a
+    runtime maps its libraries for good (OpenVINO's plugins alone add ~70 MB of RSS); timing the
+    losers in the sensor would keep them there for its whole life. None when the child fails."""
+    import pickle
+    import subprocess
+    import sys
+
+    job = pickle.dumps((names, model, model_format, input_name, sample, threads, weights))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ivs.runtime.timing"], input=job, capture_output=True, timeout=300, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.warning("runtime auto: cannot time the runtimes in a child process (%s): timing them here", err)
+        return None
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        log.warning("runtime auto: the timing process failed (%s): timing the runtimes here", why[0])
+        return None
+    medians: dict[str, float] = pickle.loads(done.stdout)  # our own child's answer
+    return medians
