@@ -714,7 +714,7 @@ def run_bench(
         "data_reduction": reduction,
         "memory": memory,
         "not_measured": [
-            "g: sensor and hub RSS over a long run (the soak test's)",
+            "g: RSS over a long run is the soak's (python -m ivs.bench.soak --minutes 30; docs/reliability.md)",
         ],
         "notes": notes,
         "skipped": skipped,
