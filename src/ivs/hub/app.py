@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ivs.consumer import Message, decode_message
+from ivs.hub.auth import bearer, unauthorized
 from ivs.hub.dashboard import router as dashboard_router
 from ivs.hub.deploy import deploy_router
 from ivs.hub.metrics import HubMetrics
@@ -130,17 +131,6 @@ _ADMIN_REFUSALS = {
 }
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
-
-
 def create_app(
     store: Store,
     admin_token: str,
@@ -181,11 +171,11 @@ def create_app(
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
         if not admin_token:
             raise HTTPException(403, detail="device management over HTTP is off: start the hub with an admin token")
-        given = _bearer(authorization)
+        given = bearer(authorization)
         if given is None:
-            raise _unauthorized("expected `Authorization: Bearer <admin token>`")
+            raise unauthorized("expected `Authorization: Bearer <admin token>`")
         if not _equal(given, admin_token):
-            raise _unauthorized("the admin token is not this hub's")
+            raise unauthorized("the admin token is not this hub's")
 
     def ingest_batch(device: str, body: bytes) -> IngestResult:
         try:
@@ -257,17 +247,17 @@ def create_app(
         """Store a batch of messages from one device (its sensor_id must be the device's name).
         Elements are validated one by one (`ivs schema` prints the JSON Schema): valid ones are
         stored, the others listed in `rejected` with their index and reason."""
-        token = _bearer(authorization)
+        token = bearer(authorization)
         if token is None:
             hub_metrics.reject("auth")
-            raise _unauthorized("expected `Authorization: Bearer <device token>`")
+            raise unauthorized("expected `Authorization: Bearer <device token>`")
         try:
             device = await run_in_threadpool(store.authenticate, token)
         except SQLAlchemyError:
             raise HTTPException(503, detail="the database is unavailable", headers={"Retry-After": "5"}) from None
         if device is None:
             hub_metrics.reject("auth")
-            raise _unauthorized("unknown or revoked device token")
+            raise unauthorized("unknown or revoked device token")
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > max_bytes:
             hub_metrics.reject("too_large")

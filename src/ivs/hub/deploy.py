@@ -33,6 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
 from ivs.config import parse as parse_config
+from ivs.hub.auth import bearer, unauthorized
 from ivs.hub.store import (
     NAME_PATTERN,
     Assignment,
@@ -285,27 +286,16 @@ def dashboard_fields(a: Assignment | None, r: DeployReport | None) -> dict[str, 
     }
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def _unauthorized(detail: str) -> HTTPException:
-    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
-
-
 def _device(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
     """The calling device's name, from its bearer token (a module-level dependency: FastAPI
     resolves `Depends` in annotations from the module's globals)."""
-    token = _bearer(authorization)
+    token = bearer(authorization)
     if token is None:
-        raise _unauthorized("expected `Authorization: Bearer <device token>`")
+        raise unauthorized("expected `Authorization: Bearer <device token>`")
     store: Store = request.app.state.store
     name = store.authenticate(token)
     if name is None:
-        raise _unauthorized("unknown or revoked device token")
+        raise unauthorized("unknown or revoked device token")
     return name
 
 
@@ -331,12 +321,12 @@ def deploy_router(store: Store, admin_token: str, *, max_bytes: int = MAX_UPLOAD
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
         if not admin_token:
             raise HTTPException(403, detail="deploy over HTTP is off: start the hub with an admin token")
-        token = _bearer(authorization)
+        token = bearer(authorization)
         if token is None:
-            raise _unauthorized("expected `Authorization: Bearer <admin token>`")
+            raise unauthorized("expected `Authorization: Bearer <admin token>`")
         who = caller(token)
         if who is None:
-            raise _unauthorized("the token is neither this hub's admin token nor an active device's")
+            raise unauthorized("the token is neither this hub's admin token nor an active device's")
         if who != "admin":
             raise HTTPException(
                 403,
@@ -412,12 +402,12 @@ def deploy_router(store: Store, admin_token: str, *, max_bytes: int = MAX_UPLOAD
     ) -> Response:
         """The package file. The admin token downloads any; a device token only the package
         assigned to that device."""
-        token = _bearer(authorization)
+        token = bearer(authorization)
         if token is None:
-            raise _unauthorized("expected `Authorization: Bearer <device token>`")
+            raise unauthorized("expected `Authorization: Bearer <device token>`")
         who = caller(token)
         if who is None:
-            raise _unauthorized("unknown or revoked token")
+            raise unauthorized("unknown or revoked token")
         sha = sha256.lower()
         if who != "admin":
             name = who.removeprefix("device:")
