@@ -16,8 +16,11 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from ivs.errors import ModelError
+from ivs.isp import InputSpec
 from ivs.model import load_model
 from ivs.package.budget import DEFAULT_BUDGET, budget_report
+from ivs.package.quantize import quantize_onnx
 from ivs.package.reader import read_package
 from ivs.package.zoo import names, resolve
 from tests.test_accuracy import match
@@ -113,3 +116,43 @@ def test_budget_counts_int4_at_half_a_byte_and_activations_in_place() -> None:
     assert report.weight_bytes == 16 // 2 + 4 * 4  # 16 int4 weights packed + 4 float scales
     # Conv reads x (256 floats) and writes c; LeakyRelu overwrites c: x + c, never x + c + y.
     assert report.peak_activation_bytes == 2 * 4 * 64 * 4
+
+
+def _tiny_conv(path: Path) -> np.ndarray:
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 16, 16])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 16, 16])
+    w = np.random.default_rng(0).normal(0, 0.2, (4, 3, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.zeros(4, np.float32), "b")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], name="conv")], "g", [x], [y], inits
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return w
+
+
+def test_packer_takes_a_precomputed_rounding_and_refuses_anything_else(media: Path, tmp_path: Path) -> None:
+    """quantize.rounded_weights (AdaRound, zoo/classifier/adaround.py): the recipe picks floor or
+    ceiling of w / scale on the packer's scales; values off that grid are refused."""
+    w = _tiny_conv(tmp_path / "m.onnx")
+    spec = InputSpec(name="x", width=16, height=16, layout="NCHW", mean=(127.5,) * 3, std=(128.0,) * 3)
+    images = [media / "messi5.jpg", media / "basketball1.png", media / "squirrel_cls.jpg"]
+    fp32 = (tmp_path / "m.onnx").read_bytes()
+
+    def weights(model: bytes) -> tuple[np.ndarray, np.ndarray]:
+        inits = {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(model).graph.initializer}
+        return inits["w_quantized"], inits["w_scale"]
+
+    nearest, scale = weights(quantize_onnx(fp32, spec, images))
+    assert np.array_equal(nearest, np.round(w / scale.reshape(-1, 1, 1, 1)))
+    up = np.minimum(np.ceil(w / scale.reshape(-1, 1, 1, 1)), 127).astype(np.int8)
+    assert not np.array_equal(up, nearest)
+    np.savez(tmp_path / "up.npz", conv=up)
+    got, got_scale = weights(quantize_onnx(fp32, spec, images, rounded_weights=tmp_path / "up.npz"))
+    assert np.array_equal(got, up) and np.array_equal(got_scale, scale)
+
+    np.savez(tmp_path / "off.npz", conv=(nearest + 2).astype(np.int8))
+    with pytest.raises(ModelError, match="expected a rounding"):
+        quantize_onnx(fp32, spec, images, rounded_weights=tmp_path / "off.npz")
+    np.savez(tmp_path / "name.npz", other=up)
+    with pytest.raises(ModelError, match="not quantized Conv/Gemm nodes"):
+        quantize_onnx(fp32, spec, images, rounded_weights=tmp_path / "name.npz")

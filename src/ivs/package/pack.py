@@ -112,6 +112,8 @@ def _pack_onnx(
             calibrate_method=str(qopts.get("calibrate_method", "minmax")),
             bias_correction=bool(qopts.get("bias_correction", False)),
             int4_nodes=list(qopts.get("int4_nodes", [])),
+            # precomputed rounding (AdaRound) written by the recipe beside the fp32 model
+            rounded_weights=model.parent / qopts["rounded_weights"] if "rounded_weights" in qopts else None,
             progress=progress,
         )
     return {"model.onnx": data}, {"path": "model.onnx", "format": "onnx"}, budget_report(data, budget)

@@ -10,7 +10,12 @@ onnxruntime writes:
 - bias correction (`bias_correction`): rounding the weights shifts each output channel's
   mean by sum(dW * E[x]); E[x] is measured on the calibration images with the fp32 model and
   the shift is folded back into the bias (Nagel et al. 2019, "Data-Free Quantization",
-  empirical variant).
+  empirical variant);
+- precomputed rounding (`rounded_weights`): int8 weights chosen by the recipe (AdaRound,
+  Nagel et al. 2020: round each weight up or down to minimise its layer's output error on
+  calibration data) replace round-to-nearest, on the packer's own per-channel scales; each
+  value must be the floor or the ceiling of w / scale, so the recipe chooses only the
+  rounding, never the scales or the weights themselves.
 """
 
 from __future__ import annotations
@@ -81,6 +86,12 @@ def _load_tensors(images: Sequence[Path], spec: InputSpec, progress: Callable[[i
     return tensors
 
 
+def calibration_tensors(images: Sequence[Path], spec: InputSpec) -> list[Array]:
+    """The model-input tensors of the calibration images, through the sensor's ISP (used by
+    recipes that tune the rounding on the same data as the packer, zoo/classifier/adaround.py)."""
+    return _load_tensors(images, spec, lambda n: None)
+
+
 class _Reader(CalibrationDataReader):  # type: ignore[misc]
     def __init__(self, tensors: Sequence[Array], name: str) -> None:
         self._it = iter(tensors)
@@ -101,14 +112,20 @@ def quantize_onnx(
     calibrate_method: str = "minmax",
     bias_correction: bool = False,
     int4_nodes: Sequence[str] = (),
+    rounded_weights: Path | None = None,
     progress: Callable[[int], None] = lambda n: None,
 ) -> bytes:
-    """Return the int8 QDQ model for an fp32 ONNX model."""
+    """Return the int8 QDQ model for an fp32 ONNX model.
+
+    `rounded_weights` is an .npz file of int8 weights keyed by Conv/Gemm node name (see the
+    module docstring); the nodes it does not name keep round-to-nearest.
+    """
     method = CALIBRATE_METHODS.get(calibrate_method)
     if method is None:
         raise ModelError(
             f"quantize calibrate_method {calibrate_method!r} is unknown: expected one of {sorted(CALIBRATE_METHODS)}"
         )
+    rounding = _load_rounding(rounded_weights) if rounded_weights is not None else {}
     tensors = _load_tensors(images, spec, progress)
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
@@ -131,9 +148,58 @@ def quantize_onnx(
             nodes_to_exclude=list(nodes_to_exclude),
         )
         model = onnx.load(str(dst))
+    if rounding:
+        _apply_rounding(model, reference, rounding)
     if int4_nodes or bias_correction:
         _refine(model, reference, tensors, set(int4_nodes), bias_correction)
     return bytes(model.SerializeToString())
+
+
+def _load_rounding(path: Path) -> dict[str, Array]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {name: np.asarray(npz[name]) for name in npz.files}
+    except (OSError, ValueError) as err:
+        raise ModelError(
+            f"quantize rounded_weights {path} cannot be read ({err}): expected an .npz of int8 weights "
+            "keyed by Conv/Gemm node name"
+        ) from None
+
+
+def _apply_rounding(model: onnx.ModelProto, reference: onnx.ModelProto, rounding: dict[str, Array]) -> None:
+    """Replace round-to-nearest by the given rounding, after checking it is one."""
+    ref_nodes = {n.name: n for n in reference.graph.node}
+    ref_inits = {i.name: i for i in reference.graph.initializer}
+    inits = {i.name: i for i in model.graph.initializer}
+    layers = {la.node.name: la for la in _layers(model) if la.node.name in ref_nodes}
+    unknown = sorted(set(rounding) - set(layers))
+    if unknown:
+        raise ModelError(
+            f"quantize rounded_weights names {unknown[:5]} that are not quantized Conv/Gemm nodes: "
+            f"expected some of {sorted(layers)[:5]}..."
+        )
+    for name, q in rounding.items():
+        dq = layers[name].weight_dq
+        current = numpy_helper.to_array(inits[dq.input[0]])
+        w = numpy_helper.to_array(ref_inits[ref_nodes[name].input[1]]).astype(np.float64)
+        if q.shape != current.shape or q.dtype != np.int8:
+            raise ModelError(
+                f"quantize rounded_weights {name}: {q.dtype}{list(q.shape)}: expected int8{list(current.shape)}"
+            )
+        scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
+        zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 else np.zeros(())
+        shape = [1] * w.ndim
+        if scale.ndim:
+            shape[next((a.i for a in dq.attribute if a.name == "axis"), 1)] = -1
+        exact = w / scale.reshape(shape) + zero.reshape(shape if zero.ndim else [])
+        off = q.astype(np.float64) - exact
+        # floor or ceiling of w / scale (a small tolerance for the float32 scale round trip)
+        if np.any(np.abs(off) > 1 + 1e-4):
+            raise ModelError(
+                f"quantize rounded_weights {name}: values up to {np.abs(off).max():.2f} steps from w / scale: "
+                "expected a rounding (floor or ceiling) on the packer's per-channel scales"
+            )
+        _set_init(model, numpy_helper.from_array(q, dq.input[0]))
 
 
 class _Layer:
