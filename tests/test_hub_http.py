@@ -7,28 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ivs.events import Stop
 from ivs.hub.app import create_app
 from ivs.hub.store import Store
 from ivs.localnet import ServerThread
 from ivs.outbox import Outbox
 from ivs.sinks.http import HttpSink
-
-
-def stop_event(sensor: str, seq: int) -> Stop:
-    t = 1_700_000_000.0 + seq
-    return Stop(
-        sensor_id=sensor,
-        seq=seq,
-        frame=seq,
-        time=t,
-        t_capture_ns=int(t * 1e9),
-        t_source=0.0,
-        app="press",
-        objects=1,
-        labels=["person"],
-        boxes=[(1.0, 2.0, 3.0, 4.0)],
-    )
+from tests.messages import stop
 
 
 class Hub(ServerThread):
@@ -52,7 +36,7 @@ def test_the_http_sink_delivers_every_message_once(hub: Hub, tmp_path: Path) -> 
     sink = HttpSink("cam-1", outbox, f"{hub.url}/api/v1/ingest", token=token, batch_size=64, max_backoff_s=0.05)
     try:
         for seq in range(1, 301):
-            sink.write(stop_event("cam-1", seq))
+            sink.write(stop("cam-1", seq))
         assert sink.flush(30), f"outbox still holds {outbox.depth()}: {sink.last_error}"
     finally:
         sink.close()
@@ -64,7 +48,7 @@ def test_the_http_sink_delivers_every_message_once(hub: Hub, tmp_path: Path) -> 
     sink = HttpSink("cam-1", again, f"{hub.url}/api/v1/ingest", token=token, batch_size=64, max_backoff_s=0.05)
     try:
         for seq in range(250, 311):
-            sink.write(stop_event("cam-1", seq))
+            sink.write(stop("cam-1", seq))
         assert sink.flush(30), sink.last_error
     finally:
         sink.close()
@@ -79,7 +63,7 @@ def test_a_revoked_device_keeps_its_messages_in_its_outbox(hub: Hub, tmp_path: P
     outbox = Outbox(tmp_path / "outbox.sqlite")
     sink = HttpSink("cam-1", outbox, f"{hub.url}/api/v1/ingest", token=token, max_backoff_s=0.05)
     try:
-        sink.write(stop_event("cam-1", 1))
+        sink.write(stop("cam-1", 1))
         assert not sink.flush(1)
         assert sink.rejected >= 1 and "401" in str(sink.last_error)
     finally:
