@@ -12,14 +12,20 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from ivs.bench.ingest import INGEST_BATCH, INGEST_TARGET_EPS, bench_ingest, ingest_events
 from ivs.localnet import LocalMosquitto, mosquitto_path
+
+if TYPE_CHECKING:
+    from ivs.consumer import Message
+    from ivs.sinks.mqtt import MqttSink
 
 # Part e moved to ivs.bench.ingest; its names stay importable from here.
 __all__ = ["INGEST_BATCH", "INGEST_TARGET_EPS", "bench_ingest", "bench_safety_stop", "cut_walker", "ingest_events"]
@@ -35,6 +41,38 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------- part d
+
+
+@contextmanager
+def _loopback_mqtt(on_message: Callable[[Message], None], synchronous: Literal["full", "normal"]) -> Iterator[MqttSink]:
+    """A throw-away Mosquitto on loopback with a `Consumer` calling `on_message` and a
+    connected sensor-side `MqttSink` (durable outbox with the given synchronous mode)."""
+    from ivs.consumer import Consumer
+    from ivs.outbox import Outbox
+    from ivs.sinks.mqtt import MqttSettings, MqttSink
+
+    with tempfile.TemporaryDirectory(prefix="ivs-bench-") as tmp:
+        broker = LocalMosquitto(Path(tmp) / "broker", persistence=False)
+        broker.start()
+        consumer: Consumer | None = None
+        try:
+            consumer = Consumer("127.0.0.1", broker.port, on_message, sensors="bench")
+            if not consumer.connected.wait(10):
+                raise RuntimeError("the consumer did not connect to the bench broker")
+            time.sleep(0.2)  # the subscription is acknowledged after the connection
+            outbox = Outbox(Path(tmp) / "outbox.sqlite", synchronous=synchronous)
+            try:
+                sink = MqttSink("bench", outbox, MqttSettings(port=broker.port))
+                if not sink.connected.wait(10):
+                    sink.close(1)
+                    raise RuntimeError("the sensor's MQTT sink did not connect to the bench broker")
+                yield sink
+            finally:
+                outbox.close()
+        finally:
+            if consumer is not None:
+                consumer.close()
+            broker.stop()
 
 
 def cut_walker(video: Path, runtime: str) -> tuple[npt.NDArray[np.uint8], list[int]]:
@@ -75,13 +113,10 @@ def bench_safety_stop(
     if mosquitto_path() is None:
         raise FileNotFoundError("mosquitto not found (scripts/install-system-deps.sh installs it)")
     from ivs.apps.safety import SafetyZone
-    from ivs.consumer import Consumer, Message
     from ivs.events import Stop
     from ivs.model import load_model
-    from ivs.outbox import Outbox
     from ivs.records import FrameRecord
     from ivs.sensor import Sensor
-    from ivs.sinks.mqtt import MqttSettings, MqttSink
     from ivs.sources.synthetic import Figure, SyntheticSource
 
     walker, box = cut_walker(video, runtime)
@@ -109,36 +144,18 @@ def bench_safety_stop(
             elif isinstance(message, FrameRecord):
                 records[message.frame] = message
 
-    with tempfile.TemporaryDirectory(prefix="ivs-bench-") as tmp:
-        broker = LocalMosquitto(Path(tmp) / "broker", persistence=False)
-        broker.start()
-        consumer: Consumer | None = None
+    with _loopback_mqtt(on_message, synchronous) as sink:
+        app = SafetyZone("cell", zone, classes={0}, clear_frames=5)
+        model = load_model("person", runtime=runtime, tiles=(1, 1), threads=threads)
+        runtime_used = model.runner.name
+        sensor = Sensor(source, model, [sink], sensor_id="bench", fps=None, apps=[app], emit_frames=True)
+        t0 = time.perf_counter()
         try:
-            consumer = Consumer("127.0.0.1", broker.port, on_message, sensors="bench")
-            if not consumer.connected.wait(10):
-                raise RuntimeError("the consumer did not connect to the bench broker")
-            time.sleep(0.2)  # the subscription is acknowledged after the connection
-            outbox = Outbox(Path(tmp) / "outbox.sqlite", synchronous=synchronous)
-            sink = MqttSink("bench", outbox, MqttSettings(port=broker.port))
-            if not sink.connected.wait(10):
-                sink.close(1)
-                raise RuntimeError("the sensor's MQTT sink did not connect to the bench broker")
-            app = SafetyZone("cell", zone, classes={0}, clear_frames=5)
-            model = load_model("person", runtime=runtime, tiles=(1, 1), threads=threads)
-            runtime_used = model.runner.name
-            sensor = Sensor(source, model, [sink], sensor_id="bench", fps=None, apps=[app], emit_frames=True)
-            t0 = time.perf_counter()
-            try:
-                sensor.run()  # paced at the source's 30 fps, like a camera; closes the sink at the end
-            finally:
-                model.close()
-            seconds = time.perf_counter() - t0
-            got_all.wait(5)
-            outbox.close()
+            sensor.run()  # paced at the source's 30 fps, like a camera; closes the sink at the end
         finally:
-            if consumer is not None:
-                consumer.close()
-            broker.stop()
+            model.close()
+        seconds = time.perf_counter() - t0
+        got_all.wait(5)
 
     with lock:
         lat = dict(latencies)
@@ -196,10 +213,7 @@ def bench_delivery(
     publish, the broker and the subscriber cost, apart from the inference sharing the cores."""
     if mosquitto_path() is None:
         raise FileNotFoundError("mosquitto not found (scripts/install-system-deps.sh installs it)")
-    from ivs.consumer import Consumer, Message
     from ivs.events import Stop
-    from ivs.outbox import Outbox
-    from ivs.sinks.mqtt import MqttSettings, MqttSink
 
     latencies: list[float] = []
     lock = threading.Lock()
@@ -216,40 +230,22 @@ def bench_delivery(
             app=app, objects=boxes, labels=["person"] * boxes, boxes=[(10.0, 20.0, 80.0, 200.0)] * boxes,
         )  # fmt: skip
 
-    with tempfile.TemporaryDirectory(prefix="ivs-bench-") as tmp:
-        broker = LocalMosquitto(Path(tmp) / "broker", persistence=False)
-        broker.start()
-        consumer: Consumer | None = None
-        try:
-            consumer = Consumer("127.0.0.1", broker.port, on_message, sensors="bench")
-            if not consumer.connected.wait(10):
-                raise RuntimeError("the consumer did not connect to the bench broker")
-            time.sleep(0.2)
-            outbox = Outbox(Path(tmp) / "outbox.sqlite", synchronous=synchronous)
-            sink = MqttSink("bench", outbox, MqttSettings(port=broker.port))
-            if not sink.connected.wait(10):
-                sink.close(1)
-                raise RuntimeError("the sensor's MQTT sink did not connect to the bench broker")
-            t0 = time.monotonic()
-            for i in range(pairs):
-                delay = t0 + i * period_s - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                t_ns = time.monotonic_ns()
-                sink.write(stop(2 * i + 1, "record", t_ns, 12))  # about a frame record's size (~800 B)
-                sink.write(stop(2 * i + 2, "cell", t_ns, 1))
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                with lock:
-                    if len(latencies) >= pairs:
-                        break
-                time.sleep(0.02)
-            sink.close(5)
-            outbox.close()
-        finally:
-            if consumer is not None:
-                consumer.close()
-            broker.stop()
+    with _loopback_mqtt(on_message, synchronous) as sink:
+        t0 = time.monotonic()
+        for i in range(pairs):
+            delay = t0 + i * period_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            t_ns = time.monotonic_ns()
+            sink.write(stop(2 * i + 1, "record", t_ns, 12))  # about a frame record's size (~800 B)
+            sink.write(stop(2 * i + 2, "cell", t_ns, 1))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with lock:
+                if len(latencies) >= pairs:
+                    break
+            time.sleep(0.02)
+        sink.close(5)
     with lock:
         values = list(latencies)
     out: dict[str, Any] = {"synchronous": synchronous, "pairs": pairs, "received": len(values)}
