@@ -13,6 +13,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
@@ -20,7 +21,7 @@ from ivs.errors import ModelError
 from ivs.isp import InputSpec
 from ivs.model import load_model
 from ivs.package.budget import DEFAULT_BUDGET, budget_report
-from ivs.package.quantize import quantize_onnx
+from ivs.package.quantize import calibration_tensors, quantize_onnx
 from ivs.package.reader import read_package
 from ivs.package.zoo import names, resolve
 from tests.test_accuracy import match
@@ -34,9 +35,11 @@ def reference(name: str) -> dict:
     return json.loads((ROOT / "zoo" / name / "fp32_reference.json").read_text())
 
 
-def test_classifier_top1_agreement(media):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_classifier_top1_agreement(runtime: str, media):
     ref = reference("classifier")["top1"]
-    model = load_model("classifier", runtime="onnxruntime")
+    model = load_model("classifier", runtime=runtime)
+    assert model.runner.name == runtime
     agree = in_top5 = n = 0
     for key, rgb in evalset.classifier_images():
         det = model(rgb)
@@ -45,22 +48,34 @@ def test_classifier_top1_agreement(media):
         in_top5 += ref[key] in det.data["top_k_class_id"][0].tolist()
     model.close()
     print(
-        f"classifier int8 vs fp32 top-1 agreement {agree}/{n} = {agree / n:.3f}, fp32 top-1 in int8 top-5 {in_top5}/{n}"
+        f"classifier ({runtime}) W8A16 vs fp32 top-1 agreement {agree}/{n} = {agree / n:.3f}, "
+        f"fp32 top-1 in its top-5 {in_top5}/{n}"
     )
     assert n == len(ref) >= 100
-    # The requirement is 0.95; percentile PTQ + bias correction reaches 0.89 here (0.84 without
-    # bias correction; zoo/classifier/README.md says why and what else was tried): this floor
-    # guards against regressions until the gap is closed.
-    assert agree / n >= 0.87
+    # The requirement. W8A16 (int8 weights rounded by AdaRound, 16-bit activations) reaches
+    # 103/108 = 0.954 here, one image above it: 16 of the 108 images have fp32's two best
+    # logits within 0.1 of each other (zoo/classifier/README.md has every attempt).
+    assert agree / n >= 0.95
     assert in_top5 / n >= 0.95
 
 
-@pytest.mark.parametrize("name", ["person", "coco", "face"])
-def test_detector_int8_recall_of_fp32(name: str, media):
+@pytest.mark.parametrize(
+    ("name", "runtime"),
+    [
+        pytest.param("person", "onnxruntime", id="person"),
+        pytest.param("coco", "onnxruntime", id="coco"),
+        pytest.param("face", "onnxruntime", id="face"),
+        # int8 TFLite (AI Edge Quantizer) against the float upstream .tflite, both on LiteRT
+        pytest.param("face-litert", "litert", id="face-litert"),
+        pytest.param("face-litert", "openvino", id="face-litert-openvino"),
+    ],
+)
+def test_detector_int8_recall_of_fp32(name: str, runtime: str, media):
     ref = reference(name)["detections"]
-    model = load_model(name, runtime="onnxruntime")
+    model = load_model(name, runtime=runtime)
+    assert model.runner.name == runtime
     found = total = extra = 0
-    frames = evalset.face_frames() if name == "face" else evalset.detector_frames()
+    frames = evalset.face_frames() if name.startswith("face") else evalset.detector_frames()
     for key, rgb in frames:
         det = model(rgb)
         fp32 = np.array(ref[key], np.float32).reshape(-1, 6)
@@ -72,8 +87,8 @@ def test_detector_int8_recall_of_fp32(name: str, media):
             total += len(want)
         extra += max(0, len(det) - len(fp32))
     model.close()
-    print(f"{name}: int8 recall of fp32 detections {found}/{total} = {found / total:.3f}, extra {extra}")
-    assert total >= (20 if name == "face" else 40)
+    print(f"{name} ({runtime}): int8 recall of fp32 detections {found}/{total} = {found / total:.3f}, extra {extra}")
+    assert total >= (20 if name.startswith("face") else 40)
     assert found / total >= 0.95
 
 
@@ -97,6 +112,41 @@ def test_coco_int4_weights_are_counted_packed() -> None:
     # l12 is 1024x512x3x3: 2,359,296 bytes packed (4,718,592 if counted one byte each) + scales.
     l12 = next(layer for layer in report.largest_layers if layer.name == "l12_convolutional.weight")
     assert 1024 * 512 * 9 // 2 <= l12.bytes < 1024 * 512 * 9 // 2 + 1024 * 9
+    assert report.fits
+
+
+def test_budget_reads_the_tflite_package() -> None:
+    """face-litert carries a TFLite model: budget.py reads it (ivs.package.tflite) and finds what
+    pack wrote, int8 weights at one byte each and activations one byte per element."""
+    package = read_package(resolve("face-litert"))
+    report = budget_report(package.model_bytes)
+    assert package.manifest.budget is not None and report.model_dump() == package.manifest.budget.model_dump()
+    assert package.manifest.model.format == "tflite" and package.manifest.model.precision == "int8"
+    # ~100k int8 weights (+ int32 biases, float scales, the float logit head): far below the
+    # 406 KB of the fp32 weights; peak activations as the ONNX face package's int8 count.
+    assert 100_000 < report.weight_bytes < 160_000
+    face = read_package(resolve("face")).manifest.budget
+    assert face is not None and report.peak_activation_bytes <= face.peak_activation_bytes
+    assert report.fits
+
+
+def test_classifier_activations_are_16_bit_and_counted_at_two_bytes() -> None:
+    """The classifier is W8A16 (quantize.int16_activations ["*"]): every activation it quantizes
+    is uint16, every Conv/Gemm weight int8, and the budget counts the activations at two bytes
+    each (its peak, block 1's depthwise conv reading 112x112x96 and writing 56x56x96, doubles)."""
+    package = read_package(resolve("classifier"))
+    model = onnx.load_from_string(package.model_bytes)
+    inits = {i.name: i for i in model.graph.initializer}
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(quantizers) >= 60
+    assert all(inits[q.input[2]].data_type == onnx.TensorProto.UINT16 for q in quantizers)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    layers = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert len(layers) == 50
+    assert all(inits[producer[n.input[1]].input[0]].data_type == onnx.TensorProto.INT8 for n in layers)
+    report = budget_report(package.model_bytes)
+    assert package.manifest.budget is not None and report.model_dump() == package.manifest.budget.model_dump()
+    assert report.peak_activation_bytes == 2 * (112 * 112 * 96 + 56 * 56 * 96)
     assert report.fits
 
 
@@ -156,3 +206,34 @@ def test_packer_takes_a_precomputed_rounding_and_refuses_anything_else(media: Pa
     np.savez(tmp_path / "name.npz", other=up)
     with pytest.raises(ModelError, match="not quantized Conv/Gemm nodes"):
         quantize_onnx(fp32, spec, images, rounded_weights=tmp_path / "name.npz")
+
+
+def test_packer_widens_named_activations_to_16_bits(media: Path, tmp_path: Path) -> None:
+    """quantize.int16_activations (W8A16, the classifier's zoo/classifier/README.md): the named
+    activations keep their calibrated range in 65536 steps, behind an explicit Clip to it; the
+    weights stay int8; the budget counts those activations at two bytes; unknown names are refused."""
+    _tiny_conv(tmp_path / "m.onnx")
+    spec = InputSpec(name="x", width=16, height=16, layout="NCHW", mean=(127.5,) * 3, std=(128.0,) * 3)
+    images = [media / "messi5.jpg", media / "basketball1.png", media / "squirrel_cls.jpg"]
+    fp32 = (tmp_path / "m.onnx").read_bytes()
+    narrow = quantize_onnx(fp32, spec, images, bias_correction=True)
+    wide = quantize_onnx(fp32, spec, images, bias_correction=True, int16_activations=["y"])
+    model = onnx.load_from_string(wide)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    (q,) = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.output[0].startswith("y")]
+    assert inits[q.input[2]].dtype == np.uint16
+    assert model.graph.node[list(model.graph.node).index(q) - 1].op_type == "Clip"
+    assert inits["w_quantized"].dtype == np.int8
+    assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 21
+    (x,) = calibration_tensors([media / "messi5.jpg"], spec)
+    ref = ort.InferenceSession(fp32).run(None, {"x": x})[0]
+    err8 = np.abs(ort.InferenceSession(narrow).run(None, {"x": x})[0] - ref).mean()
+    err16 = np.abs(ort.InferenceSession(wide).run(None, {"x": x})[0] - ref).mean()
+    assert err16 < 0.75 * err8  # y no longer rounded to 256 steps (x and the weights still are)
+    # y is 4x16x16: 1024 bytes in 8 bits, 2048 in 16; the input x (768 bytes) stays 8-bit.
+    assert budget_report(narrow).peak_activation_bytes == 768 + 1024
+    assert budget_report(wide).peak_activation_bytes == 768 + 2048
+    all16 = quantize_onnx(fp32, spec, images, int16_activations=["*"])
+    assert budget_report(all16).peak_activation_bytes == 2 * 768 + 2048
+    with pytest.raises(ModelError, match="not quantized activation tensors"):
+        quantize_onnx(fp32, spec, images, int16_activations=["nope"])

@@ -175,3 +175,73 @@ def test_openvino_ir_source(calibration, signer, tmp_path):
     model = load_model(out, keyring=ring, runtime="openvino")
     assert np.corrcoef(model.runner.run(REF["input"])["logits"].ravel(), REF["logits"].ravel())[0, 1] > 0.9
     model.close()
+
+
+def test_tflite_target_litert_packs_int8_tflite(calibration, signer, tmp_path):
+    """--target litert: the .tflite stays TFLite, int8 weights and activations (AI Edge
+    Quantizer), float input and outputs; LiteRT and OpenVINO run it close to the float model."""
+    from ivs.isp import Isp
+    from ivs.package import tflite
+    from ivs.package.budget import budget_report
+    from ivs.runtime import create
+
+    key, ring, _ = signer
+    src, iname, oname = SOURCES["tflite"]
+    out = tmp_path / "t8.ivsm"
+    manifest = pack(src, spec_for(iname, oname), out, calibration=calibration, key=key, target="litert")
+    assert (manifest.model.format, manifest.model.precision) == ("tflite", "int8")
+    pkg = read_package(out, ring)
+    assert set(pkg.members) == {"model.tflite"}
+    assert tflite.has_int8_weights(pkg.model_bytes) and not tflite.has_int8_weights(src.read_bytes())
+    assert tflite.io_names(pkg.model_bytes) == ([iname], [oname])
+    # budget.py reads TFLite; int8: the weights take a quarter of the float model's.
+    assert manifest.budget is not None and manifest.budget == budget_report(pkg.model_bytes)
+    fp32 = budget_report(src.read_bytes())
+    assert manifest.budget.weight_bytes < 0.5 * fp32.weight_bytes
+    assert manifest.budget.peak_activation_bytes * 4 == fp32.peak_activation_bytes
+    # An image like the calibration ones, not one of them, through the ISP (REF's input, uniform
+    # noise at 32x32, lies outside the calibrated ranges: int8 clips there, by design).
+    image = np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    x = Isp(manifest.input).process(image).tensor
+    ref = create("litert", src.read_bytes(), "tflite", iname, 1).run(x)[oname]
+    for runtime in ("litert", "openvino"):
+        model = load_model(out, keyring=ring, runtime=runtime)
+        y = model.runner.run(x)[oname]
+        assert y.dtype == np.float32
+        assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max(), (runtime, y, ref)
+        model.close()
+
+
+def test_target_litert_from_the_spec_and_its_refusals(calibration, tmp_path):
+    src, iname, oname = SOURCES["tflite"]
+    spec = {**spec_for(iname, oname), "quantize": {"target": "litert"}}
+    manifest = pack(src, spec, tmp_path / "a.ivsm", calibration=calibration, key=None)
+    assert (manifest.model.format, manifest.model.precision) == ("tflite", "int8")
+    manifest = pack(src, spec, tmp_path / "b.ivsm", calibration=None, key=None)
+    assert (manifest.model.format, manifest.model.precision) == ("tflite", "fp32")
+    onnx_model = tmp_path / "tiny.onnx"
+    onnx_model.write_bytes(tiny_classifier())
+    with pytest.raises(PackageError, match=r"target litert packs a TFLite file \(.tflite\)"):
+        pack(onnx_model, spec, tmp_path / "c.ivsm", calibration=calibration, key=None)
+    with pytest.raises(PackageError, match=r"quantize options \['int4_nodes'\] are not available for target litert"):
+        bad = {**spec, "quantize": {"target": "litert", "int4_nodes": ["Conv2D"]}}
+        pack(src, bad, tmp_path / "d.ivsm", calibration=calibration, key=None)
+    with pytest.raises(PackageError, match=r"nodes_to_exclude \['nope'\] are not op outputs of the model"):
+        bad = {**spec, "quantize": {"target": "litert", "nodes_to_exclude": ["nope"]}}
+        pack(src, bad, tmp_path / "f.ivsm", calibration=calibration, key=None)
+    with pytest.raises(PackageError, match=r"unknown pack target 'tpu'"):
+        pack(src, spec, tmp_path / "e.ivsm", calibration=calibration, key=None, target="tpu")
+
+
+def test_cli_pack_target_litert(calibration, signer, tmp_path):
+    _, _, keydir = signer
+    src, iname, oname = SOURCES["tflite"]
+    (tmp_path / "spec.json").write_text(json.dumps(spec_for(iname, oname)))
+    out = tmp_path / "t.ivsm"
+    r = ivs(
+        "model", "pack", str(src), "--spec", str(tmp_path / "spec.json"), "-o", str(out),
+        "--calibration", str(calibration), "--key", str(keydir / "k.key"), "--target", "litert",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "int8" in r.stdout and "of 8.0 MiB" in r.stdout
+    assert read_package(out, Keyring.load(keydir / "ring")).manifest.model.format == "tflite"

@@ -45,3 +45,49 @@ def test_auto_times_each_runtime_and_keeps_the_fastest(caplog):
 def test_litert_refuses_onnx_with_the_reason():
     with pytest.raises(ModelError, match="runtime 'litert' cannot run this model: it cannot read onnx models"):
         load_model("person", runtime="litert")
+
+
+def test_auto_includes_litert_for_a_tflite_package(caplog):
+    """face-litert is TFLite: LiteRT and OpenVINO both read it, and auto times both."""
+    with caplog.at_level(logging.INFO, logger="ivs.runtime"):
+        model = load_model("face-litert", runtime="auto")
+    timings = dict(re.findall(r"runtime auto: (\w+) ([\d.]+) ms", caplog.text))
+    assert set(timings) == {"litert", "openvino"}
+    assert model.runner.name == min(timings, key=lambda k: float(timings[k]))
+    model.close()
+    with pytest.raises(ModelError, match="runtime 'onnxruntime' cannot run this model: it cannot read tflite"):
+        load_model("face-litert", runtime="onnxruntime")
+
+
+def test_ivs_run_on_litert_finds_the_faces_of_real_images(media, tmp_path):
+    """`ivs run --runtime litert` with the int8 TFLite package: the astronaut's face and Messi's
+    (a crop of messi5.jpg: in the whole frame his face is too small for the short-range model),
+    where the fp32 model puts them (zoo/face/README.md: [179, 81, 272, 174] and [73, 98, 109, 134])."""
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+    from skimage import data
+
+    from tests.test_accuracy import match
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_astronaut.png"), np.ascontiguousarray(data.astronaut()[..., ::-1]))
+    cv2.imwrite(str(folder / "b_messi5_crop.png"), cv2.imread(str(media / "messi5.jpg"))[0:200, 150:400])
+    out = tmp_path / "m.jsonl"
+    args = ["run", "--source", str(folder), "--model", "face-litert", "--runtime", "litert", "--fps", "0"]
+    r = subprocess.run(
+        [sys.executable, "-m", "ivs", *args, "--out", str(out), "-q"], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2
+    fp32 = [[179, 81, 272, 174], [73, 98, 109, 134]]
+    for rec, want in zip(records, fp32, strict=True):
+        assert rec["model"] == {"name": "face-litert", "version": "1.0.0", "task": "face", "runtime": "litert"}
+        assert [d["label"] for d in rec["detections"]] == ["face"]
+        box = np.array([rec["detections"][0]["box"]], np.float32)
+        assert len(match(np.array([want], np.float32), box, 0.8)) == 1, (box, want)
+        assert rec["detections"][0]["score"] > 0.75

@@ -4,7 +4,8 @@ Each recipe zoo/<name>/build.py runs in its own virtual environment (.venv-zoo-<
 zoo/<name>/requirements.txt, PyTorch or TensorFlow only there, never in ivs's runtime) and
 writes an fp32 ONNX model + spec.json (+ assets) to zoo/build/<name>/. This script then packs
 each with ivs's own packer: int8 static quantization calibrated on real images, the budget
-check, and a signature by the zoo key.
+check, and a signature by the zoo key. A variant (VARIANTS, e.g. face-litert) packs another
+recipe's output differently (its spec: that recipe's, updated by zoo/<name>/spec.json).
 
 The zoo key's private half lives outside git (.cache/keys/zoo.key). Rebuilding without it
 makes a new key, replaces src/ivs/package/keys/zoo.pub and re-signs every package, so the
@@ -12,6 +13,7 @@ committed public key always matches the committed packages.
 
     python zoo/build.py              # every recipe
     python zoo/build.py --only person --skip-recipe   # re-pack from zoo/build/person
+    python zoo/build.py --only face-litert --skip-recipe   # int8 TFLite from zoo/build/face
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ import evalset  # noqa: E402
 
 from ivs.package.signing import BUILTIN_KEYRING, generate, load_private  # noqa: E402
 
-RECIPES = ["classifier", "person", "coco", "face", "mask", "mobilenet-v1"]
+RECIPES = ["classifier", "person", "coco", "face", "face-litert", "mask", "mobilenet-v1"]
+# Packages made from another recipe's output: name -> (that recipe, the file it packs). The
+# variant's spec is the recipe's spec.json updated by zoo/NAME/spec.json; face-litert packs the
+# upstream BlazeFace .tflite to int8 TFLite for LiteRT (`quantize.target: litert`).
+VARIANTS: dict[str, tuple[str, str]] = {"face-litert": ("face", "model.tflite")}
 # Every package fits the IMX500's 8 MiB class (YOLOv3-tiny thanks to int4 weights in its four
 # heaviest convs, zoo/coco/README.md); a recipe that needs more would be named here.
 BUDGETS: dict[str, int] = {}
@@ -92,18 +98,35 @@ def calibration_folder() -> Path:
     return out
 
 
-def write_reference(name: str, build: Path, spec: dict[str, Any]) -> None:
+def variant_build(name: str, recipe_build: Path, source: str) -> Path:
+    """zoo/build/NAME for a variant: the recipe's source file and assets, and its spec.json
+    updated by zoo/NAME/spec.json (top-level keys replaced)."""
+    import json
+
+    build = ROOT / "zoo" / "build" / name
+    build.mkdir(parents=True, exist_ok=True)
+    spec = json.loads((recipe_build / "spec.json").read_text())
+    spec.update(json.loads((ROOT / "zoo" / name / "spec.json").read_text()))
+    for member in [source, *spec.get("assets", {}).values()]:
+        shutil.copyfile(recipe_build / member, build / member)
+    (build / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    return build
+
+
+def write_reference(name: str, build: Path, spec: dict[str, Any], source: str = "model.fp32.onnx") -> None:
     """Record what the fp32 model says on the fixed evaluation inputs (zoo/evalset.py), through
-    ivs's own ISP and decoder, so tests/test_int8.py can compare the shipped int8 package."""
+    ivs's own ISP and decoder, so tests/test_int8.py can compare the shipped int8 package.
+    A .tflite source is the float TFLite model run by LiteRT."""
     import json
     import tempfile
 
     from ivs.model import load_model
 
+    runtime = "litert" if source.endswith(".tflite") else "onnxruntime"
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / f"{name}-fp32.ivsm"
         pack(
-            build / "model.fp32.onnx",
+            build / source,
             spec,
             fp32,
             calibration=None,
@@ -111,8 +134,8 @@ def write_reference(name: str, build: Path, spec: dict[str, Any]) -> None:
             asset_dir=build,
             budget=64 * 2**20,
         )
-        model = load_model(fp32, allow_unsigned=True, runtime="onnxruntime")
-        out: dict[str, Any] = {"model": name, "precision": "fp32", "runtime": "onnxruntime"}
+        model = load_model(fp32, allow_unsigned=True, runtime=runtime)
+        out: dict[str, Any] = {"model": name, "precision": "fp32", "runtime": runtime}
         if spec["task"] == "classification":
             out["top1"] = {key: int(model(rgb).class_id[0]) for key, rgb in evalset.classifier_images()}
         else:
@@ -150,14 +173,19 @@ def main() -> None:
     key = load_private(KEY)
     calib = calibration_folder()
 
+    built: set[str] = set()
     for name in names:
-        build = ROOT / "zoo" / "build" / name
-        if not args.skip_recipe:
-            py = recipe_python(name)
-            subprocess.run([py, ROOT / "zoo" / name / "build.py", "--out", build], check=True, cwd=ROOT)
+        recipe, source = VARIANTS.get(name, (name, "model.fp32.onnx"))
+        build = ROOT / "zoo" / "build" / recipe
+        if not args.skip_recipe and recipe not in built:
+            py = recipe_python(recipe)
+            subprocess.run([py, ROOT / "zoo" / recipe / "build.py", "--out", build], check=True, cwd=ROOT)
+            built.add(recipe)
+        if recipe != name:
+            build = variant_build(name, build, source)
         spec = load_spec(build / "spec.json")
         manifest = pack(
-            build / "model.fp32.onnx",
+            build / source,
             spec,
             ZOO_OUT / f"{name}.ivsm",
             calibration=calib,
@@ -167,7 +195,7 @@ def main() -> None:
         )
         # mobilenet-v1 is untrained; mask answers about face crops, checked by tests/test_mask.py.
         if name not in ("mobilenet-v1", "mask"):
-            write_reference(name, build, spec)
+            write_reference(name, build, spec, source)
         assert manifest.budget is not None
         print(
             f"{name}: {manifest.model.precision}, weights {manifest.budget.weight_bytes / 2**20:.2f} MiB, "

@@ -537,7 +537,9 @@ def model_verify(
 
 @model_app.command("pack")
 def model_pack(
-    model: Annotated[Path, typer.Argument(help="fp32 ONNX model.")],
+    model: Annotated[
+        Path, typer.Argument(help="fp32 model: ONNX, TFLite, TensorFlow frozen graph or SavedModel, OpenVINO IR.")
+    ],
     spec: Annotated[
         Path,
         typer.Option(help="spec.json: name, version, task, input, outputs, labels, decoder, assets."),
@@ -546,6 +548,13 @@ def model_pack(
     calibration: Annotated[Path | None, typer.Option(help="Folder of calibration images; int8 when given.")] = None,
     key: Annotated[Path | None, typer.Option(help="Ed25519 private key (PEM) to sign with.")] = None,
     budget: Annotated[float, typer.Option(help="Memory budget in MiB.")] = 8.0,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="litert: keep a .tflite in TFLite, int8 by AI Edge Quantizer (runs on LiteRT and OpenVINO). "
+            "Default (or spec quantize.target): ONNX stays ONNX, other sources become OpenVINO IR."
+        ),
+    ] = None,
 ) -> None:
     """Quantize, check the memory budget, sign and write a model package."""
     from rich.progress import Progress
@@ -567,6 +576,7 @@ def model_pack(
                 budget=int(budget * 2**20),
                 asset_dir=spec.parent,
                 progress=lambda n: progress.advance(task, n),
+                target=target,
             )
     except IvsError as err:
         raise fail(str(err), 1) from None

@@ -11,16 +11,20 @@ Everything the packer decides stays the packer's: this script calls ivs's own qu
 (src/ivs/package/quantize.py, same calibration images through the same ISP, same calibration
 method) for the per-channel weight scales and the activation ranges, and only chooses floor or
 ceiling of w / scale for each weight. The layers are processed in graph order with the input
-of each taken from the int8 model so far (activations fake-quantized with the packer's ranges,
-earlier layers already rounded) and the target from the fp32 model ("asymmetric"
-reconstruction, as in the AdaRound paper and BRECQ/QDrop), so each layer also absorbs part of
-the error of the int8 layers before it.
+of each taken from the quantized model so far (activations fake-quantized with the packer's
+ranges, in 16 bits for those spec.json's `quantize.int16_activations` names, earlier layers
+already rounded) and the target from the fp32 model ("asymmetric" reconstruction, as in the
+AdaRound paper and BRECQ/QDrop), so each layer also absorbs part of the error of the
+quantized layers before it.
 
 Writes `adaround.npz` (int8 weights keyed by Conv/Gemm node name), which spec.json's
-`quantize.rounded_weights` hands to the packer, and `adaround.json` (per-layer output error,
-nearest vs AdaRound). Deterministic: fixed seed, one thread.
+`quantize.rounded_weights` hands to the packer, `adaround-bits.npz` (the same rounding as one
+bit per weight, 8x smaller: what the recipe ships) and `adaround.json` (per-layer output
+error, nearest vs AdaRound). Deterministic: fixed seed, one thread. `--expand BITS` writes
+`adaround.npz` from a saved `adaround-bits.npz` instead, on the packer's scales (about 17 s).
 
     python zoo/classifier/adaround.py --out zoo/build/classifier --calib .cache/calib
+    python zoo/classifier/adaround.py --out zoo/build/classifier --expand zoo/classifier/adaround-bits.npz
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ QMAX = 127  # onnxruntime's symmetric int8 weights use -127..127
 # Images per step: all of them for small feature maps, fewer for the 112x112/56x56 layers so
 # every step costs about the same.
 PIXELS_PER_STEP = 16 * 28 * 28
+# The rounding as the recipe ships it (zoo/classifier/adaround-bits.npz): one bit per weight.
+BITS_FILE = "adaround-bits.npz"
 QUIET = Path("/tmp/BENCH_QUIET")  # the project lead's benchmark flag: wait while it exists
 
 Tensor = torch.Tensor
@@ -135,9 +141,12 @@ def adaround(
     iters: int,
     lr: float,
     lam: float,
+    int16_activations: list[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-    """Rounding for every quantized Conv/Gemm of `qdq` (ivs's QDQ model of `fp32`)."""
+    """Rounding for every quantized Conv/Gemm of `qdq` (ivs's QDQ model of `fp32`), with the
+    activations `int16_activations` names ("*": all) quantized as the packer does with 16 bits
+    (the same range in 65536 steps: scale / 257, zero point * 257)."""
     init = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in fp32.graph.initializer}
     for node in fp32.graph.node:
         if node.op_type == "Constant":
@@ -164,11 +173,17 @@ def adaround(
             consumers.setdefault(name, []).append(node)
     uses = {name: len(c) for name, c in consumers.items()}
 
+    wide = set(act) if int16_activations == ["*"] else set(int16_activations or [])
+    assert wide <= set(act), sorted(wide - set(act))
+
     def fake_quant(x: Tensor, name: str) -> Tensor:
         if name not in act:
             return x
         s, zp = act[name]
-        return (torch.clamp(torch.round(x / s) + zp, 0, 255) - zp) * s
+        top = 255
+        if name in wide:
+            s, zp, top = s / 257, zp * 257, 65535
+        return (torch.clamp(torch.round(x / s) + zp, 0, top) - zp) * s
 
     x0 = torch.from_numpy(calib)
     env_f: dict[str, Tensor] = {"input": x0}  # fp32 model
@@ -225,23 +240,54 @@ def adaround(
     return rounding, report
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="the recipe's build folder (model.fp32.onnx, spec.json)")
-    ap.add_argument("--calib", type=Path, default=REPO / ".cache" / "calib")
-    ap.add_argument("--iters", type=int, default=int(os.environ.get("ADAROUND_ITERS", "500")))
-    ap.add_argument("--lr", type=float, default=1e-2)
-    ap.add_argument("--lam", type=float, default=0.01, help="weight of the rounding regulariser")
-    args = ap.parse_args(argv)
+def weight_floors(fp32: onnx.ModelProto, qdq: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """floor(w / scale) of every quantized Conv/Gemm, on the packer's per-channel scales (float32,
+    as adaround_layer computes it): an AdaRound result is this plus 0 or 1 for each weight."""
+    weights = {i.name: numpy_helper.to_array(i) for i in fp32.graph.initializer}
+    qinit = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    fp32_nodes = {n.name: n for n in fp32.graph.node}
+    floors = {}
+    for node in qdq.graph.node:
+        if node.op_type in ("Conv", "Gemm") and node.input[1] in producer:
+            w = weights[fp32_nodes[node.name].input[1]].astype(np.float32)
+            scale = qinit[producer[node.input[1]].input[1]].astype(np.float32).reshape([-1] + [1] * (w.ndim - 1))
+            floors[node.name] = np.floor(w / scale)
+    return floors
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    spec = json.loads((args.out / "spec.json").read_text())
+
+def to_bits(rounding: dict[str, np.ndarray], floors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rounding as one bit per weight (1: rounded up), packed: 8x smaller than int8."""
+    bits = {}
+    for name, q in rounding.items():
+        up = q.astype(np.float32) - floors[name]
+        if not np.isin(up, (0, 1)).all():
+            raise SystemExit(f"adaround: {name}: values that are not floor or floor + 1 of w / scale")
+        bits[name] = np.packbits(up.astype(np.uint8).reshape(-1))
+    return bits
+
+
+def from_bits(bits: dict[str, np.ndarray], floors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """int8 weights back from to_bits' bits and the packer's scales."""
+    rounding = {}
+    for name, packed in bits.items():
+        floor = floors[name]
+        up = np.unpackbits(packed, count=floor.size).reshape(floor.shape)
+        rounding[name] = np.clip(floor + up, -QMAX, QMAX).astype(np.int8)
+    return rounding
+
+
+PackerQdq = tuple[onnx.ModelProto, onnx.ModelProto, dict[str, Any], InputSpec, list[Path]]
+
+
+def packer_qdq(out: Path, calib: Path) -> PackerQdq:
+    """The fp32 model and ivs's own QDQ model of it (the packer's scales and activation ranges)."""
+    spec = json.loads((out / "spec.json").read_text())
     qopts = spec["quantize"]
     input_spec = InputSpec.model_validate(spec["input"])
-    images = calibration_images(args.calib)
-    fp32_bytes = (args.out / "model.fp32.onnx").read_bytes()
-    print(f"adaround: scales and ranges from ivs's quantizer on {len(images)} images in {args.calib}", flush=True)
+    images = calibration_images(calib)
+    fp32_bytes = (out / "model.fp32.onnx").read_bytes()
+    print(f"adaround: scales and ranges from ivs's quantizer on {len(images)} images in {calib}", flush=True)
     qdq = onnx.load_from_string(
         quantize_onnx(
             fp32_bytes,
@@ -252,15 +298,41 @@ def main(argv: list[str] | None = None) -> int:
             calibrate_method=str(qopts["calibrate_method"]),
         )
     )
+    return onnx.load_from_string(fp32_bytes), qdq, qopts, input_spec, images
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="the recipe's build folder (model.fp32.onnx, spec.json)")
+    ap.add_argument("--calib", type=Path, default=REPO / ".cache" / "calib")
+    ap.add_argument("--iters", type=int, default=int(os.environ.get("ADAROUND_ITERS", "500")))
+    ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--lam", type=float, default=0.01, help="weight of the rounding regulariser")
+    ap.add_argument(
+        "--expand", type=Path, metavar="BITS", help=f"write adaround.npz from a saved {BITS_FILE} instead of running"
+    )
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    fp32, qdq, qopts, input_spec, images = packer_qdq(args.out, args.calib)
+    floors = weight_floors(fp32, qdq)
+    if args.expand is not None:
+        with np.load(args.expand, allow_pickle=False) as npz:
+            rounding = from_bits({name: npz[name] for name in npz.files}, floors)
+        np.savez_compressed(args.out / "adaround.npz", **rounding)
+        print(f"adaround: wrote {args.out / 'adaround.npz'} from {args.expand} ({len(rounding)} layers)")
+        return 0
     calib = np.concatenate(calibration_tensors(images, input_spec))
     rounding, report = adaround(
-        onnx.load_from_string(fp32_bytes), qdq, calib, iters=args.iters, lr=args.lr, lam=args.lam,
-        log=lambda s: print(s, flush=True),
+        fp32, qdq, calib, iters=args.iters, lr=args.lr, lam=args.lam,
+        int16_activations=list(qopts.get("int16_activations", [])), log=lambda s: print(s, flush=True),
     )  # fmt: skip
     np.savez_compressed(args.out / "adaround.npz", **rounding)
+    np.savez_compressed(args.out / BITS_FILE, **to_bits(rounding, floors))
     summary = {"images": len(images), "iters": args.iters, "lr": args.lr, "lam": args.lam, "layers": report}
     (args.out / "adaround.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"adaround: wrote {args.out / 'adaround.npz'} ({len(rounding)} layers)")
+    print(f"adaround: wrote {args.out / 'adaround.npz'} and {args.out / BITS_FILE} ({len(rounding)} layers)")
     return 0
 
 

@@ -58,13 +58,15 @@ DEADLINES_MS = (33.3, 16.7)
 
 FRAME_SIZES: dict[str, tuple[int, int]] = {"4k": (3840, 2160), "1080p": (1920, 1080)}
 
-QUICK_MODELS = ("mobilenet-v1", "person")
+QUICK_MODELS = ("mobilenet-v1", "person", "face", "face-litert")
 E2E_MODELS = ("person", "mobilenet-v1")
 LEDGER_MODEL = "person"
 
 NOTES = {
     "mobilenet-v1": "untrained weights: latency only, its outputs mean nothing",
-    "litert": "no zoo package is TFLite (all are ONNX), so LiteRT runs only a build-time .tflite where one exists",
+    "litert": "face-litert is the zoo's TFLite package (int8, AI Edge Quantizer): LiteRT and OpenVINO run it; "
+    "the other packages are ONNX, which LiteRT cannot read; tflite-src rows are the float upstream .tflite "
+    "(zoo/build/<name>/model.tflite) on LiteRT",
     "fp32": "fp32 rows only where the unpacked float model zoo/build/<name>/model.fp32.onnx exists "
     "(a source checkout that built the zoo); packages carry int8 only",
     "timing": "absolute times depend on the machine and its load; compare rows as ratios taken in the same run",
@@ -349,6 +351,12 @@ def latency_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             add("fp32/int8 (int8 speed-up)", f"{m}/{rt}/fp32/t{t}", r["key"])
             if rt == "onnxruntime":
                 add("openvino/onnxruntime", f"{m}/openvino/int8/t{t}", r["key"])
+            if rt == "litert":
+                add("tflite-src/int8 (int8 speed-up, float .tflite)", f"{m}/litert/tflite-src/t{t}", r["key"])
+                add("openvino/litert", f"{m}/openvino/int8/t{t}", r["key"])
+                if m.endswith("-litert"):  # the same network packaged as ONNX, e.g. face
+                    base = m.removesuffix("-litert")
+                    add("int8 TFLite on litert/int8 ONNX on onnxruntime", r["key"], f"{base}/onnxruntime/int8/t{t}")
         if t == 1:
             add("1 thread/2 threads (thread scaling)", r["key"], f"{m}/{rt}/{p}/t2")
     return out

@@ -1,4 +1,5 @@
-"""Budget report: weight bytes, peak activation bytes and the heaviest layers of an ONNX model.
+"""Budget report: weight bytes, peak activation bytes and the heaviest layers of an ONNX model
+(or a TFLite model, `ivs.package.tflite.budget_report`).
 
 The IMX500 holds a whole network in about 8 MiB of on-chip memory; a package states what it
 needs so that a model that would not fit is refused at pack time, not discovered on a device.
@@ -52,7 +53,40 @@ def _tensor_bytes(vi: onnx.ValueInfoProto, element_bytes: int | None = None) -> 
     return int(n * (element_bytes or _ELEM_BYTES.get(int(t.elem_type), 4)))
 
 
+_WIDE = {onnx.TensorProto.UINT16, onnx.TensorProto.INT16}
+
+
+def _count_16bit_activations(graph: onnx.GraphProto, values: list[onnx.ValueInfoProto], sizes: dict[str, int]) -> None:
+    """Two bytes per element for the activations a QuantizeLinear stores in 16 bits (W8A16,
+    quantize `int16_activations`), and for the tensors in-place activations in front of it
+    overwrite (the saturating Clip the packer puts before each)."""
+    inits = {i.name: i for i in graph.initializer}
+    info = {vi.name: vi for vi in values}
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    for node in graph.node:
+        if node.op_type != "QuantizeLinear" or node.input[0] in inits or len(node.input) < 3:
+            continue
+        zero = inits.get(node.input[2])
+        if zero is None or zero.data_type not in _WIDE:
+            continue
+        name = node.input[0]
+        while name in info:
+            sizes[name] = _tensor_bytes(info[name], 2)
+            before = producer.get(name)
+            if before is None or before.op_type not in _IN_PLACE or readers.get(before.input[0]) != 1:
+                break
+            name = before.input[0]
+
+
 def budget_report(model_bytes: bytes, budget_bytes: int = DEFAULT_BUDGET, top: int = 5) -> BudgetReport:
+    if model_bytes[4:8] == b"TFL3":  # a TFLite flatbuffer: the same rules, in ivs.package.tflite
+        from ivs.package.tflite import budget_report as tflite_budget_report
+
+        return tflite_budget_report(model_bytes, budget_bytes, top)
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
     # Weight bytes as stored (int8 weights count 1 byte each, int4 half a byte, their scales 4).
@@ -68,11 +102,14 @@ def budget_report(model_bytes: bytes, budget_bytes: int = DEFAULT_BUDGET, top: i
     # Peak activations: walk the nodes in graph (topological) order and keep each tensor
     # alive from the node that makes it to the last node that reads it. In a QDQ model the
     # Quantize/Dequantize pairs only mark where tensors are int8: they are looked through,
-    # and every activation counts one byte per element, as an int8 accelerator stores it.
+    # and every activation counts one byte per element, as an int8 accelerator stores it
+    # (two for those quantized to 16 bits).
     inferred = shape_inference.infer_shapes(model).graph
     values = [*inferred.value_info, *inferred.input, *inferred.output]
     quantized = any(n.op_type == "QuantizeLinear" for n in graph.node)
     sizes = {vi.name: _tensor_bytes(vi, 1 if quantized else None) for vi in values}
+    if quantized:
+        _count_16bit_activations(graph, values, sizes)
     alias: dict[str, str] = {}
     for node in graph.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] not in init_names:

@@ -33,6 +33,11 @@ _SPEC_KEYS = {
     "runtime_hints",
 }
 
+# `pack(target=...)` / spec `quantize.target`: where the package is meant to run, when that
+# changes what `pack` makes of the source. None: ONNX stays ONNX, anything else becomes
+# OpenVINO IR when quantized. "litert": a TFLite source stays TFLite (int8 for LiteRT).
+TARGETS = ("litert",)
+
 
 def load_spec(path: Path) -> dict[str, Any]:
     try:
@@ -57,20 +62,27 @@ def pack(
     budget: int = DEFAULT_BUDGET,
     asset_dir: Path | None = None,
     progress: Callable[[int], None] = lambda n: None,
+    target: str | None = None,
 ) -> Manifest:
     """Quantize (when a calibration folder is given), check the budget, sign and write.
 
     `model` is an ONNX file (quantized with onnxruntime, packaged as ONNX), or a TFLite file,
     a TensorFlow frozen graph or SavedModel, or OpenVINO IR (converted and quantized with
-    OpenVINO and NNCF, packaged as OpenVINO IR).
+    OpenVINO and NNCF, packaged as OpenVINO IR). `target="litert"` (or spec `quantize.target`)
+    keeps a TFLite file in TFLite instead, int8 by AI Edge Quantizer (`ivs.package.tflite`).
     """
     try:
         input_spec = InputSpec.model_validate(spec["input"])
     except (KeyError, ValidationError) as err:
         raise PackageError(f"model spec 'input' is invalid: {err}") from None
+    target = target or spec.get("quantize", {}).get("target")
+    if target not in (None, *TARGETS):
+        raise PackageError(f"unknown pack target {target!r}: expected one of {list(TARGETS)} (or none)")
     images = calibration_images(calibration) if calibration is not None else None
     precision = "int8" if images is not None else "fp32"
-    if model.suffix == ".onnx":
+    if target == "litert":
+        members, model_file, report = _pack_litert(model, spec, input_spec, images, budget, progress)
+    elif model.suffix == ".onnx":
         members, model_file, report = _pack_onnx(model, spec, input_spec, images, budget, progress)
     elif model.suffix == ".tflite" and images is None:
         members, model_file, report = _pack_tflite(model, spec, input_spec, budget)
@@ -112,6 +124,7 @@ def _pack_onnx(
             calibrate_method=str(qopts.get("calibrate_method", "minmax")),
             bias_correction=bool(qopts.get("bias_correction", False)),
             int4_nodes=list(qopts.get("int4_nodes", [])),
+            int16_activations=list(qopts.get("int16_activations", [])),
             # precomputed rounding (AdaRound) written by the recipe beside the fp32 model
             rounded_weights=model.parent / qopts["rounded_weights"] if "rounded_weights" in qopts else None,
             progress=progress,
@@ -156,11 +169,51 @@ def _pack_tflite(
     return {"model.tflite": model.read_bytes()}, model_file, convert.budget_report(network, budget)
 
 
+def _pack_litert(
+    model: Path,
+    spec: dict[str, Any],
+    input_spec: InputSpec,
+    images: list[Path] | None,
+    budget: int,
+    progress: Callable[[int], None],
+) -> tuple[dict[str, bytes], dict[str, Any], BudgetReport]:
+    """A TFLite file kept in TFLite for LiteRT: int8 weights and activations (AI Edge Quantizer,
+    `static_wi8_ai8`) when calibration images are given, as it is otherwise. No OpenVINO needed."""
+    from ivs.package import tflite
+
+    if model.suffix != ".tflite" or not model.is_file():
+        raise PackageError(f"{model}: target litert packs a TFLite file (.tflite): expected one")
+    data = model.read_bytes()
+    if not tflite.is_tflite(data):
+        raise PackageError(f"{model}: not a TFLite model (no TFL3 file identifier)")
+    _check_io(model, *tflite.io_names(data), input_spec, spec)
+    qopts = spec.get("quantize", {})
+    # AI Edge Quantizer's static_wi8_ai8: per-channel int8 weights, min/max activation ranges.
+    fixed = {"per_channel": True, "calibrate_method": "minmax", "bias_correction": False, "int4_nodes": []}
+    unsupported = sorted(
+        k for k, v in qopts.items() if k not in ("target", "nodes_to_exclude") and (k not in fixed or fixed[k] != v)
+    )
+    if unsupported:
+        raise PackageError(
+            f"quantize options {unsupported} are not available for target litert: it quantizes "
+            "per channel with min/max ranges; only nodes_to_exclude (op output tensor names) applies"
+        )
+    if images is not None:
+        tensors = tflite.calibration_tensors(images, input_spec, progress)
+        data = tflite.quantize(data, input_spec, tensors, nodes_to_exclude=list(qopts.get("nodes_to_exclude", [])))
+    report = tflite.budget_report(data, budget)
+    precision = "int8" if images is not None or tflite.has_int8_weights(data) else "fp32"
+    return {"model.tflite": data}, {"path": "model.tflite", "format": "tflite", "precision": precision}, report
+
+
 def _check_names(model: Path, network: Any, input_spec: InputSpec, spec: dict[str, Any]) -> None:
     """The spec must name tensors the network has; say which it has when it does not."""
     from ivs.package import convert
 
-    ins, outs = convert.io_names(network)
+    _check_io(model, *convert.io_names(network), input_spec, spec)
+
+
+def _check_io(model: Path, ins: list[str], outs: list[str], input_spec: InputSpec, spec: dict[str, Any]) -> None:
     if input_spec.name not in ins:
         raise PackageError(f"{model}: spec input {input_spec.name!r} is not a model input: it has {ins}")
     missing = sorted(set(spec.get("outputs", {}).values()) - set(outs))

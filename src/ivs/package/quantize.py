@@ -15,7 +15,15 @@ onnxruntime writes:
   Nagel et al. 2020: round each weight up or down to minimise its layer's output error on
   calibration data) replace round-to-nearest, on the packer's own per-channel scales; each
   value must be the floor or the ceiling of w / scale, so the recipe chooses only the
-  rounding, never the scales or the weights themselves.
+  rounding, never the scales or the weights themselves;
+- 16-bit activations for named tensors (`int16_activations`, W8A16 mixed precision as in
+  Qualcomm AIMET or Sony MCT): the calibrated range of each is kept and split into 65536
+  steps instead of 256 (uint16, scale / 257, zero point * 257); weights stay int8. Each such
+  QuantizeLinear gets an explicit Clip to its range in front (the saturation that stands for
+  a fused ReLU6, which OpenVINO does not apply for 16-bit QuantizeLinear), the Conv/Gemm that
+  read one keep their bias in float (int32 at input_scale * weight_scale would overflow, as a
+  16-bit accelerator accumulates wider), and the model moves to opset 21 (uint16
+  QuantizeLinear).
 """
 
 from __future__ import annotations
@@ -113,12 +121,15 @@ def quantize_onnx(
     bias_correction: bool = False,
     int4_nodes: Sequence[str] = (),
     rounded_weights: Path | None = None,
+    int16_activations: Sequence[str] = (),
     progress: Callable[[int], None] = lambda n: None,
 ) -> bytes:
     """Return the int8 QDQ model for an fp32 ONNX model.
 
     `rounded_weights` is an .npz file of int8 weights keyed by Conv/Gemm node name (see the
-    module docstring); the nodes it does not name keep round-to-nearest.
+    module docstring); the nodes it does not name keep round-to-nearest. `int16_activations`
+    names activation tensors (of the fp32 model) quantized with 16 bits instead of 8; "*"
+    stands for all of them.
     """
     method = CALIBRATE_METHODS.get(calibrate_method)
     if method is None:
@@ -152,6 +163,8 @@ def quantize_onnx(
         _apply_rounding(model, reference, rounding)
     if int4_nodes or bias_correction:
         _refine(model, reference, tensors, set(int4_nodes), bias_correction)
+    if int16_activations:
+        _widen_activations(model, list(int16_activations))
     return bytes(model.SerializeToString())
 
 
@@ -361,3 +374,67 @@ def _refine(
         for opset in model.opset_import:
             if opset.domain in ("", "ai.onnx") and opset.version < INT4_OPSET:
                 opset.version = INT4_OPSET
+
+
+# uint16 QuantizeLinear/DequantizeLinear need opset 21.
+INT16_OPSET = 21
+
+
+def _widen_activations(model: onnx.ModelProto, names: list[str]) -> None:
+    """16-bit activations for the named tensors (module docstring): same range, 257x finer steps."""
+    inits = {i.name: i for i in model.graph.initializer}
+    # keyed by the fp32 model's tensor names (onnxruntime renames a graph output's input to Q)
+    quantizers = {
+        n.input[0].removesuffix("_QuantizeLinear_Input"): n
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits
+    }
+    wide = set(quantizers) if names == ["*"] else set(names)
+    unknown = sorted(wide - set(quantizers))
+    if unknown:
+        raise ModelError(
+            f"quantize int16_activations {unknown[:5]} are not quantized activation tensors of the model: "
+            f'expected some of {list(quantizers)[:8]}... (or ["*"] for all)'
+        )
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    wide_outputs = set()
+    for name in sorted(wide):
+        q = quantizers[name]
+        if len(q.input) < 3 or numpy_helper.to_array(inits[q.input[2]]).dtype != np.uint8:
+            raise ModelError(f"quantize int16_activations {name}: expected a uint8 activation with a zero point")
+        scale = float(numpy_helper.to_array(inits[q.input[1]]))
+        zero = int(numpy_helper.to_array(inits[q.input[2]]))
+        # Scale and zero point of its own (onnxruntime may share them between tensors).
+        s16, z16 = f"{name}_scale16", f"{name}_zero_point16"
+        _set_init(model, numpy_helper.from_array(np.asarray(scale / 257, np.float32), s16))
+        _set_init(model, numpy_helper.from_array(np.asarray(zero * 257, np.uint16), z16))
+        lo, hi = f"{name}_sat16_min", f"{name}_sat16_max"
+        _set_init(model, numpy_helper.from_array(np.asarray(-zero * scale, np.float32), lo))
+        _set_init(model, numpy_helper.from_array(np.asarray((255 - zero) * scale, np.float32), hi))
+        clip = helper.make_node("Clip", [q.input[0], lo, hi], [f"{name}_sat16"], name=f"{name}_sat16")
+        q.input[0], q.input[1], q.input[2] = clip.output[0], s16, z16
+        model.graph.node.insert(list(model.graph.node).index(q), clip)
+        for dq in readers.get(q.output[0], []):
+            if dq.op_type == "DequantizeLinear":
+                dq.input[1], dq.input[2] = s16, z16
+                wide_outputs.add(dq.output[0])
+    inits = {i.name: i for i in model.graph.initializer}
+    for layer in _layers(model):
+        b_dq = layer.bias_dq
+        if layer.node.input[0] not in wide_outputs or b_dq is None:
+            continue
+        bias = _dequantized(b_dq, inits).astype(np.float32)
+        layer.node.input[2] = f"{layer.node.input[2]}_float"
+        _set_init(model, numpy_helper.from_array(bias, layer.node.input[2]))
+        if not any(b_dq.output[0] in n.input for n in model.graph.node):
+            model.graph.node.remove(b_dq)
+    used = {name for node in model.graph.node for name in node.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version < INT16_OPSET:
+            opset.version = INT16_OPSET
