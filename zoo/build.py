@@ -14,6 +14,7 @@ committed public key always matches the committed packages.
     python zoo/build.py              # every recipe
     python zoo/build.py --only person --skip-recipe   # re-pack from zoo/build/person
     python zoo/build.py --only face-litert --skip-recipe   # int8 TFLite from zoo/build/face
+    python zoo/build.py --only face-full --skip-recipe     # BlazeFace full range, the same way
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ import evalset  # noqa: E402
 
 from ivs.package.signing import BUILTIN_KEYRING, generate, load_private  # noqa: E402
 
-RECIPES = ["classifier", "person", "coco", "face", "face-litert", "mask", "mobilenet-v1"]
+RECIPES = ["classifier", "person", "coco", "face", "face-litert", "face-full", "mask", "mobilenet-v1"]
 # Packages made from another recipe's output: name -> (that recipe, the file it packs). The
 # variant's spec is the recipe's spec.json updated by zoo/NAME/spec.json; face-litert packs the
-# upstream BlazeFace .tflite to int8 TFLite for LiteRT (`quantize.target: litert`).
-VARIANTS: dict[str, tuple[str, str]] = {"face-litert": ("face", "model.tflite")}
+# upstream BlazeFace .tflite to int8 TFLite for LiteRT (`quantize.target: litert`), face-full
+# BlazeFace full range (densified by the face recipe) the same way.
+VARIANTS: dict[str, tuple[str, str]] = {
+    "face-litert": ("face", "model.tflite"),
+    "face-full": ("face", "model_full_range.tflite"),
+}
 # Every package fits the IMX500's 8 MiB class (YOLOv3-tiny thanks to int4 weights in its four
 # heaviest convs, zoo/coco/README.md); a recipe that needs more would be named here.
 BUDGETS: dict[str, int] = {}

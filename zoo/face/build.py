@@ -11,6 +11,12 @@ Writes to --out:
                                               (x, y), input pixels relative to the anchor
                       output "classificators" float32 (1, 896, 1) face logit
     model.tflite      the original upstream file, unchanged (for the LiteRT runner)
+    model_full_range.tflite
+                      BlazeFace full range (face_detection_full_range_sparse.tflite) with its
+                      46 sparse weight tensors densified (`densify`), otherwise unchanged: the
+                      source of the face-full package (int8 TFLite, zoo/face-full)
+    anchors_full_range.npy
+                      float32 (2304, 4) anchors of the full-range model
     anchors.npy       float32 (896, 4) anchors (x_center, y_center, w, h), normalized, made by
                       `ssd_anchors` (MediaPipe's SsdAnchorsCalculator, short-range options)
     spec.json         the package spec
@@ -46,7 +52,9 @@ from recipe import ensure_upstream, fold_and_freeze, licence_file
 UPSTREAM = "mediapipe==0.10.21"
 PACKAGE = "mediapipe"
 MODEL_FILE = "modules/face_detection/face_detection_short_range.tflite"
+FULL_FILE = "modules/face_detection/face_detection_full_range_sparse.tflite"
 SIZE = 128
+FULL_SIZE = 192
 ROOT = Path(__file__).resolve().parents[2]
 MEDIA = ROOT / ".cache" / "media"
 # The .tflite's own tensor names, so that one spec serves model.fp32.onnx and model.tflite.
@@ -73,6 +81,16 @@ ANCHOR_OPTIONS = {
     "aspect_ratios": [1.0],
     "fixed_anchor_size": True,
     "interpolated_scale_aspect_ratio": 1.0,
+}
+# The full-range model (face_detection_full_range.pbtxt): one 48x48 feature map (stride 4),
+# one anchor per cell (interpolated_scale_aspect_ratio 0), 2304 anchors.
+FULL_ANCHOR_OPTIONS = {
+    **ANCHOR_OPTIONS,
+    "num_layers": 1,
+    "input_size_height": FULL_SIZE,
+    "input_size_width": FULL_SIZE,
+    "strides": [4],
+    "interpolated_scale_aspect_ratio": 0.0,
 }
 MIN_SCORE = 0.5
 MIN_SUPPRESSION = 0.3
@@ -147,6 +165,86 @@ class Tflite:
         return {name: self.interp.get_tensor(d["index"]).copy() for name, d in self.outputs.items()}
 
 
+def densify(src: Path, dst: Path) -> int:
+    """Write `src` with every sparse constant made dense, and its DENSIFY op removed.
+
+    MediaPipe's full-range model stores 46 of its 1x1 conv kernels as sparse float16 tensors
+    (TFLite sparsity: every dimension dense but the last, which is CSR), each read through a
+    DENSIFY op and then a DEQUANTIZE to float32. AI Edge Quantizer reads a sparse tensor's
+    buffer as if it were dense; after this the file is as MediaPipe's dense float16 models
+    are (DEQUANTIZE of float16 constants), which `ivs.package.tflite.float_model` folds.
+    Returns the number of tensors densified."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils as fu
+
+    model = fu.read_model_from_bytearray(bytearray(src.read_bytes()))
+    assert len(model.subgraphs) == 1
+    sg = model.subgraphs[0]
+    kept = []
+    for op in sg.operators:
+        if fu.opcode_to_name(model, op.opcodeIndex) != "DENSIFY":
+            kept.append(op)
+            continue
+        t, o = sg.tensors[op.inputs[0]], sg.tensors[op.outputs[0]]
+        sp, shape = t.sparsity, list(t.shape)
+        dims = sp.dimMetadata
+        assert list(sp.traversalOrder) == list(range(len(shape))) and sp.blockMap is None, t.name
+        assert all(d.format == schema.DimensionType.DENSE for d in dims[:-1]), t.name
+        assert dims[-1].format == schema.DimensionType.SPARSE_CSR, t.name
+        assert o.type == t.type == schema.TensorType.FLOAT16 and list(o.shape) == shape, t.name
+        values = np.frombuffer(bytes(model.buffers[t.buffer].data), np.float16)
+        segments = np.asarray(dims[-1].arraySegments.values)
+        indices = np.asarray(dims[-1].arrayIndices.values)
+        rows = math.prod(shape[:-1])
+        assert len(segments) == rows + 1 and len(indices) == len(values) == segments[-1], t.name
+        dense = np.zeros((rows, shape[-1]), np.float16)
+        for r in range(rows):
+            dense[r, indices[segments[r] : segments[r + 1]]] = values[segments[r] : segments[r + 1]]
+        model.buffers.append(schema.BufferT(data=np.frombuffer(dense.tobytes(), np.uint8)))
+        o.buffer = len(model.buffers) - 1
+        model.buffers[t.buffer] = schema.BufferT()
+    n = len(sg.operators) - len(kept)
+    sg.operators = kept
+    used = sorted({i for op in kept for i in [*op.inputs, *op.outputs] if i >= 0} | {*sg.inputs, *sg.outputs})
+    index = {old: new for new, old in enumerate(used)}
+    sg.tensors = [sg.tensors[i] for i in used]
+    for op in kept:
+        op.inputs = [index[i] if i >= 0 else i for i in op.inputs]
+        op.outputs = [index[i] for i in op.outputs]
+    sg.inputs = [index[i] for i in sg.inputs]
+    sg.outputs = [index[i] for i in sg.outputs]
+    dst.write_bytes(bytes(fu.convert_object_to_bytearray(model)))
+    return n
+
+
+def full_range(pkg_dir: Path, out: Path, images: dict[str, np.ndarray]) -> None:
+    """model_full_range.tflite (densified) and anchors_full_range.npy for zoo/face-full; the
+    dense file must give the sparse file's outputs exactly."""
+    src = pkg_dir / FULL_FILE
+    dst = out / "model_full_range.tflite"
+    n = densify(src, dst)
+    sparse, dense = Tflite(src), Tflite(dst)
+    assert list(dense.input["shape"]) == [1, FULL_SIZE, FULL_SIZE, 3], dense.input
+    anchors = ssd_anchors(**FULL_ANCHOR_OPTIONS)  # type: ignore[arg-type]
+    shapes = {name: list(d["shape"]) for name, d in dense.outputs.items()}
+    assert anchors.shape == (2304, 4) and shapes == {"Identity": [1, 2304, 16], "Identity_1": [1, 2304, 1]}, shapes
+    np.save(out / "anchors_full_range.npy", anchors)
+    rng = np.random.default_rng(0)
+    for name, rgb in [*images.items(), ("noise", None)]:
+        if rgb is None:
+            x = rng.uniform(-1, 1, (1, FULL_SIZE, FULL_SIZE, 3)).astype(np.float32)
+        else:
+            x = ((letterbox(rgb, FULL_SIZE).astype(np.float32) - 127.5) / 127.5)[None]
+        a, b = sparse(x), dense(x)
+        diff = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+        assert diff == 0.0, (name, diff)
+        if rgb is not None:
+            faces = decode(b["Identity"], b["Identity_1"], anchors, FULL_SIZE)
+            print(f"{name}: full range (model-input px):", [{k: f[k] for k in ("xyxy", "score")} for f in faces])
+    size = f"{src.stat().st_size} -> {dst.stat().st_size} bytes"
+    print(f"full range: {n} sparse tensors densified, {size}, outputs identical")
+
+
 def to_onnx(tflite_path: Path, path: Path, rename: dict[str, str]) -> None:
     model, _ = tf2onnx.convert.from_tflite(str(tflite_path), opset=17)
     g = model.graph
@@ -196,28 +294,28 @@ def logit_head(path: Path) -> list[str]:
     return sorted(names)
 
 
-def letterbox(rgb: np.ndarray) -> np.ndarray:
-    """ivs's letterbox (linear): fit inside 128x128, centred, black (-1.0) padding, as
+def letterbox(rgb: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """ivs's letterbox (linear): fit inside size x size, centred, black (-1.0) padding, as
     MediaPipe's ImageToTensorCalculator with keep_aspect_ratio does."""
     h, w = rgb.shape[:2]
-    s = min(SIZE / w, SIZE / h)
+    s = min(size / w, size / h)
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
-    px, py = (SIZE - nw) // 2, (SIZE - nh) // 2
-    canvas = np.zeros((SIZE, SIZE, 3), np.uint8)
+    px, py = (size - nw) // 2, (size - nh) // 2
+    canvas = np.zeros((size, size, 3), np.uint8)
     canvas[py : py + nh, px : px + nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_LINEAR)
     return canvas
 
 
-def decode(reg: np.ndarray, logits: np.ndarray, anchors: np.ndarray) -> list[dict[str, object]]:
+def decode(reg: np.ndarray, logits: np.ndarray, anchors: np.ndarray, size: int = SIZE) -> list[dict[str, object]]:
     """MediaPipe's decode + weighted NMS, plain numpy, in model-input pixels (reference)."""
     with np.errstate(over="ignore"):
         scores = 1 / (1 + np.exp(-np.clip(logits[0, :, 0], -LOGIT_CLIP, LOGIT_CLIP)))
     idx = np.flatnonzero(scores >= MIN_SCORE)
-    r, a = reg[0, idx] / SIZE, anchors[idx]
+    r, a = reg[0, idx] / size, anchors[idx]
     xc, yc = r[:, 0] * a[:, 2] + a[:, 0], r[:, 1] * a[:, 3] + a[:, 1]
     w, h = r[:, 2] * a[:, 2], r[:, 3] * a[:, 3]
-    boxes = np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], 1) * SIZE
-    kps = (r[:, 4:].reshape(-1, 6, 2) * a[:, None, 2:] + a[:, None, :2]) * SIZE
+    boxes = np.stack([xc - w / 2, yc - h / 2, xc + w / 2, yc + h / 2], 1) * size
+    kps = (r[:, 4:].reshape(-1, 6, 2) * a[:, None, 2:] + a[:, None, :2]) * size
     s = scores[idx]
     order = list(np.argsort(-s, kind="stable"))
     out = []
@@ -324,6 +422,7 @@ def main() -> None:
             print("   ", {k: d[k] for k in ("xyxy", "score")})
     assert worst < 1e-5, f"ONNX differs from TFLite by {worst:.1e} of the outputs' range"
     (out / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
+    full_range(pkg_dir, out, images)
 
     spec = {
         "name": "face",
