@@ -48,7 +48,9 @@ def test_stop_on_the_entry_frame_and_clear_after_n_empty(walker):
     sink = Collect()
     app = SafetyZone("cell", zone, classes={0}, clear_frames=5)
     model = load_model("person", runtime="onnxruntime", tiles=(1, 1))
-    Sensor(src, model, [sink], fps=0, apps=[app], emit_frames=True).run()
+    sensor = Sensor(src, model, [sink], fps=0, apps=[app], emit_frames=True)
+    assert sensor.tracker is None  # the stop reacts to raw detections: no tracker to wait for
+    sensor.run()
     model.close()
 
     records = {m.frame: m for m in sink.messages if type(m).__name__ == "FrameRecord"}
@@ -61,3 +63,19 @@ def test_stop_on_the_entry_frame_and_clear_after_n_empty(walker):
     assert clear.frame == truth_in[-1] + 5  # frames 21..25 empty: the fifth one clears
     # Every message has one sequence number, in order.
     assert [m.seq for m in sink.messages] == list(range(1, len(sink.messages) + 1))
+
+
+def test_a_tracker_runs_only_when_an_app_reads_tracks() -> None:
+    from ivs.apps.line import LineCounter
+
+    src = SyntheticSource(640, 480, fps=30, frames=1)
+    zone = np.array([[0, 0], [10, 0], [10, 10]], np.float32)
+    safety = SafetyZone("cell", zone)
+    line = LineCounter("door", (0.0, 240.0), (639.0, 240.0))
+    model = load_model("person", runtime="onnxruntime", tiles=(1, 1))
+    try:
+        assert Sensor(src, model, [Collect()], apps=[safety]).tracker is None
+        assert Sensor(src, model, [Collect()], apps=[safety, line]).tracker is not None
+        assert Sensor(src, model, [Collect()]).tracker is None  # no apps: per-frame detections only
+    finally:
+        model.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ivs.apps import App
+from ivs.apps import App, uses_tracks
 from ivs.apps.heatmap import HeatmapGrid
 from ivs.apps.line import LineCounter
 from ivs.apps.mask import MaskCheck
@@ -135,7 +135,8 @@ def build_app(app: AppConfig, labels: list[str], size: tuple[int, int], classifi
 class Assembly:
     """What a configured sensor adds to its source and models: tracker, apps, sinks."""
 
-    tracker: ByteTracker
+    tracker: ByteTracker | None
+    """None when no app reads tracks (a safety stop alone) and no deploy may bring one."""
     apps: list[App]
     sinks: list[Sink]
     seq_start: int
@@ -157,9 +158,13 @@ def assemble(
             f"source {config.source.url!r} does not say its frame size: expected source.frame_size: [w, h]"
         )
     tc = config.tracker
-    tracker = ByteTracker(high_threshold=tc.high_threshold, low_threshold=tc.low_threshold, lost_frames=tc.lost_frames)
     classifier = second_stage[0] if second_stage else None
     apps = [build_app(a, model.labels, size, classifier) for a in config.apps]
+    tracker = None
+    if uses_tracks(apps) or config.deploy is not None:  # a deployed config may bring apps that do
+        tracker = ByteTracker(
+            high_threshold=tc.high_threshold, low_threshold=tc.low_threshold, lost_frames=tc.lost_frames
+        )
     sinks: list[Sink] = []
     seq_start = 0
     for sc in config.sinks:

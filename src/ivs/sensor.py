@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from ivs.apps import App, FrameContext
+from ivs.apps import App, FrameContext, uses_tracks
 from ivs.artifacts import ArtifactWriter, Mode
 from ivs.cascade import classify_detections
 from ivs.detections import Detections
@@ -217,8 +217,8 @@ class Sensor:
         self.max_frames, self.on_record = max_frames, on_record
         self.second_stage = list(second_stage)
         self.apps = list(apps)
-        # Apps reason about objects over time: they need track ids.
-        self.tracker = tracker if tracker is not None or not self.apps else ByteTracker()
+        # Apps reason about objects over time: they need track ids (all but the safety stop).
+        self.tracker = tracker if tracker is not None or not uses_tracks(self.apps) else ByteTracker()
         self.emit_frames = emit_frames
         self.events = 0
         self.messages_lost: dict[int, int] = {}

@@ -7,6 +7,7 @@ documented in docs/apps.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +50,9 @@ class FrameContext:
 
 
 class App(Protocol):
+    """An app may set a class attribute `uses_tracks = False` when it reads only
+    `ctx.detections`: a sensor whose apps all do runs no tracker (see `uses_tracks`)."""
+
     name: str
 
     def update(self, ctx: FrameContext) -> list[Event]: ...
@@ -60,3 +64,10 @@ class App(Protocol):
     def finish(self, ctx: FrameContext | None) -> list[Event]:
         """Events owed at the end of a run (e.g. the last heatmap)."""
         ...
+
+
+def uses_tracks(apps: Sequence[object]) -> bool:
+    """Whether any of `apps` reads `ctx.tracked` (an app says it does not with a class
+    attribute `uses_tracks = False`). The tracker costs about a millisecond a frame, which a
+    safety stop, reacting to raw detections, should not wait for."""
+    return any(getattr(app, "uses_tracks", True) for app in apps)

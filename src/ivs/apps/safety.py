@@ -10,7 +10,7 @@ measured end to end.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,7 @@ class SafetyZone:
     min_confidence: detections below it are ignored (the model's own threshold applies first).
     """
 
+    uses_tracks: ClassVar[bool] = False  # raw detections: no wait for a track to be confirmed
     name: str
     polygon: npt.NDArray[np.float32]
     classes: set[int] | None = None
