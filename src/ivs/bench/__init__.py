@@ -113,8 +113,8 @@ class BenchConfig:
     @classmethod
     def quick(cls) -> BenchConfig:
         return cls(
-            QUICK_MODELS, 60, 3, 3, (1, 2), None, 3.0, E2E_MODELS, tuple(FRAME_SIZES), 30, 120, 5, 10_000,
-            sustain_s=1.0, naive_frames=3, rss_frames=60, rss_events=10_000, stop_outboxes=("full",),
+            QUICK_MODELS, 60, 3, 3, (1, 2), None, 2.0, E2E_MODELS, tuple(FRAME_SIZES), 30, 120, 3, 5_000,
+            sustain_s=1.0, naive_frames=3, rss_frames=30, rss_events=5_000, stop_outboxes=("full",),
         )  # fmt: skip
 
     @classmethod
