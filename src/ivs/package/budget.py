@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from ivs.package.manifest import BudgetReport, LayerWeight
+from ivs.package.manifest import BudgetReport
 
 DEFAULT_BUDGET = 8 * 1024 * 1024
 
@@ -149,14 +149,7 @@ def budget_report(model_bytes: bytes, budget_bytes: int = DEFAULT_BUDGET, top: i
     for name, nbytes in weights:
         layer = name.removesuffix("_quantized").removesuffix("_scale").removesuffix("_zero_point")
         by_layer[layer] = by_layer.get(layer, 0) + nbytes
-    largest = sorted(by_layer.items(), key=lambda kv: -kv[1])[:top]
-    return BudgetReport(
-        budget_bytes=budget_bytes,
-        weight_bytes=weight_bytes,
-        peak_activation_bytes=peak,
-        largest_layers=[LayerWeight(name=n, bytes=b) for n, b in largest],
-        fits=weight_bytes + peak <= budget_bytes,
-    )
+    return BudgetReport.of(budget_bytes, weight_bytes, peak, by_layer.items(), top)
 
 
 def describe_overflow(report: BudgetReport) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ivs.errors import ModelError, PackageError
 from ivs.isp import InputSpec, Isp
-from ivs.package.manifest import BudgetReport, LayerWeight
+from ivs.package.manifest import BudgetReport
 
 SOURCE_KINDS = {
     ".tflite": "TFLite",
@@ -132,11 +132,4 @@ def budget_report(model: Any, budget_bytes: int, top: int = 5) -> BudgetReport:
         for other in list(live):
             if last_use.get(other, index[other]) <= i:
                 del live[other]
-    largest = sorted(weights, key=lambda kv: -kv[1])[:top]
-    return BudgetReport(
-        budget_bytes=budget_bytes,
-        weight_bytes=weight_bytes,
-        peak_activation_bytes=peak,
-        largest_layers=[LayerWeight(name=n, bytes=b) for n, b in largest],
-        fits=weight_bytes + peak <= budget_bytes,
-    )
+    return BudgetReport.of(budget_bytes, weight_bytes, peak, weights, top)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +47,20 @@ class BudgetReport(BaseModel):
     peak_activation_bytes: int = Field(description="Largest sum of live intermediate tensors at any step, batch 1.")
     largest_layers: list[LayerWeight] = Field(description="The heaviest initializers, largest first.")
     fits: bool = Field(description="weight_bytes + peak_activation_bytes <= budget_bytes.")
+
+    @classmethod
+    def of(
+        cls, budget_bytes: int, weight_bytes: int, peak: int, layer_bytes: Iterable[tuple[str, int]], top: int
+    ) -> BudgetReport:
+        """The report of one model, whatever its format: the `top` heaviest of `layer_bytes`."""
+        largest = sorted(layer_bytes, key=lambda kv: -kv[1])[:top]
+        return cls(
+            budget_bytes=budget_bytes,
+            weight_bytes=weight_bytes,
+            peak_activation_bytes=peak,
+            largest_layers=[LayerWeight(name=n, bytes=b) for n, b in largest],
+            fits=weight_bytes + peak <= budget_bytes,
+        )
 
 
 class Manifest(BaseModel):

@@ -24,7 +24,7 @@ import numpy as np
 
 from ivs.errors import PackageError
 from ivs.isp import InputSpec
-from ivs.package.manifest import BudgetReport, LayerWeight
+from ivs.package.manifest import BudgetReport
 
 SIGNATURE = "serving_default"
 
@@ -342,14 +342,7 @@ def budget_report(data: bytes, budget_bytes: int, top: int = 5) -> BudgetReport:
         for i in list(live):
             if last_use.get(i, -1) <= step:
                 del live[i]
-    largest = sorted(weights.items(), key=lambda kv: -kv[1])[:top]
-    return BudgetReport(
-        budget_bytes=budget_bytes,
-        weight_bytes=weight_bytes,
-        peak_activation_bytes=peak,
-        largest_layers=[LayerWeight(name=n, bytes=b) for n, b in largest],
-        fits=weight_bytes + peak <= budget_bytes,
-    )
+    return BudgetReport.of(budget_bytes, weight_bytes, peak, weights.items(), top)
 
 
 def calibration_tensors(
