@@ -5,14 +5,46 @@ BIN     := $(VENV)/bin
 MEDIA   := .cache/media
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit media venv zoo clean system
+# Every version comes from uv.lock (hashed, for Linux x86_64 and aarch64): `uv sync --frozen`
+# installs exactly it and never re-resolves. uv itself is pinned and hashed in
+# scripts/uv-requirements.txt and installed with the machine's pip. No interpreter download:
+# uv uses $(PY). See docs/testing.md for why uv.
+UVDIR   := .cache/uv
+UV      := $(UVDIR)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+LATEST  := .venv-latest
+
+.PHONY: demo test lint typecheck unit media venv zoo clean system lock test-latest
+
+$(UV): scripts/uv-requirements.txt
+	$(PY) -m venv $(UVDIR)
+	$(UVDIR)/bin/pip install -q --require-hashes -r scripts/uv-requirements.txt
+	touch $@
 
 venv: $(STAMP)
-$(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync -q --frozen --python $(PY) --extra dev
 	touch $@
+
+# Refresh the lock to the newest releases the constraints in pyproject.toml allow. Commit it on
+# its own, with the suite passing (`make test`).
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PY)
+
+# The suite against the newest releases, ignoring the lock, in $(LATEST): finds a breaking
+# release on purpose. Prints what differs from the lock and the result; exits with the suite's status.
+test-latest: $(UV) media system
+	rm -rf $(LATEST)
+	$(UV) venv -q --python $(PY) $(LATEST)
+	$(UV) pip install -q --python $(LATEST)/bin/python --upgrade -e '.[dev]'
+	$(LATEST)/bin/python scripts/lock-diff.py uv.lock $(LATEST)
+	status=0; \
+	$(LATEST)/bin/ruff check . && $(LATEST)/bin/ruff format --check . && $(LATEST)/bin/mypy && \
+	$(LATEST)/bin/pytest -p no:cacheprovider || status=$$?; \
+	if [ $$status = 0 ]; then echo "test-latest: PASSED on the newest releases"; \
+	else echo "test-latest: FAILED (exit $$status) on the newest releases: see the versions above"; fi; \
+	exit $$status
 
 media: $(MEDIA)/vtest.avi
 $(MEDIA)/vtest.avi: scripts/fetch-media.sh
@@ -24,6 +56,7 @@ demo: venv media
 	BIN=$(BIN) ./scripts/demo.sh
 
 lint: venv
+	$(UV) lock --check -q --python $(PY)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
@@ -44,4 +77,4 @@ zoo: venv media
 	$(BIN)/python zoo/build.py
 
 clean:
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache out ivs-artifacts
+	rm -rf $(VENV) $(LATEST) .cache .mypy_cache .ruff_cache .pytest_cache out ivs-artifacts

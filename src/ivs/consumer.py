@@ -203,9 +203,27 @@ def json_schema() -> dict[str, Any]:
     """The JSON Schema of every message a sensor sends (events and frame records), generated
     from the types; docs/schema/ivs-messages.schema.json is this, checked by the tests."""
     (events, frames), defs = msgspec.json.schema_components([AnyEvent, FrameRecord], ref_template="#/$defs/{name}")
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "ivs messages: ivs.event/1 events and ivs.frame/1 frame records",
-        "anyOf": [events, frames],
-        "$defs": defs,
-    }
+    schema: dict[str, Any] = normalise_descriptions(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "ivs messages: ivs.event/1 events and ivs.frame/1 frame records",
+            "anyOf": [events, frames],
+            "$defs": defs,
+        }
+    )
+    return schema
+
+
+def normalise_descriptions(node: Any) -> Any:
+    """`node` with every `description` dedented and its lines joined into single-spaced text.
+
+    The descriptions come from docstrings, and serialisers disagree on their whitespace
+    (msgspec 0.23 started dedenting them): the schema must not change with that."""
+    if isinstance(node, dict):
+        return {
+            k: " ".join(v.split()) if k == "description" and isinstance(v, str) else normalise_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [normalise_descriptions(v) for v in node]
+    return node
