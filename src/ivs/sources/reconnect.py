@@ -112,6 +112,7 @@ def reopen(
     *,
     attempts: int = 0,
     since: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[T, int] | None:
     """Call `open_once()` after each backoff delay until it returns a handle (not None; an
     OSError counts as a failed attempt too).
@@ -119,15 +120,17 @@ def reopen(
     attempts, since: the attempts already made in this outage and when it began (monotonic), for
         a source that reopened but failed again before its first frame: the backoff goes on
         growing and `give_up_s` counts from the outage's start.
+    clock: the monotonic clock `since` and `give_up_s` are read on (a test passes one that
+        `outages.wait` advances, so the schedule is checked exactly, not against a loaded machine).
     Returns (handle, attempts in all), or None when the policy gave up or the wait was interrupted.
     """
-    started = time.monotonic() if since is None else since
+    started = clock() if since is None else since
     delays = policy.delays()
     for _ in range(attempts):
         next(delays)
     for delay in delays:
         if policy.give_up_s is not None:
-            left = policy.give_up_s - (time.monotonic() - started)
+            left = policy.give_up_s - (clock() - started)
             if left <= 0:
                 return None
             delay = min(delay, left)
@@ -140,6 +143,6 @@ def reopen(
             log.debug("%s: reopen attempt %d failed: %s", what, attempts, err)
             handle = None
         if handle is not None:
-            log.warning("%s: reopened after %d attempts (%.1f s)", what, attempts, time.monotonic() - started)
+            log.warning("%s: reopened after %d attempts (%.1f s)", what, attempts, clock() - started)
             return handle, attempts
     return None  # pragma: no cover - delays() never ends
