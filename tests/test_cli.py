@@ -111,3 +111,18 @@ def test_untrained_benchmark_model_says_so_in_every_output():
     assert len(records) == 3
     assert all("untrained" in rec["model"]["notice"] for rec in records)
     assert "note: mobilenet-v1: untrained weights" in r.stderr
+
+
+def test_an_image_folder_processes_every_image_by_default(media: Path, tmp_path: Path):
+    # No --fps: a folder has no clock, so nothing goes stale and nothing may be dropped, even
+    # with a model slower than the folder is read.
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    names = ["basketball1.png", "basketball2.png", "messi5.jpg"]
+    for name in names:
+        (folder / name).write_bytes((media / name).read_bytes())
+    r = ivs("run", "--source", str(folder), "--model", "person", "--out", "-")
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(x) for x in r.stdout.splitlines()]
+    assert [rec["frame"] for rec in records] == [0, 1, 2], r.stderr
+    assert "processed 3, dropped 0" in r.stderr, r.stderr

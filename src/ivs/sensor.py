@@ -4,7 +4,8 @@ Two threads, like a camera and its processor. The capture thread reads frames at
 rate into a one-frame slot; the processing loop takes the newest frame. When the model is
 slower than the source, the frame waiting in the slot is replaced and counted as dropped,
 so memory holds at most one waiting frame and latency never grows. With `fps=0` (offline
-analysis) the capture thread waits instead, and every frame is processed.
+analysis), or a source without a clock (an image folder), the capture thread waits instead,
+and every frame is processed.
 """
 
 from __future__ import annotations
@@ -233,7 +234,9 @@ class Sensor:
         self.rate = source.fps if fps is None else (fps or None)
         # A live source paces itself; a file is paced to behave like a camera unless fps=0.
         self._paced = fps != 0 and not source.live and self.rate is not None
-        self._slot = FrameSlot(replace=fps != 0)
+        # Only a source with a clock (live, or paced at a rate) has frames that go stale: a folder
+        # of images has no rate, so its items wait for the model and none is dropped.
+        self._slot = FrameSlot(replace=fps != 0 and (source.live or self.rate is not None))
         self._stop = threading.Event()
         self._error: IvsError | None = None
         self.stats = SensorStats()
