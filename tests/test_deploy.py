@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from ivs.package.zoo import resolve
 from ivs.records import FrameRecord
 from ivs.sensor import Sensor
 from ivs.sources.synthetic import SyntheticSource
+from tests.waiting import wait_for
 
 ADMIN = "admin-secret"
 WAIT_S = 60.0
@@ -145,16 +146,6 @@ class Collect:
         return [m for m in list(self.messages) if isinstance(m, FrameRecord)]
 
 
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def sensor_yaml(sensor_id: str, model: Path, apps: str = "") -> str:
     return (
         f"id: {sensor_id}\nsource:\n  url: synthetic:160x120@30\nmodel:\n  name: {model}\n  runtime: onnxruntime\n"
@@ -197,7 +188,7 @@ def test_deploy_round_trip_and_a_tampered_package_is_refused(hub: Hub, signed: d
     runner.start()
     agent.start()
     try:
-        wait_for("frames on 1.0.0", lambda: len(sink.records()) >= 10)
+        wait_for(what="frames on 1.0.0", timeout=WAIT_S, predicate=lambda: len(sink.records()) >= 10)
         assert hub.deploy_state("cam-1")["status"] == "none"
 
         # upload and assign 2.0.0 with a config that adds a heatmap app
@@ -215,14 +206,22 @@ def test_deploy_round_trip_and_a_tampered_package_is_refused(hub: Hub, signed: d
         assert desired["revision"] == 1 and desired["package"]["sha256"] == v2["sha256"]
 
         # the sensor swaps; the hub shows 2.0.0 as reported
-        state = wait_for("the hub to show 2.0.0", lambda: (s := hub.deploy_state("cam-1"))["in_sync"] and s)
+        state = wait_for(
+            what="the hub to show 2.0.0",
+            timeout=WAIT_S,
+            predicate=lambda: (s := hub.deploy_state("cam-1"))["in_sync"] and s,
+        )
         assert state["status"] == "ok" and state["reported"]["revision"] == 1
         assert state["reported"]["model"] == {"name": "classifier", "version": "2.0.0", "sha256": v2["sha256"]}
         assert state["reported"]["error"] is None
         assert "apps applied live (floor)" in state["reported"]["config_status"]
         assert "restart" not in state["reported"]["config_status"]
-        wait_for("frames on 2.0.0", lambda: sum(r.model.version == "2.0.0" for r in sink.records()) >= 10)
-        wait_for("the deployed heatmap app", lambda: any(isinstance(m, Heatmap) and m.app == "floor"
+        wait_for(
+            what="frames on 2.0.0",
+            timeout=WAIT_S,
+            predicate=lambda: sum(r.model.version == "2.0.0" for r in sink.records()) >= 10,
+        )
+        wait_for(what="the deployed heatmap app", timeout=WAIT_S, predicate=lambda: any(isinstance(m, Heatmap) and m.app == "floor"
                                                          for m in list(sink.messages)))  # fmt: skip
 
         # a tampered 3.0.0: the hub takes it (and warns), the sensor refuses it
@@ -232,7 +231,9 @@ def test_deploy_round_trip_and_a_tampered_package_is_refused(hub: Hub, signed: d
         status, desired = hub.call("PUT", "/api/v1/devices/cam-1/desired", ADMIN, {"package": v3["sha256"]})
         assert status == 200 and desired["revision"] == 2, desired
         state = wait_for(
-            "the hub to show the refusal", lambda: (s := hub.deploy_state("cam-1"))["status"] == "failed" and s
+            what="the hub to show the refusal",
+            timeout=WAIT_S,
+            predicate=lambda: (s := hub.deploy_state("cam-1"))["status"] == "failed" and s,
         )
         reported = state["reported"]
         assert not state["in_sync"] and state["desired"]["package"]["version"] == "3.0.0"
@@ -242,7 +243,9 @@ def test_deploy_round_trip_and_a_tampered_package_is_refused(hub: Hub, signed: d
         assert "refused, the running model stays" in reported["error"]
         assert f"member {network} has sha256" in reported["error"] and "changed after packing" in reported["error"]
         refused_at = len(sink.records())
-        wait_for("frames after the refusal", lambda: len(sink.records()) >= refused_at + 15)
+        wait_for(
+            what="frames after the refusal", timeout=WAIT_S, predicate=lambda: len(sink.records()) >= refused_at + 15
+        )
 
         # the dashboard's sensors list carries desired vs reported and the reason
         row = next(s for s in _dashboard_sensors(hub) if s["sensor_id"] == "cam-1")
@@ -402,11 +405,15 @@ def test_cli_uploads_deploys_and_ivs_run_follows_the_hub(hub: Hub, signed: dict[
         text=True,
     )
     try:
-        wait_for("frames on 1.0.0", lambda: len(_lines(out)) >= 5)
+        wait_for(what="frames on 1.0.0", timeout=WAIT_S, predicate=lambda: len(_lines(out)) >= 5)
         result = runner.invoke(cli.app, ["hub", "deploy", "cam-1", "--package", "classifier@2.0.0"], env=env)
         assert result.exit_code == 0, result.output
         assert "cam-1: revision 1 -> classifier 2.0.0" in result.output
-        wait_for("frames on 2.0.0", lambda: sum(r["model"]["version"] == "2.0.0" for r in _lines(out)) >= 5)
+        wait_for(
+            what="frames on 2.0.0",
+            timeout=WAIT_S,
+            predicate=lambda: sum(r["model"]["version"] == "2.0.0" for r in _lines(out)) >= 5,
+        )
         result = runner.invoke(cli.app, ["hub", "deploy-status", "cam-1"], env=env)
         assert result.exit_code == 0, result.output
         state = json.loads(result.output)

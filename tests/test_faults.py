@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any
@@ -41,17 +41,9 @@ from ivs.sources.reconnect import Outages, Reconnect, reopen
 from ivs.sources.synthetic import SyntheticSource
 from ivs.sources.video import VideoSource
 from tests.stream_server import make_clip
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Proc:
@@ -185,13 +177,13 @@ def test_broker_kill_9_and_restart_loses_nothing_and_duplicates_nothing(
     got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got, client_id="faults-consumer")  # a persistent session
     try:
-        wait(consumer.connected.is_set, what="the consumer to connect")
+        wait_for(consumer.connected.is_set, what="the consumer to connect")
         outbox = tmp_path / "outbox.sqlite"
         sink = f"  - {{type: mqtt, host: 127.0.0.1, port: {broker.port}, outbox: '{outbox}'}}\n"
         cfg = sensor_yaml(tmp_path / "s.yaml", "brk", sink)
         sensor = Proc(ivs("run", "--config", str(cfg), "-q"), tmp_path / "sensor.log")
         procs.append(sensor)
-        wait(lambda: len(got.seqs("brk")) >= 20, timeout=60, what="messages before the crash")
+        wait_for(lambda: len(got.seqs("brk")) >= 20, timeout=60, what="messages before the crash")
 
         assert broker.proc is not None
         os.kill(broker.proc.pid, signal.SIGKILL)  # no goodbye, no saving
@@ -204,11 +196,11 @@ def test_broker_kill_9_and_restart_loses_nothing_and_duplicates_nothing(
         before = max(got.seqs("brk"))
 
         broker.start()  # the same port
-        wait(lambda: max(got.seqs("brk")) > before + 40, timeout=60, what="traffic after the restart")
+        wait_for(lambda: max(got.seqs("brk")) > before + 40, timeout=60, what="traffic after the restart")
         assert sensor.interrupt() == 0, sensor.stderr()
         waiting, last = outbox_state(outbox)
         assert waiting == [], "a clean stop delivers everything"
-        wait(lambda: len(got.seqs("brk")) >= last, timeout=30, what=f"all {last} messages")
+        wait_for(lambda: len(got.seqs("brk")) >= last, timeout=30, what=f"all {last} messages")
         time.sleep(0.5)  # anything more would be a duplicate
         seqs = got.seqs("brk")
         assert sorted(seqs) == list(range(1, last + 1)), "every message arrived"
@@ -254,7 +246,7 @@ def test_hub_kill_9_during_ingest_and_restart_stores_every_message_once(tmp_path
     cfg = sensor_yaml(tmp_path / "s.yaml", "cam-h", http_sink(port, outbox))
     sensor = Proc(ivs("run", "--config", str(cfg), "-q"), tmp_path / "sensor.log", env={"IVS_HUB_TOKEN": token})
     procs.append(sensor)
-    wait(lambda: len(stored(db, "cam-h")) >= 30, timeout=60, what="messages stored before the crash")
+    wait_for(lambda: len(stored(db, "cam-h")) >= 30, timeout=60, what="messages stored before the crash")
 
     hub.kill9()  # mid-stream: batches in flight are never answered
     time.sleep(2)
@@ -262,7 +254,7 @@ def test_hub_kill_9_during_ingest_and_restart_stores_every_message_once(tmp_path
     at_crash = len(stored(db, "cam-h"))
     hub = start_hub(db, port, tmp_path / "hub2.log")  # the same port and database
     procs.append(hub)
-    wait(lambda: len(stored(db, "cam-h")) > at_crash + 40, timeout=60, what="ingest after the restart")
+    wait_for(lambda: len(stored(db, "cam-h")) > at_crash + 40, timeout=60, what="ingest after the restart")
     assert sensor.interrupt() == 0, sensor.stderr()
 
     waiting, last = outbox_state(outbox)
@@ -281,7 +273,7 @@ def test_sensor_kill_9_keeps_its_outbox_and_continues_its_sequence(tmp_path: Pat
     # The hub is not up yet: everything the first run produces waits in its outbox.
     first = Proc(ivs("run", "--config", str(cfg), "-q"), tmp_path / "first.log", env=env)
     procs.append(first)
-    wait(lambda: len(outbox_state(outbox)[0]) >= 40, timeout=60, what="a backlog")
+    wait_for(lambda: len(outbox_state(outbox)[0]) >= 40, timeout=60, what="a backlog")
     first.kill9()
     committed, last_before = outbox_state(outbox)
     assert committed == list(range(1, last_before + 1)), "the outbox holds every message of the first run"
@@ -289,7 +281,7 @@ def test_sensor_kill_9_keeps_its_outbox_and_continues_its_sequence(tmp_path: Pat
     procs.append(start_hub(db, port, tmp_path / "hub.log"))
     second = Proc(ivs("run", "--config", str(cfg), "-q"), tmp_path / "second.log", env=env)
     procs.append(second)
-    wait(lambda: len(stored(db, "cam-k")) >= last_before + 40, timeout=90, what="the backlog and new messages")
+    wait_for(lambda: len(stored(db, "cam-k")) >= last_before + 40, timeout=90, what="the backlog and new messages")
     assert second.interrupt() == 0, second.stderr()
 
     waiting, last = outbox_state(outbox)
@@ -348,7 +340,7 @@ def test_disk_full_under_the_outbox_is_said_counted_and_recovered_from(
     got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got)
     try:
-        wait(consumer.connected.is_set, what="the consumer to connect")
+        wait_for(consumer.connected.is_set, what="the consumer to connect")
         outbox, metrics_port = small_fs / "outbox.sqlite", free_port()
         sink = f"  - {{type: mqtt, host: 127.0.0.1, port: {broker.port}, outbox: '{outbox}'}}\n"
         cfg = sensor_yaml(tmp_path / "s.yaml", "full", sink)
@@ -356,17 +348,17 @@ def test_disk_full_under_the_outbox_is_said_counted_and_recovered_from(
             ivs("run", "--config", str(cfg), "-q", "--metrics-port", str(metrics_port)), tmp_path / "sensor.log"
         )
         procs.append(sensor)
-        wait(lambda: len(got.seqs("full")) >= 20, timeout=60, what="messages before the disk fills")
+        wait_for(lambda: len(got.seqs("full")) >= 20, timeout=60, what="messages before the disk fills")
 
         filler = fill(small_fs)
         lost = "ivs_sensor_outbox_write_failures_total"
-        wait(lambda: metric(scrape(metrics_port), lost) >= 20, timeout=30, what="failed writes to be counted")
+        wait_for(lambda: metric(scrape(metrics_port), lost) >= 20, timeout=30, what="failed writes to be counted")
         assert sensor.alive(), sensor.stderr()
         assert "database or disk is full" in sensor.stderr()
 
         filler.unlink()  # space returns
         seen = max(got.seqs("full"))
-        wait(lambda: max(got.seqs("full")) > seen + 40, timeout=30, what="delivery after space returned")
+        wait_for(lambda: max(got.seqs("full")) > seen + 40, timeout=30, what="delivery after space returned")
         failures = metric(scrape(metrics_port), lost)
         assert sensor.interrupt() == 0, sensor.stderr()
         log = " ".join(sensor.stderr().split())
@@ -376,7 +368,7 @@ def test_disk_full_under_the_outbox_is_said_counted_and_recovered_from(
             assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         waiting, last = outbox_state(outbox)
         assert waiting == []
-        wait(lambda: len(got.seqs("full")) >= last - failures, timeout=20, what="every committed message")
+        wait_for(lambda: len(got.seqs("full")) >= last - failures, timeout=20, what="every committed message")
         time.sleep(0.3)
         seqs = set(got.seqs("full"))
         missing = set(range(1, last + 1)) - seqs
@@ -393,14 +385,14 @@ def test_full_outbox_database_is_survived_in_process(broker: LocalMosquitto, tmp
     long outage is what filled the disk: the backlog can only grow."""
     got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got, client_id="capped-consumer")
-    wait(consumer.connected.is_set, what="the consumer to connect")
+    wait_for(consumer.connected.is_set, what="the consumer to connect")
     box = Outbox(tmp_path / "outbox.sqlite")
     sink = MqttSink("capped", box, MqttSettings(port=broker.port))
     db = box._db  # the outbox's own connection: max_page_count is per connection
 
     def on_record(record: Any, det: Any) -> None:
         if record.frame == 10:
-            wait(lambda: box.depth() == 0, what="the first messages delivered")
+            wait_for(lambda: box.depth() == 0, what="the first messages delivered")
             broker.stop()
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             db.execute(f"PRAGMA max_page_count = {pages}")  # no page more: "full" once the free space is used
@@ -417,7 +409,7 @@ def test_full_outbox_database_is_survived_in_process(broker: LocalMosquitto, tmp
         assert box._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert box.depth() == 0
         last = box.last_seq()
-        wait(lambda: len(got.seqs("capped")) >= last - lost, what="every committed message")
+        wait_for(lambda: len(got.seqs("capped")) >= last - lost, what="every committed message")
         time.sleep(0.3)
         missing = set(range(1, last + 1)) - set(got.seqs("capped"))
         assert len(missing) == lost
@@ -473,7 +465,7 @@ def test_a_stream_that_never_comes_back_gives_up_with_a_clear_error(tmp_path: Pa
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tests.stream_server", str(clip), str(port), "2"], cwd=ROOT)
     try:
-        wait(lambda: listening(port), what="the stream server")
+        wait_for(lambda: listening(port), what="the stream server")
         src = VideoSource(f"tcp://127.0.0.1:{port}", reconnect=Reconnect(first_s=0.1, max_s=0.4, give_up_s=1.5))
         server.kill()
         server.wait(10)
@@ -513,7 +505,7 @@ def test_a_network_stream_that_drops_is_reopened_and_the_gap_reported(
     serve = [sys.executable, "-m", "tests.stream_server", str(clip), str(port), "60"]
     server = Proc(serve, tmp_path / "server.log")
     procs.append(server)
-    wait(lambda: listening(port), what="the stream server")
+    wait_for(lambda: listening(port), what="the stream server")
     out = tmp_path / "out.jsonl"
     sensor = Proc(
         ivs("run", "--source", f"tcp://127.0.0.1:{port}", "--model", "classifier", "--out", str(out), "-q"),
@@ -524,15 +516,15 @@ def test_a_network_stream_that_drops_is_reopened_and_the_gap_reported(
     def lines() -> list[dict[str, Any]]:
         return [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
 
-    wait(lambda: len(lines()) >= 20, timeout=60, what="frames before the drop")
+    wait_for(lambda: len(lines()) >= 20, timeout=60, what="frames before the drop")
     server.kill9()  # the camera's server dies: the connection drops
     time.sleep(3)
     assert sensor.alive(), sensor.stderr()
     server = Proc(serve, tmp_path / "server2.log")  # ... and comes back on the same port
     procs.append(server)
-    wait(lambda: any(m.get("kind") == "gap" for m in lines()), timeout=30, what="the gap event")
+    wait_for(lambda: any(m.get("kind") == "gap" for m in lines()), timeout=30, what="the gap event")
     n = len(lines())
-    wait(lambda: len(lines()) >= n + 20, timeout=30, what="frames after the gap")
+    wait_for(lambda: len(lines()) >= n + 20, timeout=30, what="frames after the gap")
     assert sensor.interrupt() == 0, sensor.stderr()
 
     messages = lines()
@@ -601,14 +593,14 @@ def test_the_hubs_mqtt_ingest_rejects_and_counts_malformed_traffic_and_keeps_goi
         tmp_path / "hub.log",
     )
     procs.append(hub)
-    wait(lambda: listening(port), timeout=60, what="the hub")
+    wait_for(lambda: listening(port), timeout=60, what="the hub")
     pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
     try:
         enc = msgspec.json.encode
         # the hub subscribes once its MQTT client is up: send a first good message until it is stored
-        wait(
+        wait_for(
             lambda: pub.publish("ivs/cam-m/events/count", enc(count_event("cam-m", 1)), qos=1) and stored(db, "cam-m"),
             timeout=30,
             what="the hub's subscription",
@@ -633,7 +625,7 @@ def test_the_hubs_mqtt_ingest_rejects_and_counts_malformed_traffic_and_keeps_goi
             pub.publish(topic, payload, qos=1).wait_for_publish(10)
         pub.publish("ivs/cam-m/events/count", enc(count_event("cam-m", 2)), qos=1).wait_for_publish(10)
         pub.publish("ivs/cam-m/events/stop", enc(stop), qos=1).wait_for_publish(10)
-        wait(lambda: len(stored(db, "cam-m")) == 3, what="the good messages after the bad ones")
+        wait_for(lambda: len(stored(db, "cam-m")) == 3, what="the good messages after the bad ones")
 
         expected: dict[str, int] = {}
         for _, _, reason in bad:
@@ -644,7 +636,7 @@ def test_the_hubs_mqtt_ingest_rejects_and_counts_malformed_traffic_and_keeps_goi
             text = scrape(port)
             return {r: metric(text, f'{name}{{reason="{r}"}}') for r in expected}
 
-        wait(lambda: rejected() == expected, timeout=10, what=f"rejections {expected}")
+        wait_for(lambda: rejected() == expected, timeout=10, what=f"rejections {expected}")
         assert [seq for seq, _, _ in stored(db, "cam-m")] == [1, 2, 3]
         assert hub.alive()
     finally:

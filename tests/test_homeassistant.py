@@ -21,17 +21,9 @@ from ivs.events import Clear, Count, MaskPing, Stop, ZoneEnter, ZoneLeave
 from ivs.outbox import Outbox
 from ivs.sinks.homeassistant import HomeAssistantSink, discovery_messages, slug
 from ivs.sinks.mqtt import MqttSettings, MqttSink
+from tests.waiting import wait_for
 
 SQUARE = np.array([[0, 0], [100, 0], [100, 100], [0, 100]], dtype=np.float32)
-
-
-def wait(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Subscriber:
@@ -48,7 +40,7 @@ class Subscriber:
         c.connect("127.0.0.1", port)
         c.loop_start()
         self.client = c
-        wait(self.subscribed.is_set, what="subscribed")
+        wait_for(self.subscribed.is_set, what="subscribed")
 
     def _on_message(self, client, userdata, m) -> None:
         with self.lock:
@@ -110,7 +102,7 @@ def test_discovery_configs_and_initial_states_are_retained(broker):
     # Subscribing afterwards: all of it must come back retained.
     sub = Subscriber(broker.port, "homeassistant/#", "ivs/cam1/ha/#")
     states = {t for t, _ in EXPECTED_CONFIGS.values()}
-    wait(lambda: sub.topics() >= set(EXPECTED_CONFIGS) | states, what="retained configs and states")
+    wait_for(lambda: sub.topics() >= set(EXPECTED_CONFIGS) | states, what="retained configs and states")
     time.sleep(0.2)
     assert sub.topics() == set(EXPECTED_CONFIGS) | states  # the heatmap has no entity
 
@@ -155,11 +147,11 @@ def test_events_drive_the_state_topics(broker):
     sink = HomeAssistantSink("cam1", apps(), MqttSettings(port=broker.port))
     assert sink.flush(10)
     sub = Subscriber(broker.port, "ivs/cam1/ha/#")
-    wait(lambda: sub.last("ivs/cam1/ha/gate/count_out") == "0", what="initial states")
+    wait_for(lambda: sub.last("ivs/cam1/ha/gate/count_out") == "0", what="initial states")
 
     sink.write(ZoneEnter(**fields("door", 1), track_id=4, label="person", anchor=(5.0, 5.0), occupancy=2))
     sink.write(Stop(**fields("Robot Cell", 2), objects=1, labels=["person"], boxes=[(1.0, 2.0, 3.0, 4.0)]))
-    wait(lambda: sub.last("ivs/cam1/ha/robot_cell/stop") == "ON", what="stop -> ON")
+    wait_for(lambda: sub.last("ivs/cam1/ha/robot_cell/stop") == "ON", what="stop -> ON")
     sink.write(Clear(**fields("Robot Cell", 3), empty_frames=10, stopped_s=1.5))
     sink.write(
         Count(
@@ -180,7 +172,7 @@ def test_events_drive_the_state_topics(broker):
     sink.write(ZoneEnter(**fields("elsewhere", 6), track_id=1, label="person", anchor=(5.0, 5.0), occupancy=9))
     sink.write(ZoneLeave(**fields("Robot Cell", 7), track_id=1, label="person", dwell_s=1.0, occupancy=5))
     assert sink.flush(10)
-    wait(lambda: sub.last("ivs/cam1/ha/entrance/no_masks") == "1", what="mask totals")
+    wait_for(lambda: sub.last("ivs/cam1/ha/entrance/no_masks") == "1", what="mask totals")
 
     assert sub.values("ivs/cam1/ha/door/occupancy") == ["0", "2"]
     assert sub.values("ivs/cam1/ha/door/occupied") == ["OFF", "ON"]
@@ -190,14 +182,14 @@ def test_events_drive_the_state_topics(broker):
     assert sub.values("ivs/cam1/ha/entrance/masks") == ["0", "6"]
 
     sink.write(ZoneLeave(**fields("door", 8), track_id=4, label="person", dwell_s=2.0, occupancy=0))
-    wait(lambda: sub.last("ivs/cam1/ha/door/occupied") == "OFF", what="zone empty -> OFF")
+    wait_for(lambda: sub.last("ivs/cam1/ha/door/occupied") == "OFF", what="zone empty -> OFF")
     assert sub.last("ivs/cam1/ha/door/occupancy") == "0"
     sub.close()
     sink.close()
 
     # What a new subscriber (Home Assistant restarting) gets: the latest states, retained.
     late = Subscriber(broker.port, "ivs/cam1/ha/#")
-    wait(lambda: len(late.topics()) == 7, what="retained states")
+    wait_for(lambda: len(late.topics()) == 7, what="retained states")
     time.sleep(0.2)
     assert {t: late.values(t) for t in late.topics()} == {
         "ivs/cam1/ha/door/occupancy": ["0"],
@@ -223,11 +215,11 @@ def test_availability_comes_from_the_mqtt_sink_not_from_this_one(broker, tmp_pat
     mqtt_sink = MqttSink("cam1", Outbox(tmp_path / "o.sqlite"), MqttSettings(port=broker.port))
     ha = HomeAssistantSink("cam1", [Zone("door", SQUARE)], MqttSettings(port=broker.port))
     assert ha.flush(10)
-    wait(lambda: sub.last("ivs/cam1/availability") == "online", what="online")
+    wait_for(lambda: sub.last("ivs/cam1/availability") == "online", what="online")
     assert all(c["availability_topic"] == "ivs/cam1/availability" for _, c in ha.discovery)
     ha.close()
     mqtt_sink.close()
-    wait(lambda: sub.last("ivs/cam1/availability") == "offline", what="offline")
+    wait_for(lambda: sub.last("ivs/cam1/availability") == "offline", what="offline")
     sub.close()
 
 
@@ -235,13 +227,13 @@ def test_state_changed_during_an_outage_is_published_on_reconnect(broker):
     sink = HomeAssistantSink("cam1", [Zone("door", SQUARE)], MqttSettings(port=broker.port))
     assert sink.flush(10)
     broker.stop()
-    wait(lambda: not sink.connected.is_set(), what="disconnect")
+    wait_for(lambda: not sink.connected.is_set(), what="disconnect")
     sink.write(ZoneEnter(**fields("door", 1), track_id=4, label="person", anchor=(5.0, 5.0), occupancy=3))
     broker.start()
     assert sink.flush(20)
     assert sink.connects == 2
     sub = Subscriber(broker.port, "ivs/cam1/ha/#")
-    wait(lambda: sub.last("ivs/cam1/ha/door/occupied") == "ON", what="state after reconnect")
+    wait_for(lambda: sub.last("ivs/cam1/ha/door/occupied") == "ON", what="state after reconnect")
     assert sub.last("ivs/cam1/ha/door/occupancy") == "3"
     sub.close()
     sink.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +16,7 @@ from ivs.errors import ConfigError
 from ivs.events import Stop
 from ivs.outbox import Outbox
 from ivs.sinks.http import HttpSink
+from tests.waiting import wait_for
 
 TOKEN = "s3cret"
 
@@ -38,15 +38,6 @@ def stop_event(n: int, sensor: str = "s1", app: str = "cell") -> Stop:
 
 def decode_batch(body: bytes) -> list[Message]:
     return [decode_message(bytes(raw)) for raw in msgspec.json.decode(body, type=list[msgspec.Raw])]
-
-
-def wait(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @dataclass
@@ -225,7 +216,7 @@ def test_undelivered_messages_survive_a_restart(script: Script, tmp_path: Path):
     sink = fast_sink(box, url, batch_wait_s=0)
     for n in range(1, 11):
         sink.write(stop_event(n))
-    wait(lambda: sink.retries >= 1, what="a failed attempt")
+    wait_for(lambda: sink.retries >= 1, what="a failed attempt")
     sink.close(0.3)
     assert box.depth() == 10
     assert sink.acked == 0

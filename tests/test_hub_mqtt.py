@@ -16,17 +16,9 @@ from ivs.events import Count, ZoneEnter, kind_of
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.mqtt_ingest import MqttIngest
 from ivs.hub.store import Store
+from tests.waiting import wait_for
 
 SENSORS = ("cam-a", "cam-b", "cam-c")
-
-
-def wait(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def event(sensor: str, seq: int):
@@ -80,7 +72,7 @@ def test_two_workers_split_a_stream_and_store_every_event_once(broker, publisher
             )
         for info in infos:
             info.wait_for_publish(10)
-        wait(lambda: store.message_count() >= 500 and all(w.pending() == 0 for w in workers), what="500 stored")
+        wait_for(lambda: store.message_count() >= 500 and all(w.pending() == 0 for w in workers), what="500 stored")
         time.sleep(0.3)  # nothing more arrives
         assert store.message_count() == 500
         for n, sensor in enumerate(SENSORS):
@@ -98,7 +90,7 @@ def test_two_workers_split_a_stream_and_store_every_event_once(broker, publisher
         publisher.publish("ivs/cam-a/events/count", msgspec.json.encode(again), qos=1).wait_for_publish(10)
         fresh = event("cam-a", 500)
         publisher.publish("ivs/cam-a/events/count", msgspec.json.encode(fresh), qos=1).wait_for_publish(10)
-        wait(lambda: store.message_count() == 501, what="the fresh message")
+        wait_for(lambda: store.message_count() == 501, what="the fresh message")
         time.sleep(0.3)
         assert store.message_count() == 501
     finally:
@@ -117,8 +109,8 @@ def test_rejects_are_counted_and_good_messages_keep_flowing(broker, publisher, s
         publisher.publish("ivs/cam-b/events/count", msgspec.json.encode(event("cam-a", 1)), qos=1)  # wrong topic
         publisher.publish("ivs/cam-a/events/count", msgspec.json.encode(event("cam-a", 2**63)), qos=1)  # too big
         publisher.publish("ivs/cam-a/events/count", msgspec.json.encode(event("cam-a", 1)), qos=1).wait_for_publish(10)
-        wait(lambda: store.message_count() == 1, what="the good message")
-        wait(lambda: sum(worker.rejected.values()) == 4, what="4 rejects")
+        wait_for(lambda: store.message_count() == 1, what="the good message")
+        wait_for(lambda: sum(worker.rejected.values()) == 4, what="4 rejects")
         assert worker.rejected == {"schema": 3, "sensor_mismatch": 1}
         text = metrics.render().decode()
         assert 'ivs_hub_messages_rejected_total{reason="schema"} 3.0' in text
@@ -140,7 +132,7 @@ def test_availability_and_state_reach_the_sensors_table(broker, publisher, store
         def sensor(name: str):
             return next((s for s in store.sensors() if s.sensor_id == name), None)
 
-        wait(lambda: (s := sensor("cam-a")) is not None and s.online and s.model == "person", what="cam-a online")
+        wait_for(lambda: (s := sensor("cam-a")) is not None and s.online and s.model == "person", what="cam-a online")
         a = sensor("cam-a")
         assert a is not None
         assert (a.version, a.last_seen) == ("3", None)  # retained: not "seen" now
@@ -150,11 +142,11 @@ def test_availability_and_state_reach_the_sensors_table(broker, publisher, store
         publisher.publish("ivs/cam-b/state", b"{not json", qos=1, retain=True)
         publisher.publish("ivs/cam-b/availability", "maybe", qos=1)
         publisher.publish("ivs/cam-a/availability", "offline", qos=1, retain=True).wait_for_publish(10)
-        wait(lambda: (s := sensor("cam-a")) is not None and not s.online, what="cam-a offline")
-        wait(lambda: (s := sensor("cam-b")) is not None and s.online, what="cam-b online")
+        wait_for(lambda: (s := sensor("cam-a")) is not None and not s.online, what="cam-a offline")
+        wait_for(lambda: (s := sensor("cam-b")) is not None and s.online, what="cam-b online")
         a = sensor("cam-a")
         assert a is not None and a.last_seen is not None and a.model == "person"
         assert "ivs_hub_sensors_online 1.0" in metrics.render().decode()
-        wait(lambda: worker.rejected["schema"] == 1, what="the bad availability counted")
+        wait_for(lambda: worker.rejected["schema"] == 1, what="the bad availability counted")
     finally:
         worker.close()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -26,6 +26,7 @@ from ivs.hub.store import HubError, Store
 from ivs.localnet import LocalMosquitto, free_port
 from ivs.outbox import Outbox
 from tests.messages import T0, count, frame, stop
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -237,20 +238,6 @@ def _metric(text: str, name: str) -> float:
     return float(found.group(1))
 
 
-def _wait(
-    predicate: Callable[[], bool], timeout: float, what: str, procs: list[subprocess.Popen[bytes]] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        for p in procs or []:
-            if p.poll() is not None:
-                raise AssertionError(f"{what}: process {p.args!r} exited with {p.returncode}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _sensor_config(path: Path, sensor: str, broker_port: int, work: Path) -> None:
     path.write_text(
         f"""id: {sensor}
@@ -317,8 +304,8 @@ def test_two_hub_workers_on_one_postgresql_store_every_message_of_three_sensors_
             text = (tmp_path / "broker" / "mosquitto.log").read_text(errors="replace")
             return len(set(re.findall(r"^\d+: (\S+) 1 \$share/hub/ivs/\+/frames$", text, re.MULTILINE))) == 2
 
-        _wait(lambda: all(up(p) for p in ports), 60, "both hub workers to serve", workers)
-        _wait(subscribed, 30, "both hub workers to join the shared subscription", workers)
+        wait_for(lambda: all(up(p) for p in ports), 60, "both hub workers to serve", workers)
+        wait_for(subscribed, 30, "both hub workers to join the shared subscription", workers)
 
         for sensor in SENSORS:
             _sensor_config(tmp_path / f"{sensor}.yaml", sensor, broker.port, tmp_path)
@@ -345,7 +332,7 @@ def test_two_hub_workers_on_one_postgresql_store_every_message_of_three_sensors_
 
         store = Store(postgres_url)
         try:
-            _wait(lambda: store.message_count() >= len(sent), 60, f"{len(sent)} messages stored", workers)
+            wait_for(lambda: store.message_count() >= len(sent), 60, f"{len(sent)} messages stored", workers)
             time.sleep(1.0)  # anything extra (a duplicate) would arrive now
             assert store.message_count() == len(sent)
             for sensor in SENSORS:

@@ -21,15 +21,7 @@ from ivs.outbox import Outbox
 from ivs.sensor import Sensor
 from ivs.sinks.mqtt import MqttSettings, MqttSink
 from ivs.sources.synthetic import SyntheticSource
-
-
-def wait(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waiting import wait_for
 
 
 class Received:
@@ -56,10 +48,10 @@ def classifier():
 def test_sensor_to_consumer_round_trip(broker, tmp_path: Path, classifier):
     got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got)
-    wait(consumer.connected.is_set, what="consumer connected")
+    wait_for(consumer.connected.is_set, what="consumer connected")
     sink = MqttSink("cam1", Outbox(tmp_path / "o.sqlite"), MqttSettings(port=broker.port))
     Sensor(SyntheticSource(160, 120, frames=20), classifier, [sink], fps=0, sensor_id="cam1").run()
-    wait(lambda: len(got.seqs("cam1")) == 20, what="20 messages")
+    wait_for(lambda: len(got.seqs("cam1")) == 20, what="20 messages")
     assert got.seqs("cam1") == list(range(1, 21))
     assert sink.outbox.depth() == 0  # all acknowledged
     consumer.close()
@@ -69,26 +61,26 @@ def test_sensor_to_consumer_round_trip(broker, tmp_path: Path, classifier):
 def test_broker_outage_loses_nothing(broker, tmp_path: Path, classifier):
     got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got, client_id="test-consumer")
-    wait(consumer.connected.is_set, what="consumer connected")
+    wait_for(consumer.connected.is_set, what="consumer connected")
     box = Outbox(tmp_path / "o.sqlite")
     sink = MqttSink("cam1", box, MqttSettings(port=broker.port))
     sensor = Sensor(SyntheticSource(160, 120, fps=20), classifier, [sink], sensor_id="cam1")
     runner = threading.Thread(target=sensor.run)
     runner.start()
     try:
-        wait(lambda: len(got.seqs("cam1")) >= 20, what="traffic before the outage")
+        wait_for(lambda: len(got.seqs("cam1")) >= 20, what="traffic before the outage")
         broker.stop()
         time.sleep(10.5)  # the sensor keeps streaming into its outbox
         assert box.depth() > 50
         broker.start()
-        wait(lambda: box.depth() < 5, timeout=60, what="the backlog to drain")
+        wait_for(lambda: box.depth() < 5, timeout=60, what="the backlog to drain")
         time.sleep(1.0)
     finally:
         sensor.stop()
         runner.join(timeout=30)
     sink.close()
     total = sensor.stats.frames_processed
-    wait(lambda: len(got.seqs("cam1")) >= total, timeout=60, what=f"all {total} messages")
+    wait_for(lambda: len(got.seqs("cam1")) >= total, timeout=60, what=f"all {total} messages")
     assert got.seqs("cam1") == list(range(1, total + 1))  # every one, once, in order
     consumer.close()
 
@@ -129,24 +121,24 @@ def availability(port: int, sensor: str) -> list[str]:
 def test_kill_9_loses_nothing_seq_continues_and_last_will_says_offline(broker, tmp_path: Path):
     got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got, client_id="crash-consumer")
-    wait(consumer.connected.is_set, what="consumer connected")
+    wait_for(consumer.connected.is_set, what="consumer connected")
     cfg = sensor_config(tmp_path, broker.port)
     cmd = [sys.executable, "-m", "ivs", "run", "--config", str(cfg), "-q"]
     first = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    wait(lambda: len(got.seqs("crashy")) >= 30, timeout=60, what="the first run's messages")
+    wait_for(lambda: len(got.seqs("crashy")) >= 30, timeout=60, what="the first run's messages")
     assert availability(broker.port, "crashy")[-1] == "online"
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
-    wait(lambda: availability(broker.port, "crashy")[-1:] == ["offline"], timeout=30, what="the last will")
+    wait_for(lambda: availability(broker.port, "crashy")[-1:] == ["offline"], timeout=30, what="the last will")
     before = max(got.seqs("crashy"))
     pending = [p.seq for p in Outbox(tmp_path / "outbox.sqlite").pending(limit=100000)]
 
     second = subprocess.Popen(cmd, stderr=subprocess.PIPE)
-    wait(lambda: max(got.seqs("crashy")) >= before + 40, timeout=60, what="the second run's messages")
+    wait_for(lambda: max(got.seqs("crashy")) >= before + 40, timeout=60, what="the second run's messages")
     second.send_signal(signal.SIGINT)
     second.communicate(timeout=60)
     assert second.returncode == 0
-    wait(lambda: Outbox(tmp_path / "outbox.sqlite").depth() == 0, timeout=30, what="outbox empty")
+    wait_for(lambda: Outbox(tmp_path / "outbox.sqlite").depth() == 0, timeout=30, what="outbox empty")
     time.sleep(0.5)
     seqs = got.seqs("crashy")
     # Nothing lost: every seq from 1 to the last, once, in order; what was waiting in the
@@ -163,7 +155,7 @@ def test_kill_9_loses_nothing_seq_continues_and_last_will_says_offline(broker, t
 def test_malformed_payloads_are_rejected_with_a_reason_and_counted(broker):
     got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got)
-    wait(consumer.connected.is_set, what="consumer connected")
+    wait_for(consumer.connected.is_set, what="consumer connected")
     pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
@@ -181,7 +173,7 @@ def test_malformed_payloads_are_rejected_with_a_reason_and_counted(broker):
     ]:
         pub.publish("ivs/s9/events/stop", payload, qos=1).wait_for_publish(5)
     pub.publish("ivs/s9/events/stop", json.dumps(good).encode(), qos=1).wait_for_publish(5)
-    wait(lambda: len(got.messages) == 1, what="the good message")
+    wait_for(lambda: len(got.messages) == 1, what="the good message")
     assert sum(consumer.rejected.values()) == 4
     reasons = " | ".join(consumer.rejected)
     assert "malformed payload" in reasons and "Expected `int`, got `str` - at `$.seq`" in reasons

@@ -17,20 +17,12 @@ from ivs.events import Stop
 from ivs.outbox import Outbox
 from ivs.sinks.mqtt import MqttSettings, MqttSink
 from tests.broker import Mosquitto
+from tests.waiting import wait_for
 
 
 def stop_event(seq: int) -> Stop:
     return Stop(frame=seq, time=1.0, t_capture_ns=seq, t_source=0.1, app="cell", objects=1, labels=["person"],
                 boxes=[(1.0, 2.0, 3.0, 4.0)], sensor_id="sec1", seq=seq)  # fmt: skip
-
-
-def wait(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_password_protected_broker(tmp_path: Path):
@@ -49,10 +41,10 @@ def test_password_protected_broker(tmp_path: Path):
         right = MqttSink(
             "sec1", Outbox(tmp_path / "r.sqlite"), MqttSettings(port=broker.port, username="cam", password="s3cret")
         )
-        assert wait(right.connected.is_set) and wait(consumer.connected.is_set)
+        assert wait_for(right.connected.is_set) and wait_for(consumer.connected.is_set)
         wrong.write(stop_event(1))
         right.write(stop_event(2))
-        assert wait(lambda: len(got) == 1)
+        assert wait_for(lambda: len(got) == 1)
         time.sleep(0.5)
         assert [m.seq for m in got] == [2]  # the wrong password never got in
         assert not wrong.connected.is_set() and wrong.outbox.depth() == 1  # kept, not lost
@@ -99,7 +91,7 @@ def test_tls_broker(tmp_path: Path):
     broker.start()
     try:
         sink = MqttSink("sec1", Outbox(tmp_path / "o.sqlite"), MqttSettings(port=broker.port, tls_ca=str(ca)))
-        assert wait(sink.connected.is_set)
+        assert wait_for(sink.connected.is_set)
         sink.write(stop_event(1))
         assert sink.flush(10)  # PUBACK came back over TLS
         plain = MqttSink("sec2", Outbox(tmp_path / "p.sqlite"), MqttSettings(port=broker.port))

@@ -14,7 +14,7 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from ivs.outbox import Outbox
 from ivs.package.zoo import resolve
 from ivs.sinks.http import HttpSink
 from ivs.sinks.mqtt import MqttSettings, MqttSink
+from tests.waiting import wait_for
 
 ADMIN = "admin-secret-token"
 
@@ -55,15 +56,6 @@ def stop(sensor: str, seq: int) -> Stop:
     t = 1_700_000_000.0 + seq
     return Stop(sensor_id=sensor, seq=seq, frame=seq, time=t, t_capture_ns=int(t * 1e9), t_source=0.0, app="press",
                 objects=1, labels=["person"], boxes=[(1.0, 2.0, 3.0, 4.0)])  # fmt: skip
-
-
-def wait(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # certificates
@@ -167,7 +159,7 @@ def test_https_ingest_with_the_hub_ca_and_a_clear_error_without_it(pki: Path, tm
             sink = HttpSink("cam-a", Outbox(tmp_path / f"{name}.sqlite"), url, token=token, ca_file=ca)
             sinks.append(sink)
             sink.write(stop("cam-a", 4))
-            wait(lambda s=sink: s.retries >= 1, what=f"a failed POST ({name} CAs)")  # type: ignore[misc]
+            wait_for(lambda s=sink: s.retries >= 1, what=f"a failed POST ({name} CAs)")  # type: ignore[misc]
             assert "TLS: the server's certificate did not verify" in str(sink.last_error)
             assert "set ca_file to the hub's CA" in str(sink.last_error)
             assert sink.outbox.depth() == 1  # kept, to be sent once the sensor trusts the hub
@@ -258,7 +250,7 @@ class Client:
             )
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
-        wait(lambda: self.connack is not None, 10, "a CONNACK")
+        wait_for(lambda: self.connack is not None, 10, "a CONNACK")
 
     def close(self) -> None:
         self.client.disconnect()
@@ -304,7 +296,7 @@ def test_a_device_publishes_only_under_its_own_name(deployment: Deployment) -> N
         time.sleep(0.3)
         sink.write(stop("cam-a", 1))  # the real sink, over TLS, with cam-a's token as its password
         assert sink.flush(10)
-        wait(lambda: d.store.message_count() == 1, what="cam-a's own event stored")
+        wait_for(lambda: d.store.message_count() == 1, what="cam-a's own event stored")
         # cam-a's credentials publishing as cam-b: Mosquitto drops it (PUBACK, no delivery) ...
         spoofer.client.publish("ivs/cam-b/events/stop", msgspec.json.encode(stop("cam-b", 1)), qos=1).wait_for_publish(
             5
@@ -318,8 +310,8 @@ def test_a_device_publishes_only_under_its_own_name(deployment: Deployment) -> N
             5
         )
         spoofer.client.publish("ivs/cam-a/marker", b"last", qos=1).wait_for_publish(5)  # same client: arrives after
-        wait(lambda: ("ivs/cam-a/marker", b"last") in watcher.got, what="the marker")
-        wait(lambda: ingest.rejected["sensor_mismatch"] == 1, what="the mismatch rejected")
+        wait_for(lambda: ("ivs/cam-a/marker", b"last") in watcher.got, what="the marker")
+        wait_for(lambda: ingest.rejected["sensor_mismatch"] == 1, what="the mismatch rejected")
         topics = [t for t, _ in watcher.got]
         assert "ivs/cam-b/events/stop" not in topics
         assert topics.count("ivs/cam-a/events/stop") == 2  # the sink's event and the mismatched one; not the hub's
@@ -352,7 +344,7 @@ def test_unknown_users_wrong_passwords_and_revoked_devices_are_refused(deploymen
     write_mqtt_auth(d.store, d.auth, certs=d.pki, listen=f"127.0.0.1:{d.tls_port}", hub_listen=None)
     assert d.broker.proc is not None
     d.broker.proc.send_signal(signal.SIGHUP)
-    wait(lambda: bool(disconnected), 10, "the revoked device disconnected")
+    wait_for(lambda: bool(disconnected), 10, "the revoked device disconnected")
     b.close()
     again = Client(d.tls_port, "cam-b", d.tokens["cam-b"], ca=d.pki / "ca.pem")
     assert again.connack == "Not authorized"
@@ -390,7 +382,7 @@ def test_devices_log_in_with_their_client_certificate(pki: Path, tmp_path: Path)
         assert cam.connack == 0  # no password: the certificate's CN is the user name
         cam.client.publish("ivs/cam-b/events/stop", b"spoofed", qos=1).wait_for_publish(5)
         cam.client.publish("ivs/cam-a/events/stop", b"own", qos=1).wait_for_publish(5)
-        wait(lambda: len(hub.got) == 1, what="cam-a's own message")
+        wait_for(lambda: len(hub.got) == 1, what="cam-a's own message")
         assert hub.got == [("ivs/cam-a/events/stop", b"own")]
         with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED|HANDSHAKE_FAILURE"):  # no client certificate
             tls_handshake(tls_port, pki / "ca.pem")
@@ -563,7 +555,7 @@ def test_the_hub_ingests_over_tls_with_its_credentials(
         assert SpiedIngest.made[-1].wait_connected(10)
         sink.write(stop("cam-a", 1))
         assert sink.flush(10)
-        wait(lambda: store.message_count() == 1, what="cam-a's event stored through the hub's TLS ingest")
+        wait_for(lambda: store.message_count() == 1, what="cam-a's event stored through the hub's TLS ingest")
         served.append(kwargs)
 
     monkeypatch.setattr("ivs.hub.serve.MqttIngest", SpiedIngest)
@@ -611,7 +603,9 @@ def test_the_hub_says_why_it_cannot_use_a_broker_over_tls(
         port = free_port()
         waiting = MqttIngest(store, "127.0.0.1", port, tls_ca=ca)
         try:
-            wait(lambda: waiting.last_error == f"MQTT 127.0.0.1:{port} did not answer", 10, "the ingest's last_error")
+            wait_for(
+                lambda: waiting.last_error == f"MQTT 127.0.0.1:{port} did not answer", 10, "the ingest's last_error"
+            )
         finally:
             waiting.close()
     finally:
