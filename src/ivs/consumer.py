@@ -155,16 +155,27 @@ class Consumer:
         settings = MqttSettings(host, port, username, password, tls_ca, tls_cert, tls_key)
         self._client = settings.client(client_id or "", clean_session=client_id is None, max_delay=10)
         self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = lambda *a: self.connected.clear()
         self._client.on_message = self._on_message
+        self._subscribe_mid: int | None = None
         self._client.connect_async(host, port, keepalive=10)
         self._client.loop_start()
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             return
-        for topic in self.topics:
-            client.subscribe(topic, qos=1)
+        _, self._subscribe_mid = client.subscribe([(topic, 1) for topic in self.topics])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        # `connected` means the broker acknowledged every subscription (SUBACK), not only the
+        # connection: from then on nothing published is missed, shared subscriptions included.
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            self._reject(f"subscription refused: {', '.join(refused)}", ", ".join(self.topics))
+            return
         self.connected.set()
 
     def _reject(self, reason: str, topic: str) -> None:

@@ -134,7 +134,9 @@ class MqttIngest:
 
         self.status_connected = threading.Event()
         status = settings.client("", max_delay=10)
+        self._status_mid: int | None = None
         status.on_connect = self._on_status_connect
+        status.on_subscribe = self._on_status_subscribe
         status.on_connect_fail = self._on_connect_fail
         status.on_disconnect = lambda *a: self.status_connected.clear()
         status.on_message = self._on_status
@@ -191,7 +193,17 @@ class MqttIngest:
             log.warning("MQTT refused the hub's status subscription: %s", reason)
             return
         self.last_error = None
-        client.subscribe([("ivs/+/availability", 1), ("ivs/+/state", 1)])
+        _, self._status_mid = client.subscribe([("ivs/+/availability", 1), ("ivs/+/state", 1)])
+
+    def _on_status_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        # connected = the broker acknowledged the subscriptions (SUBACK): no status is missed after it
+        if mid != self._status_mid:
+            return
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            self.last_error = f"MQTT refused the hub's status subscription: {', '.join(refused)}"
+            log.warning("%s", self.last_error)
+            return
         self.status_connected.set()
 
     def _on_status(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
