@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import time
 from pathlib import Path
 
 from cryptography import x509
@@ -44,8 +43,8 @@ def test_password_protected_broker(tmp_path: Path):
         assert wait_for(right.connected.is_set) and wait_for(consumer.connected.is_set)
         wrong.write(stop_event(1))
         right.write(stop_event(2))
-        assert wait_for(lambda: len(got) == 1)
-        time.sleep(0.5)
+        assert wait_for(lambda: len(got) == 1)  # the right password's message: the path is live
+        assert wait_for(lambda: wrong.refusals >= 1, what="the broker to refuse the wrong password")
         assert [m.seq for m in got] == [2]  # the wrong password never got in
         assert not wrong.connected.is_set() and wrong.outbox.depth() == 1  # kept, not lost
         for s in (wrong, right):
@@ -95,8 +94,9 @@ def test_tls_broker(tmp_path: Path):
         sink.write(stop_event(1))
         assert sink.flush(10)  # PUBACK came back over TLS
         plain = MqttSink("sec2", Outbox(tmp_path / "p.sqlite"), MqttSettings(port=broker.port))
-        time.sleep(1.5)
-        assert not plain.connected.is_set()  # a plain-text client cannot talk to the TLS listener
+        # a plain-text client cannot talk to the TLS listener: its attempt fails, it never connects
+        assert wait_for(lambda: plain.connect_failures + plain.refusals >= 1, what="the plain attempt to fail")
+        assert not plain.connected.is_set() and plain.connects == 0
         plain.close(timeout=0.5)
         sink.close(timeout=1)
     finally:

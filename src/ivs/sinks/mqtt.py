@@ -104,6 +104,10 @@ class MqttSink:
         self.availability = f"ivs/{sensor_id}/availability"
         self.connected = threading.Event()
         self.published = self.acked = self.connects = 0
+        self.refusals = 0
+        """Connections the broker answered and refused (bad credentials, not authorised)."""
+        self.connect_failures = 0
+        """Connection attempts that ended without a connection (nothing listening, TLS mismatch, refused)."""
         self.bytes_sent = 0
         self.lost = 0
         """Messages the outbox could not commit (a full or read-only disk); the reason is logged."""
@@ -120,6 +124,7 @@ class MqttSink:
         client.will_set(self.availability, "offline", qos=1, retain=True)
         client.max_inflight_messages_set(settings.max_inflight)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         self._client = client
@@ -131,6 +136,7 @@ class MqttSink:
     # paho callbacks (its network thread)
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
+            self.refusals += 1
             log.warning("MQTT %s:%s refused the connection: %s", self.settings.host, self.settings.port, reason)
             return
         self.connects += 1
@@ -143,7 +149,12 @@ class MqttSink:
         self._publish_state()
         self._wake.set()
 
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self.connect_failures += 1
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if not self.connected.is_set() and not self._stop.is_set():
+            self.connect_failures += 1  # closed before CONNACK: e.g. plain MQTT to a TLS listener
         self.connected.clear()
         if not self._stop.is_set():
             log.warning("MQTT connection lost (%s); reconnecting", reason)
