@@ -13,7 +13,6 @@ import shlex
 import signal
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +133,7 @@ def test_certs_refuses_half_a_ca(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pki")
-    make_certs(out, devices=["cam-a"])
+    make_certs(out, devices=["cam-a", "cam-b"])
     make_certs(out / "other")
     return out
 
@@ -242,6 +241,8 @@ class Client:
         self.got: list[tuple[str, bytes]] = []
         self.client.on_connect = lambda c, u, f, reason, p: setattr(self, "connack", reason)
         self.client.on_message = lambda c, u, m: self.got.append((m.topic, bytes(m.payload)))
+        self.subacks: dict[int, Any] = {}
+        self.client.on_subscribe = lambda c, u, mid, reasons, p: self.subacks.__setitem__(mid, reasons)
         if user is not None:
             self.client.username_pw_set(user, password)
         if ca is not None:
@@ -252,12 +253,24 @@ class Client:
         self.client.loop_start()
         wait_for(lambda: self.connack is not None, 10, "a CONNACK")
 
+    def subscribe(self, topic: str) -> None:
+        """Subscribe and wait for the broker's SUBACK: from then on nothing published is missed."""
+        _, mid = self.client.subscribe(topic, qos=1)
+        reasons = wait_for(lambda: self.subacks.get(mid), 10, f"the SUBACK for {topic}")
+        assert not any(r.is_failure for r in reasons), reasons
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
         sock = self.client.socket()  # still open when the broker refused the CONNECT
         if sock is not None:
             sock.close()
+
+
+def mosquitto_reloads(broker: LocalMosquitto) -> int:
+    """How often the broker has reloaded its configuration (SIGHUP), from its log."""
+    log = broker.workdir / "mosquitto.log"
+    return log.read_text(errors="replace").count("Reloading config") if log.exists() else 0
 
 
 def tls_handshake(port: int, ca: Path, cert: Path | None = None, key: Path | None = None) -> None:
@@ -292,8 +305,7 @@ def test_a_device_publishes_only_under_its_own_name(deployment: Deployment) -> N
     spoofer = Client(d.tls_port, "cam-a", d.tokens["cam-a"], ca=d.pki / "ca.pem")
     try:
         assert ingest.wait_connected(10) and watcher.connack == 0
-        watcher.client.subscribe("ivs/#", qos=1)
-        time.sleep(0.3)
+        watcher.subscribe("ivs/#")
         sink.write(stop("cam-a", 1))  # the real sink, over TLS, with cam-a's token as its password
         assert sink.flush(10)
         wait_for(lambda: d.store.message_count() == 1, what="cam-a's own event stored")
@@ -362,8 +374,10 @@ def test_mqtt_tls_needs_the_deployment_s_ca(deployment: Deployment) -> None:
     plain = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     plain.username_pw_set("cam-a", d.tokens["cam-a"])
     plain.connect("127.0.0.1", d.tls_port)  # TCP connects; the TLS listener never answers MQTT in clear
+    closed: list[Any] = []
+    plain.on_disconnect = lambda c, u, f, reason, p: closed.append(reason)
     plain.loop_start()
-    time.sleep(1.0)
+    wait_for(lambda: closed, 10, "the TLS listener to close the plain-text connection")
     assert not plain.is_connected()
     plain.disconnect()
     plain.loop_stop()
@@ -372,11 +386,11 @@ def test_mqtt_tls_needs_the_deployment_s_ca(deployment: Deployment) -> None:
 def test_devices_log_in_with_their_client_certificate(pki: Path, tmp_path: Path) -> None:
     store = Store("sqlite://")
     store.add_device("cam-a")
+    store.add_device("cam-b")
     broker, tls_port = start_broker(store, pki, tmp_path, client_certs=True)
     try:
         hub = Client(broker.port, "ivs-hub", (tmp_path / "auth" / "hub.password").read_text().strip())
-        hub.client.subscribe("ivs/#", qos=1)
-        time.sleep(0.3)
+        hub.subscribe("ivs/#")
         cam = Client(tls_port, None, None, ca=pki / "ca.pem", cert=pki / "devices" / "cam-a.pem",
                      key=pki / "devices" / "cam-a.key")  # fmt: skip
         assert cam.connack == 0  # no password: the certificate's CN is the user name
@@ -391,12 +405,18 @@ def test_devices_log_in_with_their_client_certificate(pki: Path, tmp_path: Path)
         write_mqtt_auth(store, tmp_path / "auth", certs=pki, listen=f"127.0.0.1:{tls_port}", hub_listen=None,
                         client_certs=True)  # fmt: skip
         assert broker.proc is not None
+        reloads = mosquitto_reloads(broker)
         broker.proc.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
-        # Mosquitto queues a message to its subscribers before it answers the PUBACK
+        wait_for(lambda: mosquitto_reloads(broker) > reloads, 10, "Mosquitto to reload its ACL")
+        # Mosquitto queues a message to its subscribers before it answers the PUBACK, so cam-b's
+        # marker, published after that PUBACK, reaches the hub after anything cam-a got through
         cam.client.publish("ivs/cam-a/events/stop", b"after revoke", qos=1).wait_for_publish(5)
-        time.sleep(0.5)
-        assert hub.got == [("ivs/cam-a/events/stop", b"own")]
+        other = Client(tls_port, None, None, ca=pki / "ca.pem", cert=pki / "devices" / "cam-b.pem",
+                       key=pki / "devices" / "cam-b.key")  # fmt: skip
+        other.client.publish("ivs/cam-b/marker", b"last", qos=1).wait_for_publish(5)
+        wait_for(lambda: ("ivs/cam-b/marker", b"last") in hub.got, what="cam-b's marker")
+        assert hub.got == [("ivs/cam-a/events/stop", b"own"), ("ivs/cam-b/marker", b"last")]
+        other.close()
         cam.close()
         hub.close()
     finally:
@@ -576,6 +596,7 @@ def test_the_hub_says_why_it_cannot_use_a_broker_over_tls(
 ) -> None:
     store = Store("sqlite://")
     store.add_device("cam-a")
+    store.add_device("cam-b")
     broker, tls_port = start_broker(store, pki, tmp_path, client_certs=True)  # the devices' listener wants certificates
     password = (tmp_path / "auth" / "hub.password").read_text().strip()
     ca, other = str(pki / "ca.pem"), str(pki / "other" / "ca.pem")
