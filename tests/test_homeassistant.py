@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,17 @@ class Subscriber:
     def _on_message(self, client, userdata, m) -> None:
         with self.lock:
             self.messages.setdefault(m.topic, []).append(m.payload)
+
+    def settle(self, marker_topic: str) -> None:
+        """Wait until everything the broker had queued for us has arrived.
+
+        A marker published now, on a topic our filters match, is delivered after the retained
+        messages and everything published before it: once it is here, nothing earlier can
+        still come. (What comes later is not the test's concern.) The marker is then forgotten."""
+        self.client.publish(marker_topic, b"marker", qos=1).wait_for_publish(10)
+        wait_for(lambda: marker_topic in self.topics(), what=f"the marker on {marker_topic}")
+        with self.lock:
+            del self.messages[marker_topic]
 
     def values(self, topic: str) -> list[str]:
         with self.lock:
@@ -103,7 +113,7 @@ def test_discovery_configs_and_initial_states_are_retained(broker):
     sub = Subscriber(broker.port, "homeassistant/#", "ivs/cam1/ha/#")
     states = {t for t, _ in EXPECTED_CONFIGS.values()}
     wait_for(lambda: sub.topics() >= set(EXPECTED_CONFIGS) | states, what="retained configs and states")
-    time.sleep(0.2)
+    sub.settle("ivs/cam1/ha/test-marker")
     assert sub.topics() == set(EXPECTED_CONFIGS) | states  # the heatmap has no entity
 
     unique_ids = set()
@@ -190,7 +200,7 @@ def test_events_drive_the_state_topics(broker):
     # What a new subscriber (Home Assistant restarting) gets: the latest states, retained.
     late = Subscriber(broker.port, "ivs/cam1/ha/#")
     wait_for(lambda: len(late.topics()) == 7, what="retained states")
-    time.sleep(0.2)
+    late.settle("ivs/cam1/ha/test-marker")
     assert {t: late.values(t) for t in late.topics()} == {
         "ivs/cam1/ha/door/occupancy": ["0"],
         "ivs/cam1/ha/door/occupied": ["OFF"],
@@ -208,8 +218,8 @@ def test_availability_comes_from_the_mqtt_sink_not_from_this_one(broker, tmp_pat
     assert ha.flush(10)
     assert not ha._client._will  # no last will of its own
     ha.close()
-    sub = Subscriber(broker.port, "ivs/cam1/availability")
-    time.sleep(0.5)
+    sub = Subscriber(broker.port, "ivs/cam1/availability", "ivs/cam1/test-marker")
+    sub.settle("ivs/cam1/test-marker")  # anything retained on availability has arrived by now
     assert sub.values("ivs/cam1/availability") == []  # alone, nothing says online (or offline)
 
     mqtt_sink = MqttSink("cam1", Outbox(tmp_path / "o.sqlite"), MqttSettings(port=broker.port))
