@@ -70,11 +70,11 @@ def test_broker_outage_loses_nothing(broker, tmp_path: Path, classifier):
     try:
         wait_for(lambda: len(got.seqs("cam1")) >= 20, what="traffic before the outage")
         broker.stop()
-        time.sleep(10.5)  # the sensor keeps streaming into its outbox
-        assert box.depth() > 50
+        # the sensor keeps streaming into its outbox while the broker is away
+        wait_for(lambda: box.depth() > 50 and sensor.stats.frames_processed > 200, timeout=60, what="a backlog")
+        assert not sink.connected.is_set()
         broker.start()
         wait_for(lambda: box.depth() < 5, timeout=60, what="the backlog to drain")
-        time.sleep(1.0)
     finally:
         sensor.stop()
         runner.join(timeout=30)
@@ -105,13 +105,21 @@ sinks:
 
 
 def availability(port: int, sensor: str) -> list[str]:
+    """What a new subscriber gets on the sensor's availability topic (the retained value)."""
     seen: list[str] = []
+    markers: list[bytes] = []
+    marker = f"ivs/{sensor}/availability-marker"
+    subacked = threading.Event()
     c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
-    c.on_message = lambda cl, ud, m: seen.append(m.payload.decode())
-    c.on_connect = lambda cl, ud, fl, rc, pr: cl.subscribe(f"ivs/{sensor}/availability", qos=1)
+    c.on_message = lambda cl, ud, m: markers.append(m.payload) if m.topic == marker else seen.append(m.payload.decode())
+    c.on_connect = lambda cl, ud, fl, rc, pr: cl.subscribe([(f"ivs/{sensor}/availability", 1), (marker, 1)])
+    c.on_subscribe = lambda cl, ud, mid, rcs, pr: subacked.set()
     c.connect("127.0.0.1", port)
     c.loop_start()
-    time.sleep(1.0)
+    # The retained value is queued at the SUBACK, so it arrives before a marker published after it.
+    wait_for(subacked.is_set, what="the SUBACK")
+    c.publish(marker, b"x", qos=1)
+    wait_for(lambda: markers, what="the marker after the retained availability")
     c.loop_stop()
     c.disconnect()
     return seen
@@ -139,7 +147,8 @@ def test_kill_9_loses_nothing_seq_continues_and_last_will_says_offline(broker, t
     second.communicate(timeout=60)
     assert second.returncode == 0
     wait_for(lambda: Outbox(tmp_path / "outbox.sqlite").depth() == 0, timeout=30, what="outbox empty")
-    time.sleep(0.5)
+    last = Outbox(tmp_path / "outbox.sqlite").last_seq()
+    wait_for(lambda: max(got.seqs("crashy")) >= last, timeout=30, what=f"message {last}, the last sent")
     seqs = got.seqs("crashy")
     # Nothing lost: every seq from 1 to the last, once, in order; what was waiting in the
     # outbox at the crash arrived after the restart; the second run continued the sequence.
