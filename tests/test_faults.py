@@ -151,6 +151,22 @@ def listening(port: int) -> bool:
     return False
 
 
+def drained(broker: LocalMosquitto, got: Received) -> None:
+    """Wait until everything published to the broker so far reached the consumer behind `got`:
+    a marker message published now arrives after it (the broker forwards in order), so an
+    assertion that something more did *not* arrive is made after the path was shown live."""
+    n = len(got.seqs("marker"))
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.publish("ivs/marker/events/count", msgspec.json.encode(count_event("marker", n + 1)), qos=1)
+        wait_for(lambda: len(got.seqs("marker")) > n, what="the marker published after the rest")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
 class Received:
     """What a consumer accepted (after its deduplication by (sensor_id, seq))."""
 
@@ -189,10 +205,8 @@ def test_broker_kill_9_and_restart_loses_nothing_and_duplicates_nothing(
         os.kill(broker.proc.pid, signal.SIGKILL)  # no goodbye, no saving
         broker.proc.wait(10)
         broker.stop()
-        time.sleep(3)
-        assert sensor.alive(), sensor.stderr()
-        backlog, _ = outbox_state(outbox)
-        assert len(backlog) >= 20, "the sensor kept committing to its outbox while the broker was away"
+        # The sensor kept committing to its outbox while the broker was away.
+        wait_for(lambda: len(outbox_state(outbox)[0]) >= 20, timeout=60, what="a backlog", procs=[sensor.proc])
         before = max(got.seqs("brk"))
 
         broker.start()  # the same port
@@ -201,10 +215,9 @@ def test_broker_kill_9_and_restart_loses_nothing_and_duplicates_nothing(
         waiting, last = outbox_state(outbox)
         assert waiting == [], "a clean stop delivers everything"
         wait_for(lambda: len(got.seqs("brk")) >= last, timeout=30, what=f"all {last} messages")
-        time.sleep(0.5)  # anything more would be a duplicate
+        drained(broker, got)
         seqs = got.seqs("brk")
-        assert sorted(seqs) == list(range(1, last + 1)), "every message arrived"
-        assert len(seqs) == len(set(seqs)) == last, "and each once, after deduplication"
+        assert sorted(seqs) == list(range(1, last + 1)), "every message arrived, each once after deduplication"
         assert "MQTT connection lost" in sensor.stderr()
     finally:
         consumer.close()
@@ -215,12 +228,11 @@ def test_broker_kill_9_and_restart_loses_nothing_and_duplicates_nothing(
 
 def start_hub(db: Path, port: int, log: Path) -> Proc:
     hub = Proc(ivs("hub", "serve", "--db", f"sqlite:///{db}", "--port", str(port)), log)
-    deadline = time.monotonic() + 60
-    while not listening(port):
-        if not hub.alive() or time.monotonic() > deadline:
-            hub.close()
-            raise AssertionError(f"the hub did not start: {hub.stderr()}")
-        time.sleep(0.1)
+    try:
+        wait_for(lambda: listening(port), timeout=60, what="the hub to listen", procs=[hub.proc])
+    except AssertionError:
+        hub.close()
+        raise AssertionError(f"the hub did not start: {hub.stderr()}") from None
     return hub
 
 
@@ -249,9 +261,10 @@ def test_hub_kill_9_during_ingest_and_restart_stores_every_message_once(tmp_path
     wait_for(lambda: len(stored(db, "cam-h")) >= 30, timeout=60, what="messages stored before the crash")
 
     hub.kill9()  # mid-stream: batches in flight are never answered
-    time.sleep(2)
-    assert sensor.alive(), sensor.stderr()
     at_crash = len(stored(db, "cam-h"))
+    # The sensor sees the hub gone and keeps committing to its outbox meanwhile.
+    wait_for(lambda: "no answer" in sensor.stderr(), timeout=30, what="the hub's absence noticed", procs=[sensor.proc])
+    wait_for(lambda: len(outbox_state(outbox)[0]) >= 20, timeout=60, what="a backlog", procs=[sensor.proc])
     hub = start_hub(db, port, tmp_path / "hub2.log")  # the same port and database
     procs.append(hub)
     wait_for(lambda: len(stored(db, "cam-h")) > at_crash + 40, timeout=60, what="ingest after the restart")
@@ -369,7 +382,7 @@ def test_disk_full_under_the_outbox_is_said_counted_and_recovered_from(
         waiting, last = outbox_state(outbox)
         assert waiting == []
         wait_for(lambda: len(got.seqs("full")) >= last - failures, timeout=20, what="every committed message")
-        time.sleep(0.3)
+        drained(broker, got)
         seqs = set(got.seqs("full"))
         missing = set(range(1, last + 1)) - seqs
         # Exactly the messages that could not be committed are missing, and they were counted:
@@ -410,7 +423,7 @@ def test_full_outbox_database_is_survived_in_process(broker: LocalMosquitto, tmp
         assert box.depth() == 0
         last = box.last_seq()
         wait_for(lambda: len(got.seqs("capped")) >= last - lost, what="every committed message")
-        time.sleep(0.3)
+        drained(broker, got)
         missing = set(range(1, last + 1)) - set(got.seqs("capped"))
         assert len(missing) == lost
         assert min(missing) > 11 and max(missing) <= 61, "only messages of the full window are missing"
@@ -508,7 +521,7 @@ def test_a_network_stream_that_drops_is_reopened_and_the_gap_reported(
     wait_for(lambda: listening(port), what="the stream server")
     out = tmp_path / "out.jsonl"
     sensor = Proc(
-        ivs("run", "--source", f"tcp://127.0.0.1:{port}", "--model", "classifier", "--out", str(out), "-q"),
+        ivs("-v", "run", "--source", f"tcp://127.0.0.1:{port}", "--model", "classifier", "--out", str(out), "-q"),
         tmp_path / "sensor.log",
     )
     procs.append(sensor)
@@ -518,8 +531,10 @@ def test_a_network_stream_that_drops_is_reopened_and_the_gap_reported(
 
     wait_for(lambda: len(lines()) >= 20, timeout=60, what="frames before the drop")
     server.kill9()  # the camera's server dies: the connection drops
-    time.sleep(3)
-    assert sensor.alive(), sensor.stderr()
+    # It comes back only after the sensor tried, and failed, to reopen it twice (backoff 0.5 s, 1 s).
+    wait_for(
+        lambda: sensor.stderr().count("reopen failed") >= 2, timeout=30, what="two failed reopens", procs=[sensor.proc]
+    )
     server = Proc(serve, tmp_path / "server2.log")  # ... and comes back on the same port
     procs.append(server)
     wait_for(lambda: any(m.get("kind") == "gap" for m in lines()), timeout=30, what="the gap event")
@@ -535,9 +550,9 @@ def test_a_network_stream_that_drops_is_reopened_and_the_gap_reported(
     assert all(b > a for a, b in pairwise(indices))
     assert len(frames) + frames[-1]["dropped_total"] == indices[-1] + 1
     assert gap["app"] == "source" and gap["reason"] == "end of stream"
-    assert gap["duration_s"] >= 3.0 and gap["end"] - gap["start"] == pytest.approx(gap["duration_s"], abs=0.01)
+    assert gap["duration_s"] >= 1.5 and gap["end"] - gap["start"] == pytest.approx(gap["duration_s"], abs=0.01)
     assert abs(gap["frames_lost"] - (gap["duration_s"] * 10 - 1)) <= 1, "lost frames at the stream's 10 fps"
-    assert gap["attempts"] >= 2, "it took a few attempts, with backoff, while the server was down"
+    assert gap["attempts"] >= 3, "it took a few attempts, with backoff, while the server was down"
     after = next(f for f in frames if f["frame"] == gap["frame"])
     assert after["time"] == gap["time"] >= gap["end"], "sent with the first frame processed after the outage"
     pts = [f["pts"] for f in frames]

@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from ivs.package.writer import write_package
 from ivs.package.zoo import resolve
 from ivs.sensor import Sensor
 from ivs.sources.synthetic import SyntheticSource
+from tests.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +81,14 @@ def test_watcher_loads_a_replaced_file_and_refuses_a_tampered_one(signed, tmp_pa
         tmp = tmp_path / "incoming.ivsm"
         shutil.copy(packages["2.0.0"], tmp)
         os.replace(tmp, live)
-        deadline = time.monotonic() + 20
-        while not swapped and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: swapped, timeout=20, what="the replaced package to load")
         assert [m.manifest.version for m in swapped] == ["2.0.0"]
 
         data = bytearray(live.read_bytes())
         data[len(data) // 2] ^= 0xFF
         tmp.write_bytes(bytes(data))
         os.replace(tmp, live)
-        deadline = time.monotonic() + 20
-        while not errors and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: errors, timeout=20, what="the tampered package to be refused")
         assert len(swapped) == 1
         assert errors and "new package refused, the running model stays" in errors[0]
     finally:
@@ -101,16 +97,10 @@ def test_watcher_loads_a_replaced_file_and_refuses_a_tampered_one(signed, tmp_pa
             m.close()
 
 
-def wait_for(path: Path, predicate, timeout: float = 60.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            lines = path.read_text().splitlines()
-            records = [json.loads(x) for x in lines[:-1]]  # the last line may be half written
-            if predicate(records):
-                return records
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting on {path}")
+def records(path: Path) -> list[dict]:
+    """The complete records written so far (the last line may be half written)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(x) for x in lines[:-1]]
 
 
 @pytest.mark.slow
@@ -118,7 +108,8 @@ def test_cli_hot_swaps_while_streaming(signed, tmp_path: Path):
     packages, ring = signed
     live = tmp_path / "model.ivsm"
     shutil.copy(packages["1.0.0"], live)
-    out = tmp_path / "m.jsonl"
+    out, log = tmp_path / "m.jsonl", tmp_path / "sensor.log"
+    err = log.open("w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -137,26 +128,38 @@ def test_cli_hot_swaps_while_streaming(signed, tmp_path: Path):
             str(out),
             "-q",
         ],
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=err,
     )
+
+    def stderr() -> str:
+        return log.read_text()
+
     try:
-        wait_for(out, lambda r: len(r) >= 20)
+        wait_for(lambda: len(records(out)) >= 20, timeout=60, what="records from 1.0.0", procs=[proc])
         tmp = tmp_path / "incoming.ivsm"
         shutil.copy(packages["2.0.0"], tmp)
         os.replace(tmp, live)
-        wait_for(out, lambda r: sum(x["model"]["version"] == "2.0.0" for x in r) >= 20)
+        wait_for(
+            lambda: sum(x["model"]["version"] == "2.0.0" for x in records(out)) >= 20,
+            timeout=60,
+            what="records from 2.0.0",
+            procs=[proc],
+        )
         tmp.write_bytes(b"this is not a package")
         os.replace(tmp, live)
-        time.sleep(2.0)
+        wait_for(lambda: "new package refused" in stderr(), timeout=30, what="the bad package refused", procs=[proc])
+        # The refusal did not stop the stream: records keep coming, still from 2.0.0.
+        n = len(records(out))
+        wait_for(lambda: len(records(out)) >= n + 20, timeout=60, what="records after the refusal", procs=[proc])
     finally:
         proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr
-    records = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [r["frame"] for r in records] == list(range(len(records)))
-    versions = [r["model"]["version"] for r in records]
+        proc.wait(60)
+        err.close()
+    assert proc.returncode == 0, stderr()
+    written = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["frame"] for r in written] == list(range(len(written)))
+    versions = [r["model"]["version"] for r in written]
     switch = versions.index("2.0.0")
     assert set(versions[:switch]) == {"1.0.0"} and set(versions[switch:]) == {"2.0.0"}
-    assert "model swap: classifier 2.0.0" in stderr
-    assert "new package refused, the running model stays" in stderr
+    assert "model swap: classifier 2.0.0" in stderr()
+    assert "new package refused, the running model stays" in stderr()

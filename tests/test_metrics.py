@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,6 +14,7 @@ from ivs.sensor import Sensor
 from ivs.sinks.http import HttpSink
 from ivs.sources.synthetic import SyntheticSource
 from tests.broker import free_port
+from tests.waiting import wait_for
 
 
 def scrape(port: int) -> dict[str, list]:
@@ -32,9 +32,7 @@ def test_metrics_while_running(tmp_path):
     runner = threading.Thread(target=sensor.run)
     runner.start()
     try:
-        deadline = time.monotonic() + 30
-        while sensor.stats.frames_processed < 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: sensor.stats.frames_processed >= 20, what="20 frames processed")
         m = scrape(port)
     finally:
         sensor.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from ivs.localnet import free_port
 from ivs.sources.reconnect import Reconnect
 from ivs.sources.video import VideoSource
 from tests.stream_server import make_clip
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,14 +37,14 @@ model:
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
         except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"the stream server is not listening on port {port} after {timeout} s")
+            return False
+        return True
+
+    wait_for(listening, timeout, f"the stream server to listen on port {port}")
 
 
 def config(text: str) -> SensorConfig:
