@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -31,7 +32,7 @@ def make_clip(video: Path, out: Path, frames: int, fps: int = 10, width: int = 3
             if i == frames:
                 break
             small = frame.reformat(width=width, height=height, format="yuv420p")
-            small.pts = i
+            small.pts, small.time_base = i, Fraction(1, fps)  # at `fps`, whatever the source's rate
             dst.mux(stream.encode(small))
         dst.mux(stream.encode(None))
     return out

@@ -11,6 +11,7 @@ import pytest
 from ivs.errors import SourceError
 from ivs.sources import open_source
 from ivs.sources.synthetic import Figure, SyntheticSource
+from tests.stream_server import make_clip
 
 
 def test_video_reads_every_frame_with_rate_and_size(vtest: Path):
@@ -19,6 +20,21 @@ def test_video_reads_every_frame_with_rate_and_size(vtest: Path):
     indices = [f.index for f in src.frames()]
     assert indices == list(range(795))
     src.close()
+
+
+def test_a_video_without_a_frame_count_ends_with_its_last_frame(vtest: Path, tmp_path: Path):
+    """MPEG-TS declares no frame count to check against: the decoder's held-back frames (frame
+    threading keeps a few) must be flushed at the end, or the last ones vanish unnoticed."""
+    import av
+
+    clip = make_clip(vtest, tmp_path / "clip.ts", frames=30)
+    with av.open(str(clip)) as c:
+        last = list(c.decode(video=0))[-1].to_ndarray(format="rgb24")
+    src = open_source(str(clip))
+    frames = list(src.frames())
+    src.close()
+    assert [f.index for f in frames] == list(range(30)) and src.frames_skipped == 0
+    assert np.array_equal(frames[-1].pixels, last)
 
 
 def test_video_frames_are_rgb(vtest: Path):

@@ -122,13 +122,18 @@ class VideoSource:
             failure: str | None = None
             try:
                 for packet in opened.container.demux(opened.stream):
-                    if packet.size == 0:
-                        continue  # the flush packet at the end
-                    self.compressed_bytes += packet.size
-                    last_corrupt = bool(packet.is_corrupt)
+                    # The empty packet at the end flushes the decoder: with frame threading it
+                    # still holds the last few frames, which are lost unless it is decoded too.
+                    flush = packet.size == 0
+                    if not flush:
+                        self.compressed_bytes += packet.size
+                        last_corrupt = bool(packet.is_corrupt)
                     try:
                         decoded_frames = packet.decode()
                     except av.FFmpegError as err:
+                        if flush:
+                            log.warning("%s: flushing the decoder failed (%s)", self.url, _reason(err))
+                            break
                         bad_in_a_row += 1
                         skipped += 1
                         self.frames_skipped += 1
