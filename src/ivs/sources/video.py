@@ -169,7 +169,10 @@ class VideoSource:
                         yield Frame(pixels, index, time.monotonic_ns(), wall, self.id, pts)
                         index += 1
             except av.FFmpegError as err:
-                failure = _reason(err)
+                # ExitError: the read timeout (stall_s) interrupted a read that got nothing; FFmpeg
+                # words it "Immediate exit requested", which tells a user nothing.
+                stalled = isinstance(err, av.ExitError) and self.live
+                failure = f"stalled: nothing received for {self.stall_s:g} s" if stalled else _reason(err)
                 if not self.live:
                     raise SourceError(
                         f"{self.url}: decoding failed after frame {index - 1} ({failure}): "
