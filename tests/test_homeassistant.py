@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 from pathlib import Path
 
@@ -210,6 +211,33 @@ def test_events_drive_the_state_topics(broker):
         "ivs/cam1/ha/entrance/masks": ["6"],
         "ivs/cam1/ha/entrance/no_masks": ["1"],
     }
+    late.close()
+
+
+def test_a_burst_of_events_while_acknowledgements_arrive_ends_on_the_last_state(broker):
+    """Thousands of updates from the sensor's thread while the broker's PUBACKs come back on
+    paho's: before one thread did the publishing, the two deadlocked within a few hundred."""
+    sink = HomeAssistantSink("cam1", [Zone("door", SQUARE)], MqttSettings(port=broker.port))
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads change hands all the time: the interleaving is found, not waited for
+    try:
+        assert sink.flush(10)
+        writer = threading.Thread(target=lambda: [
+            sink.write(ZoneEnter(**fields("door", seq), track_id=seq, label="person", anchor=(5.0, 5.0),
+                                 occupancy=seq % 7)) for seq in range(1, 3001)], daemon=True)  # fmt: skip
+        writer.start()
+        writer.join(60)
+    finally:
+        sys.setswitchinterval(switch)
+    # Stuck, the sink cannot be closed either (paho's thread is in the deadlock): fail, leave it.
+    assert not writer.is_alive(), "the writer is stuck: a deadlock with paho's network thread"
+    try:
+        assert sink.flush(60), "every state acknowledged"
+    finally:
+        sink.close()
+    late = Subscriber(broker.port, "ivs/cam1/ha/#")
+    late.settle("ivs/cam1/ha/test-marker")
+    assert late.values("ivs/cam1/ha/door/occupancy") == [str(3000 % 7)], "the last value is the one retained"
     late.close()
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
 import threading
 import time
@@ -209,50 +210,80 @@ class HomeAssistantSink:
         """The current state of every entity, by state topic."""
         self.connected = threading.Event()
         self.connects = 0
+        # One thread publishes (`_run`): paho calls on_publish holding its own lock, and a sink
+        # that took a lock of its own there while another thread held it and published would
+        # deadlock (it did, with events arriving while PUBACKs came back). The callbacks and
+        # `write` only queue jobs; the publisher alone touches `_pending` and `_generation`, and
+        # registers a message's mid before it can see that mid's acknowledgement.
+        self._jobs: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self._generation = 0
         self._pending: dict[int, tuple[int, str | None]] = {}  # paho mid -> (generation, state topic)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards `states` (written by `write`, read by the publisher)
         self._closing = False
 
         client = settings.client(f"ivs-ha-{sensor_id}")
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
+        client.on_publish = lambda c, u, mid, reason, props: self._jobs.put(("ack", mid))
         self._client = client
+        self._publisher = threading.Thread(target=self._run, name=f"ivs-ha-{sensor_id}", daemon=True)
+        self._publisher.start()
         client.connect_async(settings.host, settings.port, keepalive=settings.keepalive)
         client.loop_start()
 
-    # paho callbacks (its network thread)
+    # paho callbacks (its network thread): they only queue work for the publisher
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             log.warning("MQTT %s:%s refused the connection: %s", self.settings.host, self.settings.port, reason)
             return
-        with self._lock:
-            self.connects += 1
-            self._generation += 1
-            for topic, config in self.discovery:
-                self._publish(topic, json.dumps(config), None)
-            for topic, value in self.states.items():
-                self._publish(topic, value, topic)
-            self.connected.set()  # inside the lock: a write() from now on publishes itself
+        self._jobs.put(("connect", None))
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connected.clear()
         if not self._closing:
             log.warning("MQTT connection of the Home Assistant sink lost (%s); reconnecting", reason)
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        with self._lock:
-            generation, topic = self._pending.pop(mid, (self._generation, None))
-            if topic is not None and generation < self._generation:
+    # the publisher thread
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                self._do(*job)
+            except Exception:  # a failed publish must not end the thread: the next connect resends all
+                log.warning("Home Assistant sink: %s failed", job[0], exc_info=True)
+            finally:
+                self._jobs.task_done()
+        self._jobs.task_done()
+
+    def _do(self, kind: str, arg: Any) -> None:
+        if kind == "connect":
+            self.connects += 1
+            self._generation += 1
+            for topic, config in self.discovery:
+                self._publish(topic, json.dumps(config), None)
+            for topic in list(self.states):
+                self._publish_state(topic)
+            self.connected.set()
+        elif kind == "state":
+            if self.connected.is_set():
+                self._publish_state(arg)
+            # else: the next connect publishes the current states
+        elif kind == "ack":
+            generation, acked = self._pending.pop(arg, (self._generation, None))
+            if acked is not None and generation < self._generation:
                 # Sent before the last reconnect and resent by paho after our fresh state:
                 # say the current state once more, last.
-                self._publish(topic, self.states[topic], topic)
+                self._publish_state(acked)
+
+    def _publish_state(self, topic: str) -> None:
+        with self._lock:
+            value = self.states[topic]
+        self._publish(topic, value, topic)
 
     def _publish(self, topic: str, payload: str, state_topic: str | None) -> None:
-        """Publish retained at QoS 1 and remember it until acknowledged. Holds `_lock`."""
+        """Publish retained at QoS 1 and remember it until acknowledged (publisher thread only)."""
         info = self._client.publish(topic, payload, qos=1, retain=True)
-        self._pending[info.mid] = (self._generation, state_topic)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._pending[info.mid] = (self._generation, state_topic)
 
     # the sink interface
     def write(self, message: msgspec.Struct) -> None:
@@ -272,18 +303,16 @@ class HomeAssistantSink:
             updates[app["masks"].state_topic] = str(message.totals.get("mask", 0))
             updates[app["no_masks"].state_topic] = str(message.totals.get("no_mask", 0))
         with self._lock:
-            for topic, value in updates.items():
-                self.states[topic] = value
-                if self.connected.is_set():
-                    self._publish(topic, value, topic)
-                # else: the next connect publishes the current states
+            self.states.update(updates)
+        for topic in updates:
+            self._jobs.put(("state", topic))  # published with the value current then: never a stale one last
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until connected and everything published is acknowledged, or the timeout passes."""
         deadline = time.monotonic() + timeout
         while True:
-            with self._lock:
-                done = self.connected.is_set() and not self._pending
+            # Jobs first: an acknowledgement is a job, and the publisher empties `_pending` by them.
+            done = self.connected.is_set() and self._jobs.unfinished_tasks == 0 and not self._pending
             if done or time.monotonic() >= deadline:
                 return done
             time.sleep(0.02)
@@ -294,3 +323,5 @@ class HomeAssistantSink:
         self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
+        self._jobs.put(None)
+        self._publisher.join(timeout=5)
