@@ -126,6 +126,7 @@ def run(
     from ivs.sensor import Sensor
     from ivs.sinks import Sink
     from ivs.sinks.jsonl import JsonlSink
+    from ivs.sinks.mqtt import MqttSink
     from ivs.sources import open_source
 
     try:
@@ -282,6 +283,9 @@ def run(
         seq_start=seq_start,
         ledger_period_s=60.0 if cfg is not None else None,
     )
+    for sink in sinks:
+        if isinstance(sink, MqttSink):
+            sink.state = sensor.state  # the retained state topic says what this sensor runs and did
 
     def _interrupt(signum: int, frame: FrameType | None) -> None:
         sensor.stop()

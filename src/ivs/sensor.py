@@ -248,6 +248,20 @@ class Sensor:
         self.swaps = 0
         self._runtime = getattr(model.runner, "name", "unknown")
 
+    def state(self) -> dict[str, Any]:
+        """What this sensor says about itself on the retained MQTT `state` topic: the model it
+        runs, what it has processed and sent, how fast (docs/transport.md)."""
+        m = self.model.manifest
+        st = self.stats
+        return {
+            "model": {"name": m.name, "version": m.version, "runtime": self._runtime},
+            "source": self.source.id,
+            "frames": st.frames_processed,
+            "dropped": self._slot.dropped,
+            "events": self.events,
+            "fps": round(st.recent_fps(), 2),
+        }
+
     def swap_model(self, model: Model) -> None:
         """Run `model` from the next frame on (thread-safe); the source never stops.
 

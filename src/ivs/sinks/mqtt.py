@@ -5,7 +5,8 @@ Topics, for a sensor `S`:
     ivs/S/events/<kind>    every event (QoS 1)
     ivs/S/frames           per-frame records, when the sensor sends them (QoS 1)
     ivs/S/availability     "online" / "offline", retained; "offline" is the last will
-    ivs/S/state            a retained JSON summary (model, frames, events, outbox depth)
+    ivs/S/state            a retained JSON summary (outbox depth, and the sensor's `state`: model,
+                           frames, events), on connect, every `state_period_s` and at close
 
 A message is committed to the outbox before it is published and removed on its PUBACK. After
 a reconnect everything not yet acknowledged is published again, in sequence order, so a
@@ -23,6 +24,7 @@ ever seeing them twice. `flush` and `close` wait for the queue to be committed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -97,7 +99,10 @@ class MqttSink:
         state_period_s: float = 5.0,
     ) -> None:
         self.sensor_id, self.outbox, self.settings = sensor_id, outbox, settings
-        self._state_fn, self._state_period = state, state_period_s
+        self.state = state
+        """What the sensor reports in its retained state (set by the composition root once the
+        sensor exists: `Sensor.state`); the outbox depth is added."""
+        self._state_period = state_period_s
         self._encoder: Callable[[Any], bytes] = (
             msgspec.msgpack.encode if settings.encoding == "msgpack" else msgspec.json.encode
         )
@@ -116,6 +121,7 @@ class MqttSink:
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
         self._queue: deque[tuple[str, bytes, int | None]] = deque()  # written, not yet committed
+        self._acks: deque[int] = deque()  # mids PUBACKed, not yet matched to their seq (appends are atomic)
         self._acked_seqs: list[int] = []  # PUBACKed, not yet deleted from the outbox
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -160,15 +166,13 @@ class MqttSink:
             log.warning("MQTT connection lost (%s); reconnecting", reason)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        # The delete runs on the sender thread, batched: this network thread must not wait on
-        # SQLite while the next message waits to be written to the socket.
-        with self._lock:
-            seq = self._inflight.pop(mid, None)
-            if seq is not None:
-                self._acked_seqs.append(seq)
-                self.acked += 1
-        if seq is not None:
-            self._wake.set()
+        # Only noted here; the sender thread matches it to its message. A PUBACK can be read
+        # before `publish` has even returned the mid to the sender: matched here, it would find
+        # no message yet and be lost (the message kept, and sent again, for ever). The sender
+        # registers each mid before it looks at the acknowledgements. The outbox delete runs
+        # there too, batched: this network thread never waits on SQLite.
+        self._acks.append(mid)
+        self._wake.set()
 
     # the sink interface
     def write(self, message: msgspec.Struct) -> None:
@@ -197,7 +201,13 @@ class MqttSink:
             self._room.notify_all()
 
     def _forget_acked(self) -> None:
+        """Match the PUBACKs received to their messages and delete those from the outbox (sender thread)."""
         with self._lock:
+            while self._acks:
+                seq = self._inflight.pop(self._acks.popleft(), None)  # None: availability, state, or resent
+                if seq is not None:
+                    self._acked_seqs.append(seq)
+                    self.acked += 1
             seqs, self._acked_seqs = self._acked_seqs, []
         if seqs:
             self.outbox.ack(seqs)
@@ -209,7 +219,7 @@ class MqttSink:
             self._wake.clear()
             self._commit_queued()
             self._forget_acked()
-            if self._state_fn is not None and time.monotonic() - last_state >= self._state_period:
+            if time.monotonic() - last_state >= self._state_period:
                 last_state = time.monotonic()
                 self._publish_state()
             if not self.connected.is_set():
@@ -231,20 +241,20 @@ class MqttSink:
         self._commit_queued()  # written before close: kept in the outbox for the next run
         self._forget_acked()
 
-    def _publish_state(self) -> None:
+    def _publish_state(self, online: bool = True) -> mqtt.MQTTMessageInfo | None:
         if not self.connected.is_set():
-            return
+            return None
         state: dict[str, Any] = {
             "sensor_id": self.sensor_id,
-            "online": True,
+            "online": online,
             "outbox": self.outbox.depth() + len(self._queue),
         }
-        if self._state_fn is not None:
+        if self.state is not None:
             try:
-                state.update(self._state_fn())
+                state.update(self.state())
             except Exception:  # a state callback must never stop delivery
                 log.debug("state callback failed", exc_info=True)
-        self._client.publish(f"ivs/{self.sensor_id}/state", json.dumps(state), qos=1, retain=True)
+        return self._client.publish(f"ivs/{self.sensor_id}/state", json.dumps(state), qos=1, retain=True)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything written is committed and acknowledged, or the timeout passes."""
@@ -261,6 +271,10 @@ class MqttSink:
         self._stop.set()
         self._wake.set()
         self._sender.join(timeout=5)
+        final = self._publish_state(online=False)  # the run's totals, and the outbox as it is left
+        if final is not None:
+            with contextlib.suppress(RuntimeError, ValueError):  # the connection went meanwhile
+                final.wait_for_publish(2)
         if self.connected.is_set():
             self._client.publish(self.availability, "offline", qos=1, retain=True).wait_for_publish(2)
         self._client.disconnect()
