@@ -85,3 +85,12 @@ _databases = itertools.count(1)
 def postgres_url(postgres: LocalPostgres) -> str:
     """The SQLAlchemy URL of a fresh, empty database on the session's PostgreSQL."""
     return postgres.create_database(f"test_{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty hub database: a SQLite file in the test's folder, or a database on the
+    session's PostgreSQL. A test that takes it runs on both, as the hub does."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    return str(request.getfixturevalue("postgres_url"))

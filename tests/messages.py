@@ -11,7 +11,7 @@ from ivs.records import FrameRecord, ModelRef, Timings
 T0 = 1_699_999_200.0  # a multiple of 3600, so hourly buckets start on it
 
 
-def count(sensor: str, seq: int, t: float, direction: str = "in", label: str = "person") -> Count:
+def count(sensor: str, seq: int, t: float, direction: str = "in", label: str = "person", app: str = "door") -> Count:
     return Count(
         sensor_id=sensor,
         seq=seq,
@@ -19,7 +19,7 @@ def count(sensor: str, seq: int, t: float, direction: str = "in", label: str = "
         time=t,
         t_capture_ns=int(t * 1e9),
         t_source=t - T0,
-        app="door",
+        app=app,
         track_id=seq,
         class_id=0,
         label=label,

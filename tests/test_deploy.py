@@ -1,6 +1,7 @@
 """Deploy: the hub assigns signed packages (and configs) to devices, the sensor pulls, verifies,
-hot-swaps and reports; the hub shows desired vs reported. A real hub (uvicorn, SQLite) and a
-real sensor (synthetic source, the classifier re-signed by a test key in its keyring)."""
+hot-swaps and reports; the hub shows desired vs reported. A real hub (uvicorn, on SQLite and on
+PostgreSQL) and a real sensor (synthetic source, the classifier re-signed by a test key in its
+keyring)."""
 
 from __future__ import annotations
 
@@ -118,8 +119,9 @@ class Hub(ServerThread):
 
 
 @pytest.fixture()
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+def hub(db_url: str) -> Iterator[Hub]:
+    """A hub on SQLite and on PostgreSQL (`db_url`): the tests that use it run on both."""
+    store = Store(db_url)
     h = Hub(store)
     yield h
     assert h.stop(), "uvicorn did not stop"
@@ -338,8 +340,8 @@ def test_devices_see_only_their_own_and_bad_requests_say_why(hub: Hub, signed: d
     assert status == 422
 
 
-def test_a_version_1_database_is_upgraded(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+def test_a_version_1_database_is_upgraded(db_url: str) -> None:
+    url = db_url
     store = Store(url)
     token = store.add_device("cam-1")
     with store.engine.begin() as conn:  # what ivs with schema version 1 left behind

@@ -1,9 +1,7 @@
-"""The hub's HTTP API on a SQLite database: devices, ingest (idempotent, validated element by
+"""The hub's HTTP API on SQLite and on PostgreSQL: devices, ingest (idempotent, validated element by
 element), queries, metrics, and malformed requests that must never give a 5xx."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -17,8 +15,9 @@ ADMIN = "admin-secret"
 
 
 @pytest.fixture()
-def store(tmp_path: Path):
-    s = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+def store(db_url: str):
+    """The hub's store on SQLite and on PostgreSQL (`db_url`): every test here runs on both."""
+    s = Store(db_url)
     yield s
     s.close()
 
@@ -52,9 +51,9 @@ def metric(client: TestClient, line_start: str) -> float:
     raise AssertionError(f"{line_start} not in /metrics:\n{text}")
 
 
-def test_schema_is_created_with_its_version(store: Store, tmp_path: Path) -> None:
+def test_schema_is_created_with_its_version(store: Store, db_url: str) -> None:
     assert store.schema_version() == SCHEMA_VERSION == 2
-    again = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")  # opening it again changes nothing
+    again = Store(db_url)  # opening it again changes nothing
     assert again.schema_version() == 2
     again.close()
 
@@ -97,6 +96,31 @@ def test_ingest_then_query_events_counts_and_sensors(client: TestClient) -> None
     assert sensor["last_seq"] == 5
     assert sensor["messages"] == 5
     assert sensor["last_seen"] > T0
+
+
+def test_counts_by_app_and_before_until(client: TestClient) -> None:
+    auth = add_device(client, "cam-1")
+    batch = [
+        count("cam-1", 1, T0 + 5, "in", app="door"),
+        count("cam-1", 2, T0 + 20, "in", app="till"),
+        count("cam-1", 3, T0 + 30, "out", app="door"),
+        count("cam-1", 4, T0 + 60, "in", app="door"),  # exactly at `until` below: excluded
+        count("cam-1", 5, T0 + 70, "in", app="till"),
+    ]
+    assert post(client, auth, body(*batch)).json()["accepted"] == 5
+
+    def counts(**params: object) -> list[object]:
+        r = client.get("/api/v1/counts", params={"interval": 3600, **params})
+        assert r.status_code == 200, r.text
+        return [b["counts"] for b in r.json()]
+
+    assert counts() == [{"in": {"person": 4}, "out": {"person": 1}}]
+    assert counts(app="door") == [{"in": {"person": 2}, "out": {"person": 1}}]
+    assert counts(app="till") == [{"in": {"person": 2}}]
+    assert counts(until=T0 + 60) == [{"in": {"person": 2}, "out": {"person": 1}}], "until is exclusive"
+    assert counts(app="door", until=T0 + 60) == [{"in": {"person": 1}, "out": {"person": 1}}]
+    assert counts(app="till", since=T0 + 21, until=T0 + 71) == [{"in": {"person": 1}}]
+    assert counts(app="nobody") == [] and counts(until=T0) == []
 
 
 def test_a_repeated_batch_is_stored_once(client: TestClient, store: Store) -> None:

@@ -22,8 +22,9 @@ class Hub(ServerThread):
 
 
 @pytest.fixture()
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+def hub(db_url: str) -> Iterator[Hub]:
+    """On SQLite and on PostgreSQL (`db_url`): the tests that use it run on both."""
+    store = Store(db_url)
     h = Hub(store)
     yield h
     h.stop()

@@ -4,7 +4,6 @@ one stream and store every event exactly once; availability and state reach the 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -49,8 +48,9 @@ def publisher(broker):
 
 
 @pytest.fixture()
-def store(tmp_path: Path):
-    s = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+def store(db_url: str):
+    """On SQLite and on PostgreSQL (`db_url`): the tests that use it run on both."""
+    s = Store(db_url)
     yield s
     s.close()
 
