@@ -23,7 +23,7 @@ from ivs.errors import ModelError, SourceError
 from ivs.events import Event
 from ivs.imx500.model import SensorModel, from_package, load_sensor_model, sensor_region
 from ivs.imx500.recording import read_recording, record, write_recording
-from ivs.imx500.source import NO_PICAMERA2, ReplaySource
+from ivs.imx500.source import NO_PICAMERA2, ReplaySource, SensorFrame
 from ivs.imx500.tensors import (
     flatten_outputs,
     pack_output_tensor_info,
@@ -187,6 +187,11 @@ def cpu_run(vtest: Path) -> Collect:
 
 @pytest.mark.slow
 def test_replayed_sensor_output_gives_the_cpu_paths_detections_and_events(recording: Path, cpu_run: Collect) -> None:
+    """What this proves: a layout round trip. The CPU path's own outputs, written in picamera2's
+    layout and read back, give exactly the CPU path's detections, tracks and events. It cannot
+    show that the layout is the one a real sensor writes (the writer and the reader are both
+    ours): `test_hand_written_sensor_tensors_give_the_hand_worked_detections` checks that, from
+    values written by hand as picamera2 documents them, and the AI Camera test on the hardware."""
     rec = read_recording(recording)
     assert (rec.width, rec.height, len(rec)) == (768, 576, FRAMES)
     assert rec.infos.shape == (FRAMES, 708)  # libcamera's current struct
@@ -368,6 +373,86 @@ def test_bad_recordings_are_refused_with_the_reason(tmp_path: Path, recording: P
     frame = next(iter(ReplaySource(_write_npz(tmp_path / "cut.npz", **cut)).frames()))
     with pytest.raises(SourceError, match=r"frame 0: CnnOutputTensor of 'person-1.0.0': 11501 values; expected 11502"):
         load_sensor_model("person").prepare_frame(frame)
+
+
+# One frame of an SSD network with on-chip NMS, as picamera2's `capture_metadata()` hands it
+# over, written by hand (not by ivs): CnnOutputTensor is every output's float32 values one
+# after the other; CnnOutputTensorInfo lists each output's `size` with the first dimension
+# varying fastest, so picamera2's `get_outputs` reshapes with order="F" and boxes of size
+# (6, 4) come as all six y0, then all x0, then all y1, then all x1. Boxes are (y0, x0, y1, x1)
+# fractions of the input (picamera2's demo: bbox_order "yx", no bbox_normalization).
+HAND_ROWS = 6
+HAND_TENSOR = [
+    # boxes, size (6, 4): rows 1-6 of each coordinate in turn
+    0.10, 0.50, 0.20, 0.30, 0.70, 0.00,  # y0
+    0.25, 0.60, 0.05, 0.30, 0.70, 0.00,  # x0
+    0.60, 0.90, 0.30, 0.50, 0.95, 0.00,  # y1
+    0.40, 0.80, 0.15, 0.45, 0.95, 0.00,  # x1
+    # scores, size (6,)
+    0.91, 0.62, 0.80, 0.45, 0.99, 0.99,
+    # classes, size (6,): COCO indices, 0 person, 2 car
+    0.0, 0.0, 2.0, 0.0, 0.0, 0.0,
+    # count, size (1,): rows 5 and 6 are padding (their 0.99 scores must not count)
+    4.0,
+]  # fmt: skip
+HAND_DIMS = [(HAND_ROWS, 4), (HAND_ROWS,), (HAND_ROWS,), (1,)]
+# Worked out by hand for a 640x480 picture and the person package (300x300 input, "stretch":
+# the whole picture is scaled to the input, so a fraction of the input is that fraction of the
+# picture), with score_threshold 0.5 and class_indices [0] (person only):
+#   row 1: x 0.25*640 = 160, y 0.10*480 = 48, x 0.40*640 = 256, y 0.60*480 = 288; score 0.91
+#   row 2: x 0.60*640 = 384, y 0.50*480 = 240, x 0.80*640 = 512, y 0.90*480 = 432; score 0.62
+#   row 3: a car (class 2): not reported; row 4: score 0.45 < 0.5: dropped; rows 5-6: padding.
+HAND_EXPECTED = [((160.0, 48.0, 256.0, 288.0), 0.91), ((384.0, 240.0, 512.0, 432.0), 0.62)]
+# A second frame in the first AI Camera releases' 8x8 struct: one box past the input's corner,
+# clipped to it: x 0.90*640 = 576, y 0.80*480 = 384, then x 1.0 -> 640, y 1.0 -> 480.
+HAND_TENSOR_2 = [0.80, 0.0, 0.90, 0.0, 1.20, 0.0, 1.10, 0.0, 0.70, 0.0, 0.0, 0.0, 1.0]
+HAND_EXPECTED_2 = [((576.0, 384.0, 640.0, 480.0), 0.7)]
+
+
+class HandSource:
+    """Frames that are only picamera2-shaped metadata, as the AI Camera delivers them."""
+
+    live = False
+    fps = 30.0
+    width, height = 640, 480
+    id = "hand-written"
+    expected_frames = 2
+
+    def frames(self) -> Any:
+        pp = b"ssd_mobilenetv2_fpnlite_320x320_pp"
+        metadata = [
+            {  # libcamera's current struct (16 tensors x 16 dims), handed over as a list of byte values
+                "CnnOutputTensor": HAND_TENSOR,
+                "CnnOutputTensorInfo": list(hand_built_info(pp, HAND_DIMS, 16, 16)),
+                "CnnKpiInfo": (6200, 1500),
+            },
+            {  # the first releases' struct (8 x 8), as bytes, and the KPI as 8 bytes
+                "CnnOutputTensor": HAND_TENSOR_2,
+                "CnnOutputTensorInfo": hand_built_info(pp, [(2, 4), (2,), (2,), (1,)], 8, 8),
+                "CnnKpiInfo": struct.pack("<II", 5000, 1000),
+            },
+        ]
+        for i, md in enumerate(metadata):
+            yield SensorFrame(np.zeros((0, 0, 3), np.uint8), i, 0, 0.0, self.id, i / 30, metadata=md, size=(640, 480))
+
+    def close(self) -> None:
+        pass
+
+
+def test_hand_written_sensor_tensors_give_the_hand_worked_detections() -> None:
+    model = load_sensor_model(
+        "person",
+        decoder={"name": "postprocessed", "params": {"score_threshold": 0.5, "class_indices": [0]}},
+        output_roles=["boxes", "scores", "classes", "count"],
+    )
+    assert len(HAND_TENSOR) == sum(int(np.prod(d)) for d in HAND_DIMS)
+    sink = Collect()
+    Sensor(HandSource(), model, [sink], fps=0).run()
+    got = [[(tuple(d.box), d.score) for d in r.detections] for r in sink.records]
+    assert got == [HAND_EXPECTED, HAND_EXPECTED_2]
+    assert all(d.label == "person" and d.class_id == 0 for r in sink.records for d in r.detections)
+    assert [(r.timings_ms.sensor_dnn, r.timings_ms.sensor_dsp) for r in sink.records] == [(6.2, 1.5), (5.0, 1.0)]
+    assert [r.model.runtime for r in sink.records] == ["imx500", "imx500"]
 
 
 def test_sensor_model_takes_metadata_not_pixels() -> None:
