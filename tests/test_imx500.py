@@ -37,7 +37,7 @@ from ivs.package.reader import read_package
 from ivs.package.zoo import resolve
 from ivs.records import FrameRecord
 from ivs.sensor import Sensor
-from ivs.sources import open_source
+from ivs.sources import Source, open_source
 from ivs.track import ByteTracker
 from tests.conftest import DATA
 
@@ -409,7 +409,7 @@ HAND_TENSOR_2 = [0.80, 0.0, 0.90, 0.0, 1.20, 0.0, 1.10, 0.0, 0.70, 0.0, 0.0, 0.0
 HAND_EXPECTED_2 = [((576.0, 384.0, 640.0, 480.0), 0.7)]
 
 
-class HandSource:
+class HandSource(Source):
     """Frames that are only picamera2-shaped metadata, as the AI Camera delivers them."""
 
     live = False

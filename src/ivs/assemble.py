@@ -1,5 +1,5 @@
-"""From a `SensorConfig` to a running `Sensor`: open the source, load the models, build the
-tracker, the apps and the sinks. Also the checks `ivs config check` runs."""
+"""The parts of a configured sensor besides its source and models: the tracker, the apps and the
+sinks (with their outboxes), for `ivs.build`; and the checks `ivs config check` runs."""
 
 from __future__ import annotations
 
@@ -61,9 +61,8 @@ def open_configured_source(config: SourceConfig) -> Source:
 
 
 def source_size(source: Source, config: SensorConfig) -> tuple[int, int] | None:
-    width, height = getattr(source, "width", None), getattr(source, "height", None)
-    if width and height:
-        return int(width), int(height)
+    if source.width and source.height:
+        return source.width, source.height
     return config.source.frame_size
 
 
@@ -149,17 +148,16 @@ def assemble(
     source: Source,
     model: Model,
     second_stage: list[Model],
-    allow_unsigned: bool = False,
 ) -> Assembly:
     """Build the tracker, apps and sinks of a config for an opened source and loaded models."""
     size = source_size(source, config)
-    if size is None:
+    if size is None and config.apps:  # apps place lines and zones on the frame
         raise ConfigError(
             f"source {config.source.url!r} does not say its frame size: expected source.frame_size: [w, h]"
         )
     tc = config.tracker
     classifier = second_stage[0] if second_stage else None
-    apps = [build_app(a, model.labels, size, classifier) for a in config.apps]
+    apps = [build_app(a, model.labels, size, classifier) for a in config.apps] if size else []
     tracker = None
     if uses_tracks(apps) or config.deploy is not None:  # a deployed config may bring apps that do
         tracker = ByteTracker(

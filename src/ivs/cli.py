@@ -12,13 +12,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from ivs import __version__
 from ivs.errors import ConfigError, IvsError
-from ivs.records import FrameRecord
 
 app = typer.Typer(
     help="ivs: an intelligent vision sensor in software. Frames in, metadata out.",
@@ -113,276 +110,127 @@ def run(
     ] = None,
 ) -> None:
     """Run a model on every frame of a source and emit metadata (and the apps' events)."""
-    from ivs.apps import App
-    from ivs.artifacts import ArtifactWriter
-    from ivs.assemble import assemble, check_file, open_configured_source
-    from ivs.hotswap import PackageWatcher
-    from ivs.imx500 import check_run_options, is_sensor_source
-    from ivs.imx500.model import attach, load_sensor_model
-    from ivs.isp import Roi
-    from ivs.model import Model, load_model
-    from ivs.package.signing import Keyring
-    from ivs.package.zoo import resolve
-    from ivs.sensor import Sensor
-    from ivs.sinks import Sink
-    from ivs.sinks.jsonl import JsonlSink
-    from ivs.sinks.mqtt import MqttSink
-    from ivs.sources import open_source
+    from ivs.build import RunOptions, build_sensor
+    from ivs.run_view import RunView, print_summary
 
     try:
-        if mode not in MODES:
-            raise ConfigError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
-        if max_frames is not None and max_frames <= 0:
-            raise ConfigError(f"--max-frames {max_frames}: expected a positive number")
-        if fps is not None and fps < 0:
-            raise ConfigError(f"--fps {fps}: expected 0 (unpaced) or a positive rate")
-        region = Roi.parse(roi) if roi is not None else None
-        grid = _parse_tiles(tiles) if tiles is not None else None
+        cfg, out = _run_config(config, source, model, roi, tiles, fps, max_frames, out, runtime, threads,
+                               classify_with, sensor_id, keyring, mode)  # fmt: skip
         if allow_unsigned:
-            err_console.print(
-                "[bold yellow]WARNING: --allow-unsigned: unsigned or untrusted model packages "
-                "will run. Development only.[/]"
-            )
-        apps: list[App] = []
-        tracker = None
-        seq_start = 0
-        cfg = None
-        emit_frames = True
-        if config is not None:
-            if source is not None or model is not None:
-                raise ConfigError("--config replaces --source and --model: expected one or the other")
-            cfg, problems = check_file(config)
-            if cfg is None:
-                for problem in problems:
-                    err_console.print(
-                        Text(f"ivs: error: {problem.format(str(config))}", style="bold red"), soft_wrap=True
-                    )
-                raise typer.Exit(2)
-            keyring = Path(cfg.keyring) if cfg.keyring else keyring
-            source, model, sensor_id = cfg.source.url, cfg.model.name, cfg.id
-            runtime, threads, classify_with = cfg.model.runtime, cfg.model.threads, cfg.model.classify_with
-            fps = cfg.source.fps if fps is None else fps
-            max_frames = cfg.source.max_frames if max_frames is None else max_frames
-            region = Roi(*cfg.model.roi) if cfg.model.roi else region
-            grid = cfg.model.tiles or grid
-            emit_frames = cfg.frames
-        elif source is None or model is None:
-            raise ConfigError("expected --source and --model, or --config FILE")
-        ring = Keyring.load(keyring) if keyring is not None else None
-        package_path = resolve(model)
-        on_sensor = source is not None and is_sensor_source(source)
-        if on_sensor:
-            check_run_options(mode, classify_with, grid)
-
-        def load(path: Path) -> Model:
-            if on_sensor:  # the network runs on the IMX500; the package gives decoder and labels
-                return load_sensor_model(path, roi=region, keyring=ring, allow_unsigned=allow_unsigned)
-            return load_model(
-                path,
-                runtime=runtime,
-                roi=region,
-                tiles=grid,
-                threads=threads,
-                keyring=ring,
-                allow_unsigned=allow_unsigned,
-            )
-
-        loaded = load(package_path)
-        second = []
-        if classify_with is not None:
-            second.append(
-                load_model(
-                    classify_with,
-                    runtime=runtime,
-                    threads=threads,
-                    keyring=ring,
-                    allow_unsigned=allow_unsigned,
-                    roi=None,
-                    tiles=(1, 1),
-                )
-            )
-            if second[0].manifest.task != "classification":
-                raise ConfigError(
-                    f"--classify-with {classify_with}: a {second[0].manifest.task} model; expected a "
-                    "classification model (e.g. mask)"
-                )
-        # a config's source keeps its reconnect and stall settings; --source takes the defaults
-        src = open_configured_source(cfg.source) if cfg is not None else open_source(source)
-        size = (getattr(src, "width", None), getattr(src, "height", None))
-        if region is not None and size[0] and size[1]:
-            region.check_inside(int(size[0]), int(size[1]))
-        if on_sensor:
-            attach(src, loaded)
-        sinks: list[Sink] = []
-        jsonl = JsonlSink(out) if out is not None else None
-        if jsonl is not None:
-            sinks.append(jsonl)
-        if cfg is not None:
-            assembly = assemble(cfg, allow_unsigned=allow_unsigned, source=src, model=loaded, second_stage=second)
-            tracker, apps, seq_start = assembly.tracker, assembly.apps, assembly.seq_start
-            if out is None:
-                sinks.extend(assembly.sinks)
-                to_stdout_config = any(getattr(x, "target", "") == "-" for x in assembly.sinks)
-                if jsonl is None:
-                    jsonl = next((x for x in assembly.sinks if isinstance(x, JsonlSink)), None)
-                out = "-" if to_stdout_config else (jsonl.target if jsonl else None)
-        writer = (
-            ArtifactWriter(mode, artifacts, loaded.labels)  # type: ignore[arg-type]
-            if mode != "metadata"
-            else None
-        )
+            err_console.print("[bold yellow]WARNING: --allow-unsigned: unsigned or untrusted model packages "
+                              "will run. Development only.[/]")  # fmt: skip
+        view = RunView(quiet=quiet, to_stdout=out == "-", has_apps=bool(cfg.apps))
+        options = RunOptions(
+            mode=mode, artifacts=artifacts, allow_unsigned=allow_unsigned, watch=watch,  # type: ignore[arg-type]
+            ledger_period_s=60.0 if config is not None else None, sinks=view.sinks(), on_record=view.on_record,
+            on_message=view.say,
+        )  # fmt: skip
+        built = build_sensor(cfg, options)
     except IvsError as err:
         raise fail(str(err), 2) from None
-
-    to_stdout = out == "-"
-    console = Console(stderr=True)
-    live = Live(console=console, refresh_per_second=4, transient=True)
-    m = loaded.manifest
-    if m.notice:
-        console.print(f"[yellow]note: {m.name}: {m.notice}[/]")
-
-    class ConsoleEvents:
-        """Prints the apps' events on the console as they happen."""
-
-        def write(self, message: Any) -> None:
-            if not isinstance(message, FrameRecord):
-                console.print(_describe_event(message), highlight=False)
-
-        def close(self) -> None:
-            pass
-
-    if apps and not quiet and not to_stdout:
-        sinks.append(ConsoleEvents())
-
-    def on_record(record: Any, det: Any) -> None:
-        if not quiet and not to_stdout and not apps:
-            console.print(_event_line(record), highlight=False)
-        live.update(_status(sensor))
-
-    live_apps = None
-    if cfg is not None and cfg.deploy is not None:
-        from ivs.deploy import LiveApps
-
-        live_apps = LiveApps(apps)  # a deployed config replaces the apps between frames
-    sensor = Sensor(
-        src,
-        loaded,
-        sinks,
-        sensor_id=sensor_id,
-        fps=fps,
-        max_frames=max_frames,
-        mode=mode,  # type: ignore[arg-type]
-        artifacts=writer,
-        on_record=on_record,
-        second_stage=second,
-        tracker=tracker,
-        apps=[live_apps] if live_apps is not None else apps,
-        emit_frames=emit_frames,
-        seq_start=seq_start,
-        ledger_period_s=60.0 if cfg is not None else None,
-    )
-    for sink in sinks:
-        if isinstance(sink, MqttSink):
-            sink.state = sensor.state  # the retained state topic says what this sensor runs and did
-
-    def _interrupt(signum: int, frame: FrameType | None) -> None:
-        sensor.stop()
-
+    sensor = built.sensor
     if metrics_port is not None:
         from ivs.metrics import serve_metrics
 
         try:
             serve_metrics(sensor, metrics_port)
         except OSError as err:
+            built.close()
             raise fail(
                 f"--metrics-port {metrics_port}: cannot listen ({err.strerror}): expected a free port", 2
             ) from None
-
-    def swap(new: Model) -> None:
-        nm = new.manifest
-        console.print(f"[bold green]model swap:[/] {nm.name} {nm.version} ({new.runner.name}) from the next frame")
-        sensor.swap_model(new)
-
-    watcher = None
-    if watch:
-        watcher = PackageWatcher(
-            package_path,
-            load,
-            swap,
-            on_error=lambda msg: console.print(f"[bold red]{msg}[/]", soft_wrap=True),
-        ).start()
-        w = watcher
-        signal.signal(signal.SIGHUP, lambda signum, frame: w.reload())
-    agent = None
-    if cfg is not None and live_apps is not None:
-        try:
-            agent = _deploy_agent(cfg, sensor, live_apps, load, swap, second, console)
-        except IvsError as err:
-            if watcher is not None:
-                watcher.close()
-            raise fail(str(err), 2) from None
-    previous = signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    console.print(
-        f"[bold]ivs[/] sensor [cyan]{sensor_id}[/]: {src.id} -> {m.name} {m.version} "
-        f"({loaded.runner.name}, {m.model.precision}), mode {mode}" + (f", metadata -> {out}" if out else "")
-    )
-    error: IvsError | None = None
-    try:
-        with live:
-            sensor.run()
-    except IvsError as err:
-        error = err
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if watcher is not None:
-            watcher.close()
-        if agent is not None:
-            agent.close()
-        sensor.model.close()
-        for extra in second:
-            extra.close()
-    _print_summary(console, sensor)
+    view.start(sensor, out)
+    error = _run_until_stopped(built, view)
+    print_summary(view.console, sensor)
     if error is not None:
         raise fail(str(error), 1)
 
 
-def _deploy_agent(
-    cfg: Any, sensor: Any, live_apps: Any, load: Any, swap: Any, second: list[Any], console: Console
-) -> Any:
-    """Start the deploy agent of a config with a `deploy:` section (see ivs.deploy)."""
-    import os
+def _run_until_stopped(built: Any, view: Any) -> IvsError | None:
+    """Run the sensor (Ctrl-C, SIGTERM: stop after the frame in hand; SIGHUP: check the package)."""
 
-    from ivs.assemble import build_app, source_size
-    from ivs.deploy import DeployAgent, HubClient, LiveConfig
+    def _interrupt(signum: int, frame: FrameType | None) -> None:
+        built.sensor.stop()
 
-    d = cfg.deploy
-    token = os.environ.get(d.token_env)
-    if not token:
-        raise ConfigError(
-            f"deploy: token_env {d.token_env!r} is not set in the environment: expected the device token"
-            " that `ivs hub device add` printed"
-        )
-    size = source_size(sensor.source, cfg)
-    classifier = second[0] if second else None
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, lambda signum, frame: built.reload())
+    try:
+        with view.live:
+            built.sensor.run()
+    except IvsError as err:
+        return err
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        built.close()
+    return None
 
-    def build(config: Any) -> list[Any]:
-        if size is None:
-            raise ConfigError("the source does not say its frame size: expected source.frame_size: [w, h]")
-        return [build_app(a, sensor.model.labels, size, classifier) for a in config.apps]
 
-    return DeployAgent(
-        HubClient(d.hub, token, ca_file=d.ca_file),
-        Path(d.folder),
-        current=lambda: sensor.model,
-        load=load,
-        swap=swap,
-        apply_config=LiveConfig(cfg, live_apps, build, frame_size=size, labels=lambda: sensor.model.labels),
-        interval_s=d.interval_s,
-        on_message=lambda msg: console.print(Text(f"deploy: {msg}", style="bold"), soft_wrap=True),
-    ).start()
+def _run_config(
+    config: Path | None,
+    source: str | None,
+    model: str | None,
+    roi: str | None,
+    tiles: str | None,
+    fps: float | None,
+    max_frames: int | None,
+    out: str | None,
+    runtime: str,
+    threads: int | None,
+    classify_with: str | None,
+    sensor_id: str,
+    keyring: Path | None,
+    mode: str,
+) -> tuple[Any, str | None]:
+    """The sensor `ivs run` builds, as a `SensorConfig`: the YAML file's with the flags that
+    override it, or one made of the flags; and where its metadata goes ("-": stdout)."""
+    from ivs.assemble import check_file
+    from ivs.build import MODES
+    from ivs.config import JsonlSinkConfig, ModelConfig, SensorConfig, SourceConfig
+    from ivs.isp import Roi
+
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    if max_frames is not None and max_frames <= 0:
+        raise ConfigError(f"--max-frames {max_frames}: expected a positive number")
+    if fps is not None and fps < 0:
+        raise ConfigError(f"--fps {fps}: expected 0 (unpaced) or a positive rate")
+    region = Roi.parse(roi) if roi is not None else None
+    grid = _parse_tiles(tiles) if tiles is not None else None
+    jsonl = [JsonlSinkConfig(type="jsonl", path=out)] if out is not None else []
+    if config is None:
+        if source is None or model is None:
+            raise ConfigError("expected --source and --model, or --config FILE")
+        roi_box = (region.x, region.y, region.w, region.h) if region else None
+        cfg = SensorConfig(
+            id=sensor_id, source=SourceConfig(url=source, fps=fps, max_frames=max_frames), frames=True, sinks=jsonl,
+            model=ModelConfig(name=model, runtime=runtime, roi=roi_box, tiles=grid, threads=threads,  # type: ignore[arg-type]
+                              classify_with=classify_with),
+            keyring=str(keyring) if keyring is not None else None,
+        )  # fmt: skip
+        return cfg, out
+    if source is not None or model is not None:
+        raise ConfigError("--config replaces --source and --model: expected one or the other")
+    checked, problems = check_file(config)
+    if checked is None:
+        for problem in problems:
+            err_console.print(Text(f"ivs: error: {problem.format(str(config))}", style="bold red"), soft_wrap=True)
+        raise typer.Exit(2)
+    cfg = checked
+    frames = cfg.source.max_frames if max_frames is None else max_frames
+    src = cfg.source.model_copy(update={"fps": cfg.source.fps if fps is None else fps, "max_frames": frames})
+    mc = cfg.model.model_copy(
+        update={"roi": cfg.model.roi or ((region.x, region.y, region.w, region.h) if region else None),
+                "tiles": cfg.model.tiles or grid}
+    )  # fmt: skip
+    update: dict[str, Any] = {"source": src, "model": mc, "keyring": cfg.keyring or (str(keyring) if keyring else None)}
+    if jsonl:  # --out replaces the config's sinks
+        update["sinks"] = jsonl
+    cfg = cfg.model_copy(update=update)
+    targets = [s.path for s in cfg.sinks if isinstance(s, JsonlSinkConfig)]
+    return cfg, "-" if "-" in targets else (targets[0] if targets else None)
 
 
 def _parse_tiles(text: str) -> tuple[int, int]:
@@ -390,100 +238,6 @@ def _parse_tiles(text: str) -> tuple[int, int]:
     if len(parts) != 2 or not all(p.isdigit() and 1 <= int(p) <= 8 for p in parts):
         raise ConfigError(f"malformed --tiles {text!r}: expected CxR with 1 <= C, R <= 8, e.g. 2x1")
     return int(parts[0]), int(parts[1])
-
-
-def _describe_event(e: Any) -> str:
-    """One human line for an event."""
-    from ivs.events import kind_of
-
-    kind = kind_of(e)
-    head = f"frame {e.frame:6d}  {kind:<10s} {e.app}:"
-    if kind == "count":
-        totals = " ".join(f"{d} {sum(v.values())}" for d, v in e.totals.items())
-        return f"{head} {e.label} #{e.track_id} {e.direction}  (totals {totals})"
-    if kind in ("zone_enter", "zone_leave"):
-        dwell = f" after {e.dwell_s:.1f} s" if kind == "zone_leave" else ""
-        return f"{head} {e.label} #{e.track_id}{dwell}  (occupancy {e.occupancy})"
-    if kind == "loiter":
-        return f"{head} {e.label} #{e.track_id} has stayed {e.dwell_s:.1f} s"
-    if kind == "stop":
-        return f"{head} STOP: {e.objects} {', '.join(sorted(set(e.labels)))} in the zone"
-    if kind == "clear":
-        return f"{head} clear after {e.empty_frames} empty frames ({e.stopped_s:.1f} s stopped)"
-    if kind == "mask":
-        return f"{head} face #{e.track_id}: {'mask' if e.mask else 'NO MASK'} ({e.score:.0%} of {e.frames} frames)"
-    if kind == "ledger":
-        ratio = f", {e.raw_bytes / e.metadata_bytes:,.0f}x smaller than raw" if e.metadata_bytes else ""
-        return f"{head} {e.metadata_bytes:,} B of metadata for {e.frames} frames{ratio}"
-    if kind == "gap":
-        return f"{head} source back after {e.duration_s:.1f} s ({e.reason}; about {e.frames_lost} frames lost)"
-    if kind == "heatmap":
-        return f"{head} {e.cols}x{e.rows} grid over {e.frames} frames ({sum(e.counts)} points)"
-    return f"{head} {e}"
-
-
-def _event_line(record: Any) -> str:
-    labels: dict[str, int] = {}
-    for d in record.detections:
-        labels[d.label] = labels.get(d.label, 0) + 1
-    what = ", ".join(f"{n} {k}" for k, n in sorted(labels.items())) or "nothing"
-    answers: dict[str, int] = {}
-    for d in record.detections:
-        for name, attr in (d.attributes or {}).items():
-            key = f"{name}: {attr.label}"
-            answers[key] = answers.get(key, 0) + 1
-    if answers:
-        what += " (" + ", ".join(f"{n} {k}" for k, n in sorted(answers.items())) + ")"
-    if record.model.task == "classification" and record.detections:
-        d = record.detections[0]
-        what = f"{d.label} {d.score:.2f}"
-    drop = f"  dropped {record.dropped}" if record.dropped else ""
-    return f"frame {record.frame:6d}  {what:<28s} {record.timings_ms.total:7.1f} ms{drop}"
-
-
-def _status(sensor: Any) -> Table:
-    st = sensor.stats
-    t = Table.grid(padding=(0, 2))
-    row = [
-        f"[bold]{st.frames_processed}[/] frames",
-        f"{st.recent_fps():.1f} fps",
-    ]
-    row += [f"{s} {st.timings[s][-1]:.1f}" for s in ("read", "isp", "infer", "decode", "total") if st.timings[s]]
-    row.append(f"ms | dropped [bold]{st.dropped}[/]")
-    t.add_row(*row)
-    return t
-
-
-def _print_summary(console: Console, sensor: Any) -> None:
-    from ivs.sensor import summarize
-
-    s = summarize(sensor.stats)
-    table = Table(title="ivs run summary", show_header=True, header_style="bold")
-    table.add_column("stage")
-    table.add_column("p50 ms", justify="right")
-    table.add_column("p99 ms", justify="right")
-    for stage in s["timings_ms"]:  # the STAGES, and the IMX500's own timings when it reported them
-        table.add_row(stage, f"{s['timings_ms'][stage]['p50']:.2f}", f"{s['timings_ms'][stage]['p99']:.2f}")
-    console.print(table)
-    line = (
-        f"frames read {s['frames_read']}, processed {s['frames_processed']}, dropped {s['dropped']}, "
-        f"detections {s['detections']}, {s['seconds']:.1f} s, {s['fps']:.1f} fps"
-    )
-    if s["skipped"]:
-        line += f", skipped {s['skipped']} undecodable"
-    if s["gaps"]:
-        line += f", {s['gaps']} source outages (about {s['frames_lost']} frames lost)"
-    metadata_bytes = sensor.metadata_bytes
-    if s["frames_processed"]:
-        line += f", metadata {metadata_bytes} bytes ({metadata_bytes / s['frames_processed']:.0f} B/frame)"
-    console.print(line)
-    if metadata_bytes:
-        compressed = getattr(sensor.source, "compressed_bytes", None)
-        ledger = f"ledger: {metadata_bytes:,} bytes of metadata replaced {sensor.raw_bytes:,} bytes of raw frames "
-        ledger += f"({sensor.raw_bytes / metadata_bytes:,.0f}x)"
-        if compressed:
-            ledger += f" and {compressed:,} bytes of compressed video ({compressed / metadata_bytes:,.0f}x)"
-        console.print(ledger)
 
 
 @model_app.command("list")

@@ -36,3 +36,12 @@ class Frame:
     @property
     def height(self) -> int:
         return int(self.pixels.shape[0])
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """What a sensor that runs the network itself (the IMX500) reports about one frame's
+    inference, in milliseconds."""
+
+    dnn_ms: float
+    dsp_ms: float

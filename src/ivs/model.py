@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import numpy.typing as npt
 from ivs import decode
 from ivs.detections import Detections, batched_nms
 from ivs.errors import ModelError
+from ivs.frame import Frame, Kpi
 from ivs.isp import Isp, IspOutput, Roi
 from ivs.package.manifest import Manifest
 from ivs.package.reader import Package, read_package
@@ -43,6 +45,15 @@ class Model:
     def prepare(self, pixels: npt.NDArray[np.uint8]) -> list[IspOutput]:
         """The model input(s): one per tile, a single one without tiling."""
         return self.isp.process_tiles(pixels)
+
+    def prepare_frame(self, frame: Frame) -> list[IspOutput]:
+        """The model input(s) of a frame: its pixels through the ISP. The IMX500's model reads
+        the frame's metadata instead (its network already ran on the sensor)."""
+        return self.prepare(frame.pixels)
+
+    def kpi(self, inputs: Sequence[IspOutput]) -> Kpi | None:
+        """The timings a sensor reported for the frame these inputs came from (None on the CPU)."""
+        return None
 
     def infer(self, tensors: list[IspOutput]) -> list[dict[str, np.ndarray[Any, Any]]]:
         """Raw outputs by decoder role, one dict per input."""

@@ -246,7 +246,7 @@ class Sensor:
         self._next_model: Model | None = None
         self._swap_lock = threading.Lock()
         self.swaps = 0
-        self._runtime = getattr(model.runner, "name", "unknown")
+        self._runtime = model.runner.name
 
     def state(self) -> dict[str, Any]:
         """What this sensor says about itself on the retained MQTT `state` topic: the model it
@@ -276,9 +276,7 @@ class Sensor:
     def stop(self) -> None:
         """Ask the sensor to finish after the frame in hand (thread-safe)."""
         self._stop.set()
-        interrupt = getattr(self.source, "interrupt", None)
-        if interrupt is not None:  # a source waiting to reconnect stops waiting
-            interrupt()
+        self.source.interrupt()  # a source waiting to reconnect stops waiting
 
     def run(self) -> SensorStats:
         """Run until the source ends, `max_frames`, or `stop()`. Raises the source's error
@@ -297,7 +295,7 @@ class Sensor:
                 self._emit(self.ledger(None))
             self.stats.ended = time.monotonic()
             self.stats.dropped = self._slot.dropped
-            self.stats.skipped = int(getattr(self.source, "frames_skipped", 0))
+            self.stats.skipped = self.source.frames_skipped
             for sink in self.sinks:
                 sink.close()
         if self._error is not None:
@@ -343,7 +341,7 @@ class Sensor:
         if new is None:
             return
         old, self.model = self.model, new
-        self._runtime = getattr(new.runner, "name", "unknown")
+        self._runtime = new.runner.name
         self.swaps += 1
         m = new.manifest
         log.warning("model swapped: now %s %s (%s)", m.name, m.version, self._runtime)
@@ -353,9 +351,7 @@ class Sensor:
         self._take_swap()
         frame = item.frame
         t_start = time.monotonic_ns()
-        # The IMX500 path's model reads the frame's metadata: its network already ran on the sensor.
-        prepare_frame = getattr(self.model, "prepare_frame", None)
-        inputs = prepare_frame(frame) if prepare_frame is not None else self.model.prepare(frame.pixels)
+        inputs = self.model.prepare_frame(frame)  # the IMX500's model reads the frame's metadata
         t_isp = time.monotonic_ns()
         outputs = self.model.infer(inputs)
         t_infer = time.monotonic_ns()
@@ -406,14 +402,13 @@ class Sensor:
 
     def _sensor_timings(self, inputs: Any) -> dict[str, float]:
         """The DNN and DSP runtimes an IMX500 reported for this frame (none on the CPU path)."""
-        kpi_of = getattr(self.model, "kpi", None)
-        kpi = kpi_of(inputs) if kpi_of is not None else None
+        kpi = self.model.kpi(inputs)
         return {} if kpi is None else {"sensor_dnn": round(kpi.dnn_ms, 3), "sensor_dsp": round(kpi.dsp_ms, 3)}
 
     def _report_gaps(self, frame: Frame) -> None:
         """A `gap` event for each outage the source came back from since the last frame."""
-        outages = getattr(self.source, "outages", None)
-        self.stats.skipped = int(getattr(self.source, "frames_skipped", 0))
+        outages = self.source.outages
+        self.stats.skipped = self.source.frames_skipped
         if outages is None:
             return
         for gap in outages.take():
@@ -454,7 +449,7 @@ class Sensor:
 
     def ledger(self, frame: Frame | None) -> Ledger:
         """The ledger as an event (for `frame`, or the last one processed)."""
-        compressed = getattr(self.source, "compressed_bytes", None)
+        compressed = self.source.compressed_bytes
         ctx = self._last_ctx
         index = frame.index if frame is not None else (ctx.index if ctx else 0)
         t_ns = frame.t_capture_ns if frame is not None else (ctx.t_capture_ns if ctx else 0)
@@ -470,7 +465,7 @@ class Sensor:
             raw_bytes=self.raw_bytes,
             compressed_bytes=int(compressed) if compressed is not None else None,
             metadata_bytes=self.metadata_bytes,
-            frames_skipped=int(getattr(self.source, "frames_skipped", 0)),
+            frames_skipped=self.source.frames_skipped,
         )
 
     @staticmethod

@@ -28,11 +28,12 @@ from ivs.detections import Detections
 from ivs.frame import Frame
 from ivs.model import Model
 from ivs.records import FrameRecord
+from ivs.sources.base import Source
 
 RATES = (30.0, 60.0)
 
 
-class LoopSource:
+class LoopSource(Source):
     """Pre-made raw frames, handed over in a loop: a camera with no decode cost.
 
     `t_capture_ns` is stamped when the sensor's capture thread takes the frame (on its pacing

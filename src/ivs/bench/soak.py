@@ -130,24 +130,18 @@ def sensor_config(video: Path, port: int, outbox: Path, frames: bool) -> dict[st
 def run_child(config_path: Path) -> int:
     """The sensor side: build the configured sensor on a looped video and run it until SIGTERM;
     print its summary as one JSON line."""
-    from ivs.assemble import assemble
+    from ivs.build import RunOptions, build_sensor
     from ivs.config import SensorConfig
-    from ivs.model import load_model
-    from ivs.sensor import Sensor
     from ivs.sources.video import VideoSource
 
     cfg = SensorConfig.model_validate(json.loads(config_path.read_text()))
     source = VideoSource(cfg.source.url, loop=True)
-    model = load_model(cfg.model.name, runtime=cfg.model.runtime)
-    assembly = assemble(cfg, source=source, model=model, second_stage=[])
-    sensor = Sensor(
-        source, model, assembly.sinks, sensor_id=cfg.id, tracker=assembly.tracker, apps=assembly.apps,
-        emit_frames=cfg.frames, seq_start=assembly.seq_start, ledger_period_s=60.0,
-    )  # fmt: skip
+    built = build_sensor(cfg, RunOptions(watch=False, source=source))
+    sensor = built.sensor
     signal.signal(signal.SIGTERM, lambda *_: sensor.stop())
     signal.signal(signal.SIGINT, lambda *_: sensor.stop())
     stats = sensor.run()
-    model.close()
+    built.close()
     summary = {
         "frames_read": stats.frames_read,
         "frames_processed": stats.frames_processed,

@@ -20,8 +20,9 @@ import numpy as np
 from ivs import decode
 from ivs.detections import Detections
 from ivs.errors import ModelError, SourceError
-from ivs.frame import Frame
-from ivs.imx500.tensors import Kpi, parse_kpi, parse_output_tensor_info, split_outputs
+from ivs.frame import Frame, Kpi
+from ivs.imx500.source import CameraSource, SensorFrame
+from ivs.imx500.tensors import parse_kpi, parse_output_tensor_info, split_outputs
 from ivs.isp import BoxMap, InputSpec, Isp, IspOutput, Roi
 from ivs.model import Model
 from ivs.package.reader import Package, read_package
@@ -75,13 +76,12 @@ def sensor_region(spec: InputSpec, roi: Roi | None, width: int, height: int) -> 
 
 
 def frame_metadata(frame: Frame) -> Mapping[str, Any]:
-    metadata = getattr(frame, "metadata", None)
-    if metadata is None:
+    if not isinstance(frame, SensorFrame):
         raise SourceError(
             f"{frame.source_id or 'source'}: frame {frame.index} carries no IMX500 metadata: the imx500 model "
             "needs an imx500 or imx500-replay source"
         )
-    return metadata  # type: ignore[no-any-return]
+    return frame.metadata
 
 
 @dataclass
@@ -149,8 +149,7 @@ class SensorModel(Model):
             parts.append(det.with_boxes(isp.box_map.to_frame(det.xyxy), keypoints))
         return parts[0] if len(parts) == 1 else Detections.merge(parts)
 
-    @staticmethod
-    def kpi(inputs: Sequence[IspOutput]) -> Kpi | None:
+    def kpi(self, inputs: Sequence[IspOutput]) -> Kpi | None:
         """The sensor's own timings for the frame these inputs came from."""
         return next((i.kpi for i in inputs if isinstance(i, SensorOutput) and i.kpi is not None), None)
 
@@ -203,8 +202,5 @@ def load_sensor_model(
 
 def attach(source: Any, model: Model) -> None:
     """Point a camera source's inference region at what `model` must see (a replay needs nothing)."""
-    set_region = getattr(source, "set_inference_region", None)
-    if set_region is None or not isinstance(model, SensorModel):
-        return
-    width, height = int(source.width), int(source.height)
-    set_region(*sensor_region(model.manifest.input, model.isp.roi, width, height))
+    if isinstance(source, CameraSource) and isinstance(model, SensorModel):
+        source.set_inference_region(*sensor_region(model.manifest.input, model.isp.roi, source.width, source.height))

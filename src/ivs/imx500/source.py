@@ -23,6 +23,7 @@ import numpy as np
 from ivs.errors import SourceError
 from ivs.frame import Frame
 from ivs.imx500.recording import read_recording
+from ivs.sources.base import Source
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,13 @@ class SensorFrame(Frame):
         return self.size[1]
 
 
-class ReplaySource:
+class ReplaySource(Source):
     """Recorded IMX500 metadata, one frame per recorded frame, paced at the recording's rate."""
 
     live = False
+
+    width: int
+    height: int
 
     def __init__(self, path: Path) -> None:
         self.recording = read_recording(path)
@@ -79,7 +83,7 @@ class ReplaySource:
         pass
 
 
-class CameraSource:
+class CameraSource(Source):
     """The AI Camera: loads the network `.rpk` onto the sensor and yields each frame's metadata.
 
     Frames are in full-sensor pixels (4056x3040): boxes, ROIs, lines and zones use those
@@ -88,6 +92,9 @@ class CameraSource:
     """
 
     live = True
+
+    width: int
+    height: int
 
     def __init__(self, network: Path, fps: float | None = None) -> None:
         if not network.is_file():

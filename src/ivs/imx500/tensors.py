@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ivs.errors import SourceError
+from ivs.frame import Kpi
 
 NETWORK_NAME_LEN = 64
 # (max tensors, max dimensions) of each libcamera release, by the struct's size in bytes.
@@ -50,14 +51,6 @@ class OutputTensorInfo:
     @property
     def total(self) -> int:
         return sum(int(np.prod(t.dims)) for t in self.tensors)
-
-
-@dataclass(frozen=True)
-class Kpi:
-    """What the IMX500 reports about one frame's inference, in milliseconds."""
-
-    dnn_ms: float
-    dsp_ms: float
 
 
 def as_bytes(value: Any, what: str) -> bytes:

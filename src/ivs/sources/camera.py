@@ -17,12 +17,13 @@ import numpy as np
 
 from ivs.errors import SourceError
 from ivs.frame import Frame
+from ivs.sources.base import Source
 from ivs.sources.reconnect import Gap, Outages, Reconnect, frames_lost, reopen
 
 log = logging.getLogger(__name__)
 
 
-class CameraSource:
+class CameraSource(Source):
     """Frames from a camera device.
 
     index: the camera number (/dev/video<index>).
@@ -33,6 +34,8 @@ class CameraSource:
     """
 
     live = True
+
+    outages: Outages
 
     def __init__(
         self,
@@ -112,10 +115,6 @@ class CameraSource:
                     return
                 self._cap = got[0]
             gap_from = (start, reason, got[1], since)
-
-    def interrupt(self) -> None:
-        """Cut a reconnect wait short (the sensor is stopping)."""
-        self.outages.interrupted.set()
 
     def _release(self) -> None:
         with self._lock:

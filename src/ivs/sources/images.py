@@ -11,11 +11,12 @@ import numpy as np
 
 from ivs.errors import SourceError
 from ivs.frame import Frame
+from ivs.sources.base import Source
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-class ImageFolderSource:
+class ImageFolderSource(Source):
     live = False
     fps: float | None = None
 

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from ivs.errors import SourceError
 from ivs.frame import Frame
+from ivs.sources.base import Source
 
 _SPEC = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?(?::(\d+))?$")
 
@@ -42,8 +43,11 @@ class Figure:
     person cut from a photo, so that a real detector sees a real object."""
 
 
-class SyntheticSource:
+class SyntheticSource(Source):
     live = False
+
+    width: int
+    height: int
 
     def __init__(
         self,

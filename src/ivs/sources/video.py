@@ -27,6 +27,7 @@ import numpy as np
 
 from ivs.errors import SourceError
 from ivs.frame import Frame
+from ivs.sources.base import Source
 from ivs.sources.reconnect import Gap, Outages, Reconnect, frames_lost, reopen
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class _Opened:
     stream: av.VideoStream
 
 
-class VideoSource:
+class VideoSource(Source):
     """Decodes the first video stream of a file or URL to RGB frames.
 
     reconnect: how a network stream is reopened after it fails or ends (None: not at all; the
@@ -51,6 +52,11 @@ class VideoSource:
     stall_s: a network stream that delivers nothing for this long counts as failed.
     loop: play a file again from the start at its end, for ever.
     """
+
+    outages: Outages
+    compressed_bytes: int
+    width: int
+    height: int
 
     def __init__(
         self,
@@ -250,10 +256,6 @@ class VideoSource:
         opened = self._opened
         assert opened is not None
         opened.container.seek(0, stream=opened.stream)
-
-    def interrupt(self) -> None:
-        """Cut a reconnect wait short (the sensor is stopping)."""
-        self.outages.interrupted.set()
 
     def _close_container(self) -> None:
         with self._lock:
