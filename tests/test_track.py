@@ -35,7 +35,7 @@ def ids_by_row(out: Detections) -> list[int]:
 def test_two_walkers_keep_their_ids_for_30_frames():
     tracker = ByteTracker()
     for f in range(30):
-        out = tracker.update(dets([box(100 + 4 * f, 200), box(500 - 3 * f, 300, 60, 150)]))
+        out = tracker.update(dets([box(100 + 4 * f, 200), box(500 - 3 * f, 300, 60, 150)])).tracked()
         # Objects already in view in the first frame are confirmed at once, as in ByteTrack.
         assert ids_by_row(out) == [1, 2], f"frame {f}"
         np.testing.assert_allclose(out.xyxy, [box(100 + 4 * f, 200), box(500 - 3 * f, 300, 60, 150)])
@@ -47,7 +47,7 @@ def test_occluded_walker_gets_its_id_back_where_motion_predicts():
     for f in range(30):
         walker, stander = box(100 + 8 * f, 200), box(600, 400)
         occluded = 12 <= f < 17  # 5 frames not detected at all
-        out = tracker.update(dets([stander] if occluded else [walker, stander]))
+        out = tracker.update(dets([stander] if occluded else [walker, stander])).tracked()
         seen[f] = ids_by_row(out)
         if occluded:
             lost = [t for t in tracker.tracks if t.id == 1]
@@ -62,12 +62,12 @@ def test_occluded_walker_gets_its_id_back_where_motion_predicts():
 def test_reappearing_far_from_the_prediction_is_a_new_object():
     tracker = ByteTracker()
     for f in range(10):
-        tracker.update(dets([box(100 + 8 * f, 200)]))
+        tracker.update(dets([box(100 + 8 * f, 200)])).tracked()
     for _ in range(5):
-        tracker.update(dets([]))
+        tracker.update(dets([])).tracked()
     # It walked on at 8 px a frame; a box back where it vanished does not match the prediction.
-    tracker.update(dets([box(172, 200)]))
-    out = tracker.update(dets([box(172, 200)]))
+    tracker.update(dets([box(172, 200)])).tracked()
+    out = tracker.update(dets([box(172, 200)])).tracked()
     assert ids_by_row(out) == [2]
 
 
@@ -78,7 +78,7 @@ def test_same_class_walkers_crossing_keep_distinct_ids(dy: int):
     tracker = ByteTracker()
     for f in range(41):
         a, b = box(100 + 10 * f, 200), box(500 - 10 * f, 200 + dy)
-        out = tracker.update(dets([a, b]))
+        out = tracker.update(dets([a, b])).tracked()
         assert ids_by_row(out) == [1, 2], f"frame {f}"
 
 
@@ -87,16 +87,16 @@ def test_different_classes_crossing_keep_ids_even_when_one_is_hidden():
     for f in range(41):
         person, car = box(100 + 10 * f, 200), box(500 - 10 * f, 210, 60, 100)
         hidden = 18 <= f <= 22  # the car hides the person while they overlap
-        out = tracker.update(dets([car] if hidden else [person, car], cls=[CAR] if hidden else [PERSON, CAR]))
+        out = tracker.update(dets([car] if hidden else [person, car], cls=[CAR] if hidden else [PERSON, CAR])).tracked()
         assert ids_by_row(out) == ([2] if hidden else [1, 2]), f"frame {f}"
 
 
 def test_low_confidence_continues_a_track_but_never_starts_one():
     tracker = ByteTracker()
     for f in range(5):
-        tracker.update(dets([box(100 + 5 * f, 200)]))
+        tracker.update(dets([box(100 + 5 * f, 200)])).tracked()
     for f in range(5, 15):
-        out = tracker.update(dets([box(100 + 5 * f, 200), box(400, 300)], conf=0.2))
+        out = tracker.update(dets([box(100 + 5 * f, 200), box(400, 300)], conf=0.2)).tracked()
         # The walker's weak box continues track 1; the weak box elsewhere starts nothing.
         assert ids_by_row(out) == [1]
         assert out.confidence.tolist() == pytest.approx([0.2])
@@ -106,76 +106,76 @@ def test_low_confidence_continues_a_track_but_never_starts_one():
 @pytest.mark.parametrize("conf", [0.05, 0.2, 0.55])
 def test_detections_below_new_track_threshold_never_start_a_track(conf: float):
     tracker = ByteTracker()
-    tracker.update(dets([]))  # past the first frame, whose tracks are confirmed at once
+    tracker.update(dets([])).tracked()  # past the first frame, whose tracks are confirmed at once
     for _ in range(10):
-        assert len(tracker.update(dets([box(300, 300)], conf=conf))) == 0
+        assert len(tracker.update(dets([box(300, 300)], conf=conf)).tracked()) == 0
     assert tracker.tracks == ()
 
 
 def test_new_object_is_confirmed_on_its_second_frame_with_a_new_id():
     tracker = ByteTracker()
-    tracker.update(dets([box(100, 200)]))
-    out = tracker.update(dets([box(100, 200), box(400, 200)]))
+    tracker.update(dets([box(100, 200)])).tracked()
+    out = tracker.update(dets([box(100, 200), box(400, 200)])).tracked()
     assert ids_by_row(out) == [1]  # the newcomer is tentative
     assert [(t.id, t.state) for t in tracker.tracks] == [(1, TrackState.TRACKED), (-1, TrackState.TENTATIVE)]
-    out = tracker.update(dets([box(100, 200), box(400, 200)]))
+    out = tracker.update(dets([box(100, 200), box(400, 200)])).tracked()
     assert ids_by_row(out) == [1, 2]
 
 
 def test_one_frame_false_positive_never_gets_an_id():
     tracker = ByteTracker()
-    tracker.update(dets([box(100, 200)]))
-    tracker.update(dets([box(100, 200), box(400, 200)]))  # a blip
-    tracker.update(dets([box(100, 200)]))
+    tracker.update(dets([box(100, 200)])).tracked()
+    tracker.update(dets([box(100, 200), box(400, 200)])).tracked()  # a blip
+    tracker.update(dets([box(100, 200)])).tracked()
     assert [t.id for t in tracker.tracks] == [1]  # its tentative track died at its first miss
-    tracker.update(dets([box(100, 200), box(600, 200)]))
-    out = tracker.update(dets([box(100, 200), box(600, 200)]))
+    tracker.update(dets([box(100, 200), box(600, 200)])).tracked()
+    out = tracker.update(dets([box(100, 200), box(600, 200)])).tracked()
     assert ids_by_row(out) == [1, 2]  # the blip used no id
 
 
 def test_min_hits_delays_confirmation():
     tracker = ByteTracker(min_hits=3)
-    tracker.update(dets([]))
-    counts = [len(tracker.update(dets([box(100, 200)]))) for _ in range(4)]
+    tracker.update(dets([])).tracked()
+    counts = [len(tracker.update(dets([box(100, 200)])).tracked()) for _ in range(4)]
     assert counts == [0, 0, 1, 1]
 
 
 def test_ids_are_never_reused_after_a_track_expires_or_a_reset():
     tracker = ByteTracker(lost_frames=3)
-    assert ids_by_row(tracker.update(dets([box(100, 200)]))) == [1]
+    assert ids_by_row(tracker.update(dets([box(100, 200)])).tracked()) == [1]
     for _ in range(3):
-        tracker.update(dets([]))
+        tracker.update(dets([])).tracked()
     assert [t.state for t in tracker.tracks] == [TrackState.LOST]
-    tracker.update(dets([]))  # the 4th missed frame: gone
+    tracker.update(dets([])).tracked()  # the 4th missed frame: gone
     assert tracker.tracks == ()
-    tracker.update(dets([box(100, 200)]))
-    assert ids_by_row(tracker.update(dets([box(100, 200)]))) == [2]
+    tracker.update(dets([box(100, 200)])).tracked()
+    assert ids_by_row(tracker.update(dets([box(100, 200)])).tracked()) == [2]
     tracker.reset()
     assert tracker.tracks == ()
-    assert ids_by_row(tracker.update(dets([box(100, 200)]))) == [3]
+    assert ids_by_row(tracker.update(dets([box(100, 200)])).tracked()) == [3]
 
 
 def test_lost_track_is_found_again_within_lost_frames():
     tracker = ByteTracker(lost_frames=3)
-    tracker.update(dets([box(100, 200)]))
+    tracker.update(dets([box(100, 200)])).tracked()
     for _ in range(3):
-        tracker.update(dets([]))
-    assert ids_by_row(tracker.update(dets([box(100, 200)]))) == [1]
+        tracker.update(dets([])).tracked()
+    assert ids_by_row(tracker.update(dets([box(100, 200)])).tracked()) == [1]
 
 
 def test_class_aware_person_track_does_not_take_a_car_box():
     tracker = ByteTracker()
-    tracker.update(dets([box(100, 200)], cls=PERSON))
-    assert len(tracker.update(dets([box(100, 200)], cls=CAR))) == 0
-    out = tracker.update(dets([box(100, 200)], cls=CAR))
+    tracker.update(dets([box(100, 200)], cls=PERSON)).tracked()
+    assert len(tracker.update(dets([box(100, 200)], cls=CAR)).tracked()) == 0
+    out = tracker.update(dets([box(100, 200)], cls=CAR)).tracked()
     assert ids_by_row(out) == [2]
     assert out.class_id.tolist() == [CAR]
 
 
 def test_class_agnostic_track_follows_a_class_change():
     tracker = ByteTracker(class_aware=False)
-    tracker.update(dets([box(100, 200)], cls=PERSON))
-    out = tracker.update(dets([box(100, 200)], cls=CAR))
+    tracker.update(dets([box(100, 200)], cls=PERSON)).tracked()
+    out = tracker.update(dets([box(100, 200)], cls=CAR)).tracked()
     assert ids_by_row(out) == [1]
     assert tracker.tracks[0].class_id == CAR
 
@@ -185,7 +185,7 @@ def test_output_is_the_input_rows_in_order_with_data_carried_over():
     d = dets([box(100, 200), box(300, 200), box(500, 200)], conf=[0.9, 0.05, 0.8])
     d.keypoints = np.arange(3 * 2 * 3, dtype=np.float32).reshape(3, 2, 3)
     d.data = {"embedding": np.array([[1.0], [2.0], [3.0]]), "fps": 10}
-    out = tracker.update(d)
+    out = tracker.update(d).tracked()
     assert ids_by_row(out) == [1, 2]
     assert out.xyxy.tolist() == d.xyxy[[0, 2]].tolist()
     assert out.confidence.tolist() == pytest.approx([0.9, 0.8])
@@ -197,16 +197,16 @@ def test_output_is_the_input_rows_in_order_with_data_carried_over():
 def test_unusable_boxes_are_ignored():
     tracker = ByteTracker()
     bad = dets([[10, 10, 10, 50], [np.nan, 0, 5, 5], [30, 40, 20, 80], box(100, 200)])
-    assert ids_by_row(tracker.update(bad)) == [1]
+    assert ids_by_row(tracker.update(bad).tracked()) == [1]
     assert len(tracker.tracks) == 1
 
 
 def test_empty_frames_and_the_tracks_view():
     tracker = ByteTracker()
-    assert len(tracker.update(Detections.empty())) == 0
-    tracker.update(dets([box(100, 200)]))
-    tracker.update(dets([box(104, 200)]))
-    tracker.update(dets([]))
+    assert len(tracker.update(Detections.empty()).tracked()) == 0
+    tracker.update(dets([box(100, 200)])).tracked()
+    tracker.update(dets([box(104, 200)])).tracked()
+    tracker.update(dets([])).tracked()
     (t,) = tracker.tracks
     # Started in frame 2 (not the first frame, so tentative), confirmed in 3, missed in 4.
     assert (t.id, t.state, t.age, t.hits, t.frames_since_seen) == (1, TrackState.LOST, 2, 2, 1)
@@ -297,12 +297,12 @@ def test_lost_track_is_reidentified_by_colour_away_from_its_prediction():
         out = None
         for f in range(10):
             b = [box(100 + 4 * f, 200)]
-            tracker.update(dets(b), frame_with(b, [RED]) if use_pixels else None)
+            tracker.update(dets(b), frame_with(b, [RED]) if use_pixels else None).tracked()
         for _ in range(5):  # hidden
-            tracker.update(dets([]), frame_with([], []) if use_pixels else None)
+            tracker.update(dets([]), frame_with([], []) if use_pixels else None).tracked()
         for _ in range(2):  # back, but 60 px above where motion predicts: IoU < 0.2
             b = [box(175, 140)]
-            out = tracker.update(dets(b), frame_with(b, [colour]) if use_pixels else None)
+            out = tracker.update(dets(b), frame_with(b, [colour]) if use_pixels else None).tracked()
         assert out is not None
         return ids_by_row(out)
 
@@ -335,7 +335,7 @@ def test_vtest_ids_are_mostly_stable(vtest: Path, person_model):
             if i == 300:
                 break
             rgb = frame.to_ndarray(format="rgb24")
-            out = tracker.update(person_model(rgb), rgb)
+            out = tracker.update(person_model(rgb), rgb).tracked()
             most_at_once = max(most_at_once, len(out))
             for xyxy, tid in zip(out.xyxy, ids_by_row(out), strict=True):
                 lengths[tid] = lengths.get(tid, 0) + 1
@@ -369,15 +369,15 @@ def hide_in_a_companions_box(use_pixels: bool) -> list[list[int]]:
     blue = box(300, 200)
     for f in range(16):  # apart: red walks 8 px a frame towards blue
         boxes = [blue, box(460 - 8 * f, 200)]
-        tracker.update(dets(boxes), frame_with(boxes, [BLUE, RED]) if use_pixels else None)
+        tracker.update(dets(boxes), frame_with(boxes, [BLUE, RED]) if use_pixels else None).tracked()
     red_behind = box(330, 200)
     merged = [280.0, 150.0, 350.0, 250.0]  # one box around both
     for _ in range(20):
-        tracker.update(dets([merged]), frame_with([red_behind, blue], [RED, BLUE]) if use_pixels else None)
+        tracker.update(dets([merged]), frame_with([red_behind, blue], [RED, BLUE]) if use_pixels else None).tracked()
     ids = []
     for _ in range(3):  # parted: red just right of blue
         boxes = [blue, box(345, 200)]
-        out = tracker.update(dets(boxes), frame_with(boxes, [BLUE, RED]) if use_pixels else None)
+        out = tracker.update(dets(boxes), frame_with(boxes, [BLUE, RED]) if use_pixels else None).tracked()
         ids.append(ids_by_row(out))  # reported rows keep the input order: blue, then red
     return ids
 
@@ -394,11 +394,11 @@ def test_weak_box_that_looks_like_a_lost_track_brings_it_back():
         tracker = ByteTracker()
         for f in range(10):
             b = [box(100 + 4 * f, 200)]
-            tracker.update(dets(b), frame_with(b, [RED]) if use_pixels else None)
+            tracker.update(dets(b), frame_with(b, [RED]) if use_pixels else None).tracked()
         for _ in range(3):  # hidden
-            tracker.update(dets([]), frame_with([], []) if use_pixels else None)
+            tracker.update(dets([]), frame_with([], []) if use_pixels else None).tracked()
         b = [box(152, 200)]  # back where motion predicts, but only weakly detected
-        out = tracker.update(dets(b, conf=0.3), frame_with(b, [colour]) if use_pixels else None)
+        out = tracker.update(dets(b, conf=0.3), frame_with(b, [colour]) if use_pixels else None).tracked()
         return ids_by_row(out)
 
     assert run(RED, use_pixels=True) == [1]  # looks just like the lost track: it is back

@@ -46,7 +46,7 @@ class Detections:
     xyxy: FloatArray
     confidence: FloatArray
     class_id: IntArray
-    tracker_id: IntArray | None = None
+    tracker_id: IntArray = None  # type: ignore[assignment]  # None given: every row -1 (__post_init__)
     keypoints: FloatArray | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -89,7 +89,6 @@ class Detections:
             k: v[index] if isinstance(v, np.ndarray) and v.ndim >= 1 and len(v) == n else v
             for k, v in self.data.items()
         }
-        assert self.tracker_id is not None
         return Detections(
             xyxy=self.xyxy[index],
             confidence=self.confidence[index],
@@ -98,6 +97,10 @@ class Detections:
             keypoints=None if self.keypoints is None else self.keypoints[index],
             data=data,
         )
+
+    def tracked(self) -> Detections:
+        """The rows a tracker gave an id (those of confirmed tracks), in order."""
+        return self[np.flatnonzero(self.tracker_id >= 0)]
 
     def with_boxes(self, xyxy: FloatArray, keypoints: FloatArray | None = None) -> Detections:
         """The same detections with new coordinates (used when mapping between spaces)."""
@@ -130,7 +133,7 @@ class Detections:
             xyxy=np.concatenate([p.xyxy for p in parts]),
             confidence=np.concatenate([p.confidence for p in parts]),
             class_id=np.concatenate([p.class_id for p in parts]),
-            tracker_id=np.concatenate([p.tracker_id for p in parts if p.tracker_id is not None]),
+            tracker_id=np.concatenate([p.tracker_id for p in parts]),
             keypoints=None if any(k is None for k in kps) else np.concatenate(kps),  # type: ignore[arg-type]
             data=data,
         )

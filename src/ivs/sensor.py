@@ -361,7 +361,9 @@ class Sensor:
             det = classify_detections(classifier, frame.pixels, det)
         t_classify = time.monotonic_ns()
         pixels = frame.pixels if frame.pixels.size else None  # none from a metadata-only sensor
-        tracked = self.tracker.update(det, pixels) if self.tracker is not None else det
+        if self.tracker is not None:
+            det = self.tracker.update(det, pixels)
+        tracked = det.tracked() if self.tracker is not None else det
         events = self._run_apps(frame, det, tracked)
         t_apps = time.monotonic_ns()
 
@@ -379,7 +381,7 @@ class Sensor:
         artifact = self.artifacts.write(frame, inputs, det) if self.artifacts is not None else None
         dropped_total = self._slot.dropped
         self._report_gaps(frame)
-        record = self._record(frame, det, tracked, timings, dropped_total, artifact)
+        record = self._record(frame, det, timings, dropped_total, artifact)
         if self.emit_frames:
             self._emit(record)
         for event in events:
@@ -514,19 +516,14 @@ class Sensor:
         self,
         frame: Frame,
         det: Detections,
-        tracked: Detections,
         timings: Timings,
         dropped_total: int,
         artifact: str | None,
     ) -> FrameRecord:
         m = self.model.manifest
         labels = m.labels
-        # Tracked boxes are the detections' own boxes: match them to give each its track id.
-        assert tracked.tracker_id is not None
-        track_of = {tuple(b): int(t) for b, t in zip(tracked.xyxy.tolist(), tracked.tracker_id, strict=True)}
         top_ids = det.data.get("top_k_class_id")
         top_scores = det.data.get("top_k_confidence")
-        assert det.tracker_id is not None
         rows = []
         for i in range(len(det)):
             cid = int(det.class_id[i])
@@ -545,7 +542,7 @@ class Sensor:
                 for m in self.second_stage
                 if int(det.data[f"{m.manifest.name}.class_id"][i]) >= 0
             }
-            tid = track_of.get(tuple(det.xyxy[i].tolist()), int(det.tracker_id[i]))
+            tid = int(det.tracker_id[i])
             x1, y1, x2, y2 = (round(float(v), 1) for v in det.xyxy[i])
             rows.append(
                 DetectionRecord(

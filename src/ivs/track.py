@@ -1,7 +1,8 @@
 """ByteTrack: multi-object tracking that gives each detected object an id that lasts.
 
-`ByteTracker.update()` takes one frame's `Detections` and returns those that belong to
-confirmed tracks, with `tracker_id` set. It follows ByteTrack (Zhang et al., "ByteTrack:
+`ByteTracker.update()` takes one frame's `Detections` and returns every one of them, in order,
+with `tracker_id` set: the id of its confirmed track, or -1 (`Detections.tracked()` keeps the
+ones with an id). It follows ByteTrack (Zhang et al., "ByteTrack:
 Multi-Object Tracking by Associating Every Detection Box", ECCV 2022): a constant-velocity
 Kalman filter predicts every track's box, confident detections are matched to the predictions
 by IoU first, and the tracks left over then get a second chance with the low-confidence
@@ -16,7 +17,7 @@ tracker uses box motion and overlap alone.
 >>> for x in (10.0, 14.0, 18.0):  # one person walking right, 4 px a frame
 ...     det = Detections(xyxy=np.array([[x, 20, x + 40, 120]], np.float32),
 ...                      confidence=np.array([0.9], np.float32), class_id=np.array([0]))
-...     out = tracker.update(det)
+...     out = tracker.update(det).tracked()
 >>> out.tracker_id.tolist(), out.xyxy.tolist()
 ([1], [[18.0, 20.0, 58.0, 120.0]])
 >>> [(t.id, t.state.value, t.hits) for t in tracker.tracks]
@@ -270,14 +271,14 @@ class ByteTracker:
         return tuple(out)
 
     def update(self, det: Detections, pixels: UInt8Array | None = None) -> Detections:
-        """Advance one frame: the detections of confirmed tracks, with `tracker_id` set.
+        """Advance one frame: every detection, with `tracker_id` its confirmed track's id or -1.
 
         `pixels` is the frame the detections came from (HxWx3 uint8 RGB, boxes in its pixel
         coordinates); given, what each object looks like helps to match it (see the class
         docstring), and without it tracking is by motion and overlap alone.
 
         The returned rows are the input rows (boxes as detected, not as filtered, and every
-        other field and per-detection `data` array carried over), in input order.
+        other field and per-detection `data` array carried over), all of them, in input order.
         """
         if not isinstance(det, Detections):
             raise TypeError(f"ByteTracker.update: expected Detections, got {type(det).__name__}")
@@ -365,10 +366,12 @@ class ByteTracker:
         ]
 
         matches += zip(born, new_idx.tolist(), strict=True)
-        rows = sorted((j, t.id) for t, j in matches if t.state is TrackState.TRACKED)
-        index: IntArray = np.array([j for j, _ in rows], np.int64)
-        out = det[index]
-        out.tracker_id = np.array([i for _, i in rows], np.int64)
+        ids = np.full(len(det), -1, np.int64)
+        for t, j in matches:
+            if t.state is TrackState.TRACKED:
+                ids[j] = t.id
+        out = det[np.arange(len(det))]
+        out.tracker_id = ids
         return out
 
     # -- steps -------------------------------------------------------------------------------

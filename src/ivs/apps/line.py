@@ -64,7 +64,6 @@ class LineCounter:
         pos = along(points, self.p1, self.p2)
         length = float(np.hypot(self.p2[0] - self.p1[0], self.p2[1] - self.p1[1]))
         slack = self.margin / max(length, 1e-9)
-        assert det.tracker_id is not None
         for i in range(len(det)):
             tid = int(det.tracker_id[i])
             point = (round(float(points[i, 0]), 1), round(float(points[i, 1]), 1))

@@ -36,7 +36,6 @@ class MaskCheck:
                 f"{self.classifier!r} classifier as the second stage (classify_with: {self.classifier})"
             )
         events: list[Event] = []
-        assert det.tracker_id is not None
         for i in range(len(det)):
             tid, answer = int(det.tracker_id[i]), int(det.data[key][i])
             if tid in self._done or answer < 0:
