@@ -61,7 +61,7 @@ def test_good_config_passes(tmp_path: Path):
         (
             ("  - type: line\n", "  - type: lines\n"),
             7,
-            "'lines' found using 'type' does not match any of the expected tags: 'line', 'zone'",
+            "'lines' found using 'type' does not match any of the expected tags: 'crowding', 'heatmap', 'line'",
         ),
     ],
 )

@@ -7,29 +7,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from ivs.apps import App, uses_tracks
-from ivs.apps.heatmap import HeatmapGrid
-from ivs.apps.line import LineCounter
-from ivs.apps.mask import MaskCheck
-from ivs.apps.safety import SafetyZone
-from ivs.apps.zone import Zone
+from ivs.apps import App, registry, uses_tracks
+from ivs.apps.registry import AppEnv
 from ivs.config import (
     AppConfig,
-    HeatmapApp,
     HttpSinkConfig,
-    LineApp,
-    MaskApp,
     MqttSinkConfig,
     Problem,
-    SafetyApp,
     SensorConfig,
     SourceConfig,
-    ZoneApp,
     check_against,
     load,
-    scale_points,
 )
 from ivs.errors import ConfigError, IvsError
 from ivs.model import Model
@@ -94,40 +82,9 @@ def _line(node: object, loc: tuple[str | int, ...]) -> int | None:
     return _line_of(node, loc)  # type: ignore[arg-type]
 
 
-def _class_ids(names: list[str] | None, labels: list[str]) -> set[int] | None:
-    if names is None:
-        return None
-    return {labels.index(n) for n in names}
-
-
 def build_app(app: AppConfig, labels: list[str], size: tuple[int, int], classifier: Model | None) -> App:
-    if isinstance(app, LineApp):
-        p1, p2 = scale_points([app.p1, app.p2], app.coords, size)
-        return LineCounter(app.name, p1, p2, _class_ids(app.classes, labels), app.anchor, app.hysteresis)
-    if isinstance(app, ZoneApp):
-        polygon = np.asarray(scale_points(app.polygon, app.coords, size), np.float32)
-        return Zone(
-            app.name, polygon, _class_ids(app.classes, labels), app.anchor,
-            app.enter_frames, app.leave_frames, app.loiter_s,
-        )  # fmt: skip
-    if isinstance(app, SafetyApp):
-        polygon = np.asarray(scale_points(app.polygon, app.coords, size), np.float32)
-        return SafetyZone(
-            app.name, polygon, _class_ids(app.classes, labels), app.clear_frames, app.trigger,
-            app.min_confidence,
-        )  # fmt: skip
-    if isinstance(app, MaskApp):
-        if classifier is None or app.mask_label not in classifier.labels:
-            raise ConfigError(
-                f"mask app {app.name!r}: expected a second-stage classifier with label {app.mask_label!r}"
-            )
-        return MaskCheck(
-            app.name, classifier.manifest.name, classifier.labels.index(app.mask_label),
-            app.min_frames, app.min_share,
-        )  # fmt: skip
-    if isinstance(app, HeatmapApp):
-        return HeatmapGrid(app.name, app.cols, app.rows, app.period_s, _class_ids(app.classes, labels))
-    raise ConfigError(f"unknown app type {app!r}")
+    """The app of one `apps:` entry (its module's factory, ivs.apps.registry)."""
+    return registry.build_app(app, AppEnv(labels, size, classifier))
 
 
 @dataclass

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ivs.apps.registry import AppSettings, app_types
 from ivs.errors import ConfigError
 
 Point = tuple[float, float]
@@ -88,71 +89,12 @@ class TrackerConfig(_Model):
     lost_frames: int = Field(30, ge=0, description="Frames a lost track is kept to be found again.")
 
 
-class _AppBase(_Model):
-    name: str = Field(description="This app's name in every event it sends.")
-    coords: Literal["pixels", "normalized"] = Field(
-        "pixels", description="Coordinates in pixels, or as fractions of the frame's width and height."
-    )
-
-
-class LineApp(_AppBase):
-    type: Literal["line"]
-    p1: Point = Field(description="Start of the counting segment.")
-    p2: Point = Field(description="End of the counting segment; in = crossing to the right of p1->p2.")
-    classes: list[str] | None = Field(None, description="Labels to count (default: all).")
-    anchor: Literal["bottom_center", "center", "top_center"] = Field(
-        "bottom_center", description="Point of the box judged."
-    )
-    hysteresis: float = Field(6.0, ge=0, description="Dead band in pixels each side of the line.")
-
-
-class ZoneApp(_AppBase):
-    type: Literal["zone"]
-    polygon: list[Point] = Field(description="The zone's corners, in order.")
-    classes: list[str] | None = Field(None, description="Labels that count (default: all).")
-    anchor: Literal["bottom_center", "center", "top_center"] = Field(
-        "bottom_center", description="Point of the box judged."
-    )
-    enter_frames: int = Field(2, ge=1, description="Consecutive frames inside before `zone_enter`.")
-    leave_frames: int = Field(5, ge=1, description="Consecutive frames outside before `zone_leave`.")
-    loiter_s: float | None = Field(None, gt=0, description="Send `loiter` once a visit lasts this long (seconds).")
-
-    @field_validator("polygon")
-    @classmethod
-    def _three_points(cls, v: list[Point]) -> list[Point]:
-        if len(v) < 3:
-            raise ValueError(f"a polygon needs at least 3 points, got {len(v)}")
-        return v
-
-
-class SafetyApp(_AppBase):
-    type: Literal["safety"]
-    polygon: list[Point] = Field(description="The stop zone's corners, in order.")
-    classes: list[str] | None = Field(["person"], description="Labels that stop the machine.")
-    clear_frames: int = Field(10, ge=1, description="Consecutive empty frames before `clear`.")
-    trigger: Literal["overlap", "anchor"] = Field("overlap", description="Any part of the box, or where it stands.")
-    min_confidence: float = Field(0.0, ge=0, le=1, description="Ignore detections below this.")
-
-    _three_points = field_validator("polygon")(ZoneApp._three_points.__func__)  # type: ignore[attr-defined]
-
-
-class MaskApp(_AppBase):
-    type: Literal["mask"]
-    classifier: str = Field("mask", description="Name of the second-stage classifier (model.classify_with).")
-    mask_label: str = Field("mask", description="The classifier's label that means a mask is worn.")
-    min_frames: int = Field(3, ge=1, description="Votes a face needs before its ping.")
-    min_share: float = Field(0.7, gt=0.5, le=1, description="Share of votes the answer needs.")
-
-
-class HeatmapApp(_AppBase):
-    type: Literal["heatmap"]
-    cols: int = Field(32, ge=1, le=512, description="Grid columns.")
-    rows: int = Field(24, ge=1, le=512, description="Grid rows.")
-    period_s: float = Field(60.0, gt=0, description="Send the grid this often (source seconds).")
-    classes: list[str] | None = Field(None, description="Labels that count (default: all).")
-
-
-AppConfig = Annotated[LineApp | ZoneApp | SafetyApp | MaskApp | HeatmapApp, Field(discriminator="type")]
+# The `apps:` entries: each app's module registers its settings (ivs.apps.registry).
+if TYPE_CHECKING:
+    AppConfig = AppSettings
+else:
+    _SETTINGS = tuple(app_types()[name].settings for name in sorted(app_types()))
+    AppConfig = Annotated[Union[_SETTINGS], Field(discriminator="type")]  # noqa: UP007 - a union built at run time
 
 
 class JsonlSinkConfig(_Model):
@@ -284,15 +226,12 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     # inside a discriminated union; the YAML has no such level.
     out: list[str | int] = []
     for i, part in enumerate(loc):
-        if i > 0 and out and out[-2:-1] == ["apps"] and isinstance(part, str) and part in _APP_TYPES:
+        if i > 0 and out and out[-2:-1] == ["apps"] and isinstance(part, str) and part in app_types():
             continue
         if i > 0 and out and out[-2:-1] == ["sinks"] and part in ("jsonl", "mqtt", "http"):
             continue
         out.append(part)
     return tuple(out)
-
-
-_APP_TYPES = {"line", "zone", "safety", "mask", "heatmap"}
 
 
 def load(path: Path) -> tuple[SensorConfig | None, list[Problem], yaml.Node | None]:
@@ -379,12 +318,6 @@ def parse(text: str) -> tuple[SensorConfig | None, list[Problem], yaml.Node | No
         return None, problems, node
 
 
-def scale_points(points: list[Point], coords: str, size: tuple[int, int]) -> list[Point]:
-    if coords == "pixels":
-        return points
-    return [(x * size[0], y * size[1]) for x, y in points]
-
-
 def check_against(
     config: SensorConfig, node: yaml.Node | None, size: tuple[int, int] | None, labels: list[str] | None
 ) -> list[Problem]:
@@ -395,17 +328,13 @@ def check_against(
         problems.append(Problem(loc, message, _line_of(node, loc)))
 
     for i, app in enumerate(config.apps):
-        classes = getattr(app, "classes", None)
+        classes = app.class_names()
         if labels is not None and classes:
             for k, label in enumerate(classes):
                 if label not in labels:
                     shown = ", ".join(labels[:12]) + (" ..." if len(labels) > 12 else "")
                     bad(("apps", i, "classes", k), f"unknown class {label!r}: the model's labels are {shown}")
-        points: list[tuple[str, int | None, Point]] = []
-        if isinstance(app, LineApp):
-            points = [("p1", None, app.p1), ("p2", None, app.p2)]
-        elif isinstance(app, ZoneApp | SafetyApp):
-            points = [("polygon", k, p) for k, p in enumerate(app.polygon)]
+        points = app.points()
         if app.coords == "normalized":
             for key, j, (x, y) in points:
                 if not (0 <= x <= 1 and 0 <= y <= 1):
@@ -420,11 +349,6 @@ def check_against(
                         loc,
                         f"point ({x:g}, {y:g}) is outside the {w}x{h} frame: expected 0 <= x <= {w}, 0 <= y <= {h}",
                     )
-        if isinstance(app, LineApp) and app.p1 == app.p2:
-            bad(("apps", i, "p2"), "p1 and p2 are the same point: expected a line of some length")
-        if isinstance(app, MaskApp) and config.model.classify_with is None:
-            bad(
-                ("apps", i, "type"),
-                "the mask app needs a second-stage classifier: set model.classify_with: mask",
-            )
+        for key, message in app.problems(config.model.classify_with is not None):
+            bad(("apps", i, key), message)
     return problems

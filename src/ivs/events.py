@@ -64,6 +64,27 @@ class Loiter(Event, frozen=True, tag="loiter"):
     dwell_s: float
 
 
+class Crowded(Event, frozen=True, tag="crowded"):
+    """A zone's head count reached the crowding app's `crowded_at` and stayed there for its
+    `hold_frames` (DeepStream's "overcrowding")."""
+
+    count: int
+    """Objects in the zone on the frame that decided it."""
+    threshold: int
+    """`crowded_at`."""
+
+
+class CrowdCleared(Event, frozen=True, tag="crowd_clear"):
+    """The head count of a crowded zone fell to the app's `clear_at` or below and stayed there
+    for its `clear_frames`."""
+
+    count: int
+    threshold: int
+    """`clear_at`."""
+    crowded_s: float
+    """How long the zone was crowded (source seconds)."""
+
+
 class Stop(Event, frozen=True, tag="stop"):
     """Someone is in the safety zone: stop the machine. Sent on the first frame they are."""
 
@@ -135,9 +156,22 @@ class SourceGap(Event, frozen=True, tag="gap"):
     """Why the source stopped: the error, or "end of stream"."""
 
 
-AnyEvent = Count | ZoneEnter | ZoneLeave | Loiter | Stop | Clear | MaskPing | Heatmap | Ledger | SourceGap
+AnyEvent = (
+    Count
+    | ZoneEnter
+    | ZoneLeave
+    | Loiter
+    | Crowded
+    | CrowdCleared
+    | Stop
+    | Clear
+    | MaskPing
+    | Heatmap
+    | Ledger
+    | SourceGap
+)
 EVENT_KINDS: tuple[type[Event], ...] = (
-    Count, ZoneEnter, ZoneLeave, Loiter, Stop, Clear, MaskPing, Heatmap, Ledger, SourceGap,
+    Count, ZoneEnter, ZoneLeave, Loiter, Crowded, CrowdCleared, Stop, Clear, MaskPing, Heatmap, Ledger, SourceGap,
 )  # fmt: skip
 
 _decoder = msgspec.json.Decoder(AnyEvent)

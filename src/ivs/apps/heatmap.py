@@ -8,18 +8,20 @@ and `ivs heatmap` renders the events of a run to a PNG.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
-from ivs.apps import FrameContext
+from ivs.apps import App, FrameContext
+from ivs.apps.registry import AppBase, AppEnv, AppSettings, register
 from ivs.events import Event, Heatmap
 from ivs.geometry import Anchor, anchors
 
 
 @dataclass
-class HeatmapGrid:
+class HeatmapGrid(AppBase):
     name: str
     cols: int = 32
     rows: int = 24
@@ -72,3 +74,19 @@ class HeatmapGrid:
         if last is None or self._frames == 0:
             return []
         return self._emit(last)
+
+
+class HeatmapSettings(AppSettings):
+    type: Literal["heatmap"]
+    cols: int = Field(32, ge=1, le=512, description="Grid columns.")
+    rows: int = Field(24, ge=1, le=512, description="Grid rows.")
+    period_s: float = Field(60.0, gt=0, description="Send the grid this often (source seconds).")
+    classes: list[str] | None = Field(None, description="Labels that count (default: all).")
+
+    def class_names(self) -> list[str] | None:
+        return self.classes
+
+
+@register(HeatmapSettings)
+def _build(s: HeatmapSettings, env: AppEnv) -> App:
+    return HeatmapGrid(s.name, s.cols, s.rows, s.period_s, env.class_ids(s.classes))

@@ -15,11 +15,13 @@ which it leaves the band, as one that walked in from the other side would be.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from ivs.apps import FrameContext
+from ivs.apps import App, FrameContext
+from ivs.apps.registry import AppBase, AppEnv, AppSettings, Entity, Point, register
 from ivs.events import Count, Event
 from ivs.geometry import Anchor, along, anchors, signed_distance
 
@@ -32,7 +34,7 @@ class _TrackSide:
 
 
 @dataclass
-class LineCounter:
+class LineCounter(AppBase):
     """Counts tracks crossing the segment p1 -> p2.
 
     "in" is a crossing towards the side that p1 -> p2 turned 90 degrees clockwise on screen
@@ -106,5 +108,39 @@ class LineCounter:
     def state(self) -> dict[str, Any]:
         return {"in": dict(self.counts["in"]), "out": dict(self.counts["out"])}
 
-    def finish(self, ctx: FrameContext | None) -> list[Event]:
-        return []
+    def ha_entities(self) -> list[Entity]:
+        return [
+            Entity.sensor("count_in", "count in", sum(self.counts["in"].values()), "total_increasing"),
+            Entity.sensor("count_out", "count out", sum(self.counts["out"].values()), "total_increasing"),
+        ]
+
+    def ha_states(self, event: Event) -> dict[str, str]:
+        if not isinstance(event, Count):
+            return {}
+        return {d: str(sum(event.totals.get(k, {}).values())) for d, k in (("count_in", "in"), ("count_out", "out"))}
+
+
+class LineSettings(AppSettings):
+    type: Literal["line"]
+    p1: Point = Field(description="Start of the counting segment.")
+    p2: Point = Field(description="End of the counting segment; in = crossing to the right of p1->p2.")
+    classes: list[str] | None = Field(None, description="Labels to count (default: all).")
+    anchor: Literal["bottom_center", "center", "top_center"] = Field(
+        "bottom_center", description="Point of the box judged."
+    )
+    hysteresis: float = Field(6.0, ge=0, description="Dead band in pixels each side of the line.")
+
+    def class_names(self) -> list[str] | None:
+        return self.classes
+
+    def points(self) -> list[tuple[str, int | None, Point]]:
+        return [("p1", None, self.p1), ("p2", None, self.p2)]
+
+    def problems(self, has_classifier: bool) -> list[tuple[str, str]]:
+        return [("p2", "p1 and p2 are the same point: expected a line of some length")] if self.p1 == self.p2 else []
+
+
+@register(LineSettings)
+def _build(s: LineSettings, env: AppEnv) -> App:
+    p1, p2 = env.scale([s.p1, s.p2], s.coords)
+    return LineCounter(s.name, p1, p2, env.class_ids(s.classes), s.anchor, s.hysteresis)

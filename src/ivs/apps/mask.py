@@ -9,14 +9,18 @@ least `min_share` of them, the ping is sent, once per track.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from ivs.apps import FrameContext
+from pydantic import Field
+
+from ivs.apps import App, FrameContext
+from ivs.apps.registry import AppBase, AppEnv, AppSettings, Entity, register
+from ivs.errors import ConfigError
 from ivs.events import Event, MaskPing
 
 
 @dataclass
-class MaskCheck:
+class MaskCheck(AppBase):
     name: str
     classifier: str = "mask"
     mask_class: int = 0
@@ -66,5 +70,35 @@ class MaskCheck:
     def state(self) -> dict[str, Any]:
         return dict(self.totals)
 
-    def finish(self, ctx: FrameContext | None) -> list[Event]:
-        return []
+    def ha_entities(self) -> list[Entity]:
+        return [
+            Entity.sensor("masks", "masks", self.totals.get("mask", 0), "total_increasing"),
+            Entity.sensor("no_masks", "no masks", self.totals.get("no_mask", 0), "total_increasing"),
+        ]
+
+    def ha_states(self, event: Event) -> dict[str, str]:
+        if not isinstance(event, MaskPing):
+            return {}
+        return {"masks": str(event.totals.get("mask", 0)), "no_masks": str(event.totals.get("no_mask", 0))}
+
+
+class MaskSettings(AppSettings):
+    type: Literal["mask"]
+    classifier: str = Field("mask", description="Name of the second-stage classifier (model.classify_with).")
+    mask_label: str = Field("mask", description="The classifier's label that means a mask is worn.")
+    min_frames: int = Field(3, ge=1, description="Votes a face needs before its ping.")
+    min_share: float = Field(0.7, gt=0.5, le=1, description="Share of votes the answer needs.")
+
+    def problems(self, has_classifier: bool) -> list[tuple[str, str]]:
+        if has_classifier:
+            return []
+        return [("type", "the mask app needs a second-stage classifier: set model.classify_with: mask")]
+
+
+@register(MaskSettings)
+def _build(s: MaskSettings, env: AppEnv) -> App:
+    classifier = env.classifier
+    if classifier is None or s.mask_label not in classifier.labels:
+        raise ConfigError(f"mask app {s.name!r}: expected a second-stage classifier with label {s.mask_label!r}")
+    return MaskCheck(s.name, classifier.manifest.name, classifier.labels.index(s.mask_label), s.min_frames,
+                     s.min_share)  # fmt: skip

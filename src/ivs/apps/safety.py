@@ -14,14 +14,17 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field, field_validator
 
-from ivs.apps import FrameContext
+from ivs.apps import App, FrameContext
+from ivs.apps.registry import AppBase, AppEnv, AppSettings, Entity, Point, register
+from ivs.apps.zone import three_points
 from ivs.events import Clear, Event, Stop
 from ivs.geometry import anchors, inside_polygon
 
 
 @dataclass
-class SafetyZone:
+class SafetyZone(AppBase):
     """trigger: "overlap" (any part of the box in the zone: the safe default) or "anchor"
     (the box's bottom centre in the zone: where the person stands).
     min_confidence: detections below it are ignored (the model's own threshold applies first).
@@ -99,5 +102,33 @@ class SafetyZone:
     def state(self) -> dict[str, Any]:
         return {"stopped": self.stopped, "stops": self.stops}
 
-    def finish(self, ctx: FrameContext | None) -> list[Event]:
-        return []
+    def ha_entities(self) -> list[Entity]:
+        return [Entity.binary("stop", "stop", self.stopped, "safety")]
+
+    def ha_states(self, event: Event) -> dict[str, str]:
+        if not isinstance(event, Stop | Clear):
+            return {}
+        return {"stop": "ON" if isinstance(event, Stop) else "OFF"}
+
+
+class SafetySettings(AppSettings):
+    type: Literal["safety"]
+    polygon: list[Point] = Field(description="The stop zone's corners, in order.")
+    classes: list[str] | None = Field(["person"], description="Labels that stop the machine.")
+    clear_frames: int = Field(10, ge=1, description="Consecutive empty frames before `clear`.")
+    trigger: Literal["overlap", "anchor"] = Field("overlap", description="Any part of the box, or where it stands.")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="Ignore detections below this.")
+
+    _three_points = field_validator("polygon")(three_points)
+
+    def class_names(self) -> list[str] | None:
+        return self.classes
+
+    def points(self) -> list[tuple[str, int | None, Point]]:
+        return [("polygon", k, p) for k, p in enumerate(self.polygon)]
+
+
+@register(SafetySettings)
+def _build(s: SafetySettings, env: AppEnv) -> App:
+    polygon = np.asarray(env.scale(s.polygon, s.coords), np.float32)
+    return SafetyZone(s.name, polygon, env.class_ids(s.classes), s.clear_frames, s.trigger, s.min_confidence)

@@ -9,12 +9,14 @@ measured on the source's clock from the first frame inside to the last.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field, field_validator
 
-from ivs.apps import FrameContext
+from ivs.apps import App, FrameContext
+from ivs.apps.registry import AppBase, AppEnv, AppSettings, Entity, Point, register
 from ivs.events import Event, Loiter, ZoneEnter, ZoneLeave
 from ivs.geometry import Anchor, anchors, inside_polygon
 
@@ -31,7 +33,7 @@ class _Visit:
 
 
 @dataclass
-class Zone:
+class Zone(AppBase):
     """One polygon zone.
 
     classes: class ids that count (None: all).
@@ -132,5 +134,47 @@ class Zone:
     def state(self) -> dict[str, Any]:
         return {"occupancy": self.occupancy, "entered": self.entered, "dwell_s": self.dwell()}
 
-    def finish(self, ctx: FrameContext | None) -> list[Event]:
-        return []
+    def ha_entities(self) -> list[Entity]:
+        n = self.occupancy
+        return [
+            Entity.sensor("occupancy", "occupancy", n, "measurement"),
+            Entity.binary("occupied", "occupied", n > 0, "occupancy"),
+        ]
+
+    def ha_states(self, event: Event) -> dict[str, str]:
+        if not isinstance(event, ZoneEnter | ZoneLeave):
+            return {}
+        return {"occupancy": str(event.occupancy), "occupied": "ON" if event.occupancy > 0 else "OFF"}
+
+
+def three_points(cls: Any, v: list[Point]) -> list[Point]:
+    """A polygon's validator: at least three corners."""
+    if len(v) < 3:
+        raise ValueError(f"a polygon needs at least 3 points, got {len(v)}")
+    return v
+
+
+class ZoneSettings(AppSettings):
+    type: Literal["zone"]
+    polygon: list[Point] = Field(description="The zone's corners, in order.")
+    classes: list[str] | None = Field(None, description="Labels that count (default: all).")
+    anchor: Literal["bottom_center", "center", "top_center"] = Field(
+        "bottom_center", description="Point of the box judged."
+    )
+    enter_frames: int = Field(2, ge=1, description="Consecutive frames inside before `zone_enter`.")
+    leave_frames: int = Field(5, ge=1, description="Consecutive frames outside before `zone_leave`.")
+    loiter_s: float | None = Field(None, gt=0, description="Send `loiter` once a visit lasts this long (seconds).")
+
+    _three_points = field_validator("polygon")(three_points)
+
+    def class_names(self) -> list[str] | None:
+        return self.classes
+
+    def points(self) -> list[tuple[str, int | None, Point]]:
+        return [("polygon", k, p) for k, p in enumerate(self.polygon)]
+
+
+@register(ZoneSettings)
+def _build(s: ZoneSettings, env: AppEnv) -> App:
+    polygon = np.asarray(env.scale(s.polygon, s.coords), np.float32)
+    return Zone(s.name, polygon, env.class_ids(s.classes), s.anchor, s.enter_frames, s.leave_frames, s.loiter_s)

@@ -7,7 +7,7 @@ app's name made safe the same way (and unique within the sensor):
     <prefix>/<component>/<node>/<app>_<entity>/config    discovery config (JSON, retained)
     ivs/S/ha/<app>/<entity>                              the entity's state (retained, QoS 1)
 
-Entities, per app:
+Entities, per app (each app's `ha_entities`, `ha_states`: ivs.apps.registry):
 
     Zone         sensor        <app>_occupancy   objects in the zone (state_class measurement)
                  binary_sensor <app>_occupied    ON while anyone is in it (device_class occupancy)
@@ -44,16 +44,11 @@ import paho.mqtt.client as mqtt
 
 import ivs
 from ivs.apps import App
-from ivs.apps.line import LineCounter
-from ivs.apps.mask import MaskCheck
-from ivs.apps.safety import SafetyZone
-from ivs.apps.zone import Zone
-from ivs.events import Clear, Count, MaskPing, Stop, ZoneEnter, ZoneLeave
+from ivs.apps.registry import AppBase
+from ivs.events import Event
 from ivs.sinks.mqtt import MqttSettings
 
 log = logging.getLogger(__name__)
-
-ON, OFF = "ON", "OFF"
 
 
 def slug(text: str) -> str:
@@ -84,60 +79,31 @@ class Entity:
         return f"{self.app_slug}_{self.key}"
 
 
-def _sensor(state_class: str) -> dict[str, Any]:
-    return {"state_class": state_class}
-
-
-def _binary(device_class: str) -> dict[str, Any]:
-    return {"device_class": device_class, "payload_on": ON, "payload_off": OFF}
-
-
-def _total(counts: dict[str, int]) -> int:
-    return sum(int(n) for n in counts.values())
-
-
 def entities(sensor_id: str, apps: Sequence[App]) -> list[Entity]:
-    """The entities of a sensor's apps, in app order; apps without entities are skipped."""
+    """The entities of a sensor's apps, in app order (each app says its own: `ha_entities`);
+    apps without entities are skipped."""
     out: list[Entity] = []
     taken: set[str] = set()
     for app in apps:
-        specs: list[tuple[str, str, str, str, dict[str, Any]]]  # component, key, name, initial, extra
-        if isinstance(app, SafetyZone):
-            specs = [("binary_sensor", "stop", "stop", ON if app.stopped else OFF, _binary("safety"))]
-        elif isinstance(app, Zone):
-            n = app.occupancy
-            specs = [
-                ("sensor", "occupancy", "occupancy", str(n), _sensor("measurement")),
-                ("binary_sensor", "occupied", "occupied", ON if n > 0 else OFF, _binary("occupancy")),
-            ]
-        elif isinstance(app, LineCounter):
-            specs = [
-                ("sensor", "count_in", "count in", str(_total(app.counts["in"])), _sensor("total_increasing")),
-                ("sensor", "count_out", "count out", str(_total(app.counts["out"])), _sensor("total_increasing")),
-            ]
-        elif isinstance(app, MaskCheck):
-            specs = [
-                ("sensor", "masks", "masks", str(app.totals.get("mask", 0)), _sensor("total_increasing")),
-                ("sensor", "no_masks", "no masks", str(app.totals.get("no_mask", 0)), _sensor("total_increasing")),
-            ]
-        else:
+        specs = app.ha_entities() if isinstance(app, AppBase) else []
+        if not specs:
             continue
         base = app_slug = slug(app.name)
         n = 2
         while app_slug in taken:
             app_slug, n = f"{base}_{n}", n + 1
         taken.add(app_slug)
-        for component, key, name, initial, extra in specs:
+        for spec in specs:
             out.append(
                 Entity(
-                    component=component,
+                    component=spec.component,
                     app=app.name,
                     app_slug=app_slug,
-                    key=key,
-                    name=f"{app.name} {name}",
-                    state_topic=f"ivs/{sensor_id}/ha/{app_slug}/{key}",
-                    initial=initial,
-                    extra=extra,
+                    key=spec.key,
+                    name=f"{app.name} {spec.name}",
+                    state_topic=f"ivs/{sensor_id}/ha/{app_slug}/{spec.key}",
+                    initial=spec.initial,
+                    extra=dict(spec.extra),
                 )
             )
     return out
@@ -206,6 +172,7 @@ class HomeAssistantSink:
         self._by_app: dict[str, dict[str, Entity]] = {}
         for e in self.entities:
             self._by_app.setdefault(e.app, {})[e.key] = e
+        self._apps = {a.name: a for a in apps if isinstance(a, AppBase)}
         self.states: dict[str, str] = {e.state_topic: e.initial for e in self.entities}
         """The current state of every entity, by state topic."""
         self.connected = threading.Event()
@@ -287,21 +254,12 @@ class HomeAssistantSink:
 
     # the sink interface
     def write(self, message: msgspec.Struct) -> None:
-        updates: dict[str, str] = {}
-        app = self._by_app.get(str(getattr(message, "app", "")))
-        if app is None:
+        if not isinstance(message, Event):
+            return  # a frame record: no entity follows those
+        entities, app = self._by_app.get(message.app), self._apps.get(message.app)
+        if entities is None or app is None:
             return
-        if isinstance(message, ZoneEnter | ZoneLeave) and "occupancy" in app:
-            updates[app["occupancy"].state_topic] = str(message.occupancy)
-            updates[app["occupied"].state_topic] = ON if message.occupancy > 0 else OFF
-        elif isinstance(message, Stop | Clear) and "stop" in app:
-            updates[app["stop"].state_topic] = ON if isinstance(message, Stop) else OFF
-        elif isinstance(message, Count) and "count_in" in app:
-            updates[app["count_in"].state_topic] = str(_total(message.totals.get("in", {})))
-            updates[app["count_out"].state_topic] = str(_total(message.totals.get("out", {})))
-        elif isinstance(message, MaskPing) and "masks" in app:
-            updates[app["masks"].state_topic] = str(message.totals.get("mask", 0))
-            updates[app["no_masks"].state_topic] = str(message.totals.get("no_mask", 0))
+        updates = {entities[k].state_topic: v for k, v in app.ha_states(message).items() if k in entities}
         with self._lock:
             self.states.update(updates)
         for topic in updates:
