@@ -33,9 +33,10 @@ from ivs.errors import SourceError
 from ivs.events import Count, Stop
 from ivs.localnet import LocalMosquitto, free_port
 from ivs.model import Model
+from ivs.mqtt_client import MqttSettings
 from ivs.outbox import Outbox
 from ivs.sensor import Sensor
-from ivs.sinks.mqtt import MqttSettings, MqttSink
+from ivs.sinks.mqtt import MqttSink
 from ivs.sources.camera import CameraSource
 from ivs.sources.reconnect import Outages, Reconnect, reopen
 from ivs.sources.synthetic import SyntheticSource

@@ -18,9 +18,10 @@ from ivs.apps.mask import MaskCheck
 from ivs.apps.safety import SafetyZone
 from ivs.apps.zone import Zone
 from ivs.events import Clear, Count, MaskPing, Stop, ZoneEnter, ZoneLeave
+from ivs.mqtt_client import MqttSettings
 from ivs.outbox import Outbox
 from ivs.sinks.homeassistant import HomeAssistantSink, discovery_messages, slug
-from ivs.sinks.mqtt import MqttSettings, MqttSink
+from ivs.sinks.mqtt import MqttSink
 from tests.waiting import wait_for
 
 SQUARE = np.array([[0, 0], [100, 0], [100, 100], [0, 100]], dtype=np.float32)

@@ -17,9 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ivs.consumer import Consumer
 from ivs.model import load_model
+from ivs.mqtt_client import MqttSettings
 from ivs.outbox import Outbox
 from ivs.sensor import Sensor
-from ivs.sinks.mqtt import MqttSettings, MqttSink
+from ivs.sinks.mqtt import MqttSink
 from ivs.sources.synthetic import SyntheticSource
 from tests.waiting import wait_for
 

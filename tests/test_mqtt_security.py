@@ -13,8 +13,9 @@ from cryptography.x509.oid import NameOID
 
 from ivs.consumer import Consumer
 from ivs.events import Stop
+from ivs.mqtt_client import MqttSettings
 from ivs.outbox import Outbox
-from ivs.sinks.mqtt import MqttSettings, MqttSink
+from ivs.sinks.mqtt import MqttSink
 from tests.broker import Mosquitto
 from tests.waiting import wait_for
 

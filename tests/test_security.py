@@ -36,16 +36,18 @@ from ivs.errors import ConfigError
 from ivs.events import Stop
 from ivs.hub.app import create_app
 from ivs.hub.certs import make_certs
-from ivs.hub.mqtt_auth import check_mosquitto_hash, mosquitto_hash, write_mqtt_auth
+from ivs.hub.mqtt_auth import write_mqtt_auth
 from ivs.hub.mqtt_ingest import MqttIngest
+from ivs.hub.passwords import check_mosquitto_hash, mosquitto_hash
 from ivs.hub.serve import check_tls_files
 from ivs.hub.store import Store
 from ivs.localnet import LocalMosquitto, ServerThread, free_port
 from ivs.model import Model, load_model
+from ivs.mqtt_client import MqttSettings
 from ivs.outbox import Outbox
 from ivs.package.zoo import resolve
 from ivs.sinks.http import HttpSink
-from ivs.sinks.mqtt import MqttSettings, MqttSink
+from ivs.sinks.mqtt import MqttSink
 from tests.waiting import wait_for
 
 ADMIN = "admin-secret-token"

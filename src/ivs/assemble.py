@@ -21,6 +21,7 @@ from ivs.config import (
 )
 from ivs.errors import ConfigError, IvsError
 from ivs.model import Model
+from ivs.mqtt_client import MqttSettings
 from ivs.outbox import Outbox
 from ivs.package.reader import read_package
 from ivs.package.signing import Keyring
@@ -29,7 +30,7 @@ from ivs.sinks import Sink
 from ivs.sinks.homeassistant import HomeAssistantSink
 from ivs.sinks.http import HttpSink
 from ivs.sinks.jsonl import JsonlSink
-from ivs.sinks.mqtt import MqttSettings, MqttSink
+from ivs.sinks.mqtt import MqttSink
 from ivs.sources import Source, open_source
 from ivs.sources.reconnect import Reconnect
 from ivs.track import ByteTracker

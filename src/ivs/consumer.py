@@ -19,8 +19,8 @@ import msgspec
 import paho.mqtt.client as mqtt
 
 from ivs.events import AnyEvent, explained
+from ivs.mqtt_client import MqttSettings
 from ivs.records import FrameRecord
-from ivs.sinks.mqtt import MqttSettings
 
 log = logging.getLogger(__name__)
 

@@ -48,8 +48,9 @@ def _loopback_mqtt(on_message: Callable[[Message], None], synchronous: Literal["
     """A throw-away Mosquitto on loopback with a `Consumer` calling `on_message` and a
     connected sensor-side `MqttSink` (durable outbox with the given synchronous mode)."""
     from ivs.consumer import Consumer
+    from ivs.mqtt_client import MqttSettings
     from ivs.outbox import Outbox
-    from ivs.sinks.mqtt import MqttSettings, MqttSink
+    from ivs.sinks.mqtt import MqttSink
 
     with tempfile.TemporaryDirectory(prefix="ivs-bench-") as tmp:
         broker = LocalMosquitto(Path(tmp) / "broker", persistence=False)

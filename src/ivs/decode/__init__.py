@@ -53,5 +53,10 @@ def get(name: str) -> Decoder:
 
 
 def _load_builtin() -> None:
-    # Imported lazily so that `ivs.decode` has no import cycle with the decoder modules.
-    from ivs.decode import blazeface, classify, postprocessed, ssd, yolo  # noqa: F401
+    # Every module of this package registers its decoder when imported; found by name, so
+    # `ivs.decode` imports none of them and there is no import cycle.
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")

@@ -34,9 +34,6 @@ writes since Mosquitto 2.0), computed here with hashlib so the hub needs no Mosq
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -44,35 +41,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ivs.errors import ConfigError
+from ivs.hub.passwords import mosquitto_hash
 
 if TYPE_CHECKING:
     from ivs.hub.store import Store
 
-ITERATIONS = 101
-"""mosquitto_passwd's default. The passwords are 256-bit random tokens, not words a person chose:
-nothing is gained by a slower hash, and Mosquitto computes it on every CONNECT."""
-_SALT_BYTES = 12
 HUB_USER = "ivs-hub"
-
-
-def mosquitto_hash(password: str, *, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
-    """`password` hashed the way Mosquitto 2 checks it: `$7$<iterations>$<salt b64>$<sha512 b64>`."""
-    salt = secrets.token_bytes(_SALT_BYTES) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def check_mosquitto_hash(password: str, hashed: str) -> bool:
-    """Whether `hashed` (a `$7$` line from a Mosquitto password file) is the hash of `password`."""
-    parts = hashed.split("$")
-    if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
-        return False
-    try:
-        salt, want = base64.b64decode(parts[3], validate=True), base64.b64decode(parts[4], validate=True)
-    except ValueError:
-        return False
-    got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(parts[2]), len(want))
-    return hmac.compare_digest(got, want)
 
 
 def _slug(name: str) -> str:

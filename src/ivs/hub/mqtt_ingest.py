@@ -34,8 +34,7 @@ from ivs.consumer import Consumer, Message
 from ivs.errors import ConfigError
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.store import Store, check_message, check_name
-from ivs.mqtt_tls import tls_context, tls_problem
-from ivs.sinks.mqtt import MqttSettings
+from ivs.mqtt_client import MqttSettings, tls_context, tls_problem
 
 log = logging.getLogger(__name__)
 

@@ -82,7 +82,7 @@ from sqlalchemy.pool import StaticPool
 from ivs.consumer import Message
 from ivs.errors import ConfigError, IvsError
 from ivs.events import Event, kind_of
-from ivs.hub.mqtt_auth import mosquitto_hash
+from ivs.hub.passwords import mosquitto_hash
 
 SCHEMA_VERSION = 2
 """The version of the tables below; `schema_version` in the database says which one it has."""

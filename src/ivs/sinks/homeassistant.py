@@ -46,7 +46,7 @@ import ivs
 from ivs.apps import App
 from ivs.apps.registry import AppBase
 from ivs.events import Event
-from ivs.sinks.mqtt import MqttSettings
+from ivs.mqtt_client import MqttSettings
 
 log = logging.getLogger(__name__)
 

@@ -31,15 +31,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from ivs.events import Event, kind_of
-from ivs.mqtt_tls import tls_context
+from ivs.mqtt_client import MqttSettings
 from ivs.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -47,37 +45,6 @@ log = logging.getLogger(__name__)
 MAX_QUEUED = 10_000
 """Messages `write` may queue ahead of the sender's commits; past it `write` waits (a stalled
 disk slows the sensor down instead of filling its memory)."""
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls_ca: str | None = None
-    """CA certificate file; enables TLS."""
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    keepalive: int = 10
-    encoding: str = "json"
-    """"json" or "msgpack"."""
-    max_inflight: int = 100
-
-    def client(self, client_id: str, *, clean_session: bool = True, max_delay: int = 30) -> mqtt.Client:
-        """A paho client with these credentials and TLS, reconnecting with backoff (1 to
-        `max_delay` s): the one way sinks, `ivs.consumer.Consumer` and the hub's ingest make theirs.
-        ConfigError when a TLS file cannot be used."""
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
-        )
-        if self.username is not None:
-            client.username_pw_set(self.username, self.password)
-        if self.tls_ca is not None:
-            client.tls_set_context(tls_context(self.tls_ca, self.tls_cert, self.tls_key))
-        client.reconnect_delay_set(min_delay=1, max_delay=max_delay)
-        client.max_queued_messages_set(0)
-        return client
 
 
 def topic_for(sensor_id: str, message: msgspec.Struct) -> str:

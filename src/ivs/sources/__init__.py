@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 from ivs.errors import SourceError
 from ivs.sources.base import Source
 from ivs.sources.reconnect import Reconnect
+
+PLUGINS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("imx500:", "imx500-replay:"), "ivs.imx500.source:open_sensor_source"),
+)
+"""Sources of a higher layer, by spec prefix: (prefixes, "module:function"). Named, not
+imported: the IMX500 path builds on `ivs.sources`, which must not depend on it."""
 
 
 def open_source(
@@ -22,10 +30,11 @@ def open_source(
     reconnect: how a camera or network stream that went away is reopened (None: not at all);
     stall_s: a network stream silent this long counts as gone. Other sources ignore both.
     """
-    if spec.startswith(("imx500:", "imx500-replay:")):
-        from ivs.imx500.source import open_sensor_source
-
-        return open_sensor_source(spec)
+    for prefixes, where in PLUGINS:
+        if spec.startswith(prefixes):
+            module, _, name = where.partition(":")
+            opener: Callable[[str], Source] = getattr(importlib.import_module(module), name)
+            return opener(spec)
     if spec.isdigit():
         from ivs.sources.camera import CameraSource
 

@@ -1,5 +1,6 @@
-"""TLS for every ivs MQTT client (the sensor's sinks, `Consumer`, the hub's ingest): one way to
-build the context, and one handshake check that turns a broker this client cannot trust into an
+"""The MQTT client layer every ivs client shares (the sensor's sinks, `Consumer`, the hub's
+ingest): `MqttSettings` makes each paho client the same way (credentials, TLS, backoff); one way to
+build the TLS context, and one handshake check that turns a broker this client cannot trust into an
 error that says so.
 
 Why a check of its own: paho reports a failed TLS handshake only as "connection failed" and
@@ -14,6 +15,10 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from ivs.errors import ConfigError
 
@@ -78,3 +83,34 @@ def tls_problem(
     except OSError as err:  # reset or closed during the handshake: a plain MQTT listener does that
         return f"{where}: the connection closed during the TLS handshake ({err}): expected a TLS listener there"
     return None
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+    """CA certificate file; enables TLS."""
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    keepalive: int = 10
+    encoding: str = "json"
+    """"json" or "msgpack"."""
+    max_inflight: int = 100
+
+    def client(self, client_id: str, *, clean_session: bool = True, max_delay: int = 30) -> mqtt.Client:
+        """A paho client with these credentials and TLS, reconnecting with backoff (1 to
+        `max_delay` s): the one way sinks, `ivs.consumer.Consumer` and the hub's ingest make theirs.
+        ConfigError when a TLS file cannot be used."""
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
+        )
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls_ca is not None:
+            client.tls_set_context(tls_context(self.tls_ca, self.tls_cert, self.tls_key))
+        client.reconnect_delay_set(min_delay=1, max_delay=max_delay)
+        client.max_queued_messages_set(0)
+        return client
