@@ -13,9 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -32,148 +30,21 @@ from ivs.frame import Frame
 from ivs.model import Model
 from ivs.outbox import OutboxWriteError
 from ivs.records import ClassScore, DetectionRecord, FrameRecord, ModelRef, Timings, encode
+from ivs.sensor_slot import FrameSlot, _Captured
+from ivs.sensor_stats import SENSOR_STAGES, STAGES, Samples, SensorStats, summarize
 from ivs.sinks import Sink
 from ivs.sources.base import Source
 from ivs.track import ByteTracker
 
-log = logging.getLogger(__name__)
+__all__ = ["STAGES", "FrameSlot", "Samples", "Sensor", "SensorStats", "summarize"]
 
-STAGES = ("read", "queue", "isp", "infer", "decode", "classify", "apps", "total")
-SENSOR_STAGES = ("sensor_dnn", "sensor_dsp")
-"""Timings an IMX500 reports itself for each frame; present only on that path."""
+log = logging.getLogger(__name__)
 
 
 class Tracker(Protocol):
     """Gives detections stable ids across frames (`ivs.track.ByteTracker`)."""
 
     def update(self, det: Detections, pixels: npt.NDArray[np.uint8] | None = None) -> Detections: ...
-
-
-@dataclass
-class _Captured:
-    frame: Frame
-    read_ms: float
-
-
-class FrameSlot:
-    """A mailbox of one frame. `replace=True`: a new frame replaces an unread one (a drop)."""
-
-    def __init__(self, replace: bool) -> None:
-        self._replace = replace
-        self._item: _Captured | None = None
-        self._closed = False
-        self._cond = threading.Condition()
-        self.dropped = 0
-
-    def put(self, item: _Captured, stop: threading.Event) -> None:
-        with self._cond:
-            if self._item is not None:
-                if self._replace:
-                    self.dropped += 1
-                else:
-                    while self._item is not None and not stop.is_set():
-                        self._cond.wait(0.1)
-            self._item = item
-            self._cond.notify_all()
-
-    def get(self) -> _Captured | None:
-        """The next frame, or None once the slot is closed and empty."""
-        with self._cond:
-            while self._item is None and not self._closed:
-                self._cond.wait(0.1)
-            item, self._item = self._item, None
-            self._cond.notify_all()
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-class RateMeter:
-    def __init__(self) -> None:
-        self._t: deque[float] = deque(maxlen=300)
-
-    def tick(self) -> None:
-        self._t.append(time.monotonic())
-
-    def rate(self, window: int) -> float:
-        t = list(self._t)[-window:]
-        return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0
-
-
-class Samples:
-    """The last `capacity` values of one stage timing, in a preallocated float32 ring.
-
-    Why not a deque of floats: at 32 bytes a value, 100k values for each of ten stages grow the
-    sensor's RSS by ~25 MiB over the first hours of a run, which a soak run reads as a leak.
-    This ring takes its 400 KB once, at start, and never grows."""
-
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._values = np.full(capacity, np.nan, dtype=np.float32)  # touched now: RSS is flat later
-        self._next = 0
-        self._count = 0
-
-    def append(self, value: float) -> None:
-        self._values[self._next] = value
-        self._next = (self._next + 1) % len(self._values)
-        self._count = min(self._count + 1, len(self._values))
-
-    def array(self) -> np.ndarray[Any, np.dtype[np.float64]]:
-        """The values, oldest first, as float64."""
-        if self._count < len(self._values):
-            return self._values[: self._count].astype(np.float64)
-        return np.roll(self._values, -self._next).astype(np.float64)
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __iter__(self) -> Iterator[float]:
-        return iter(self.array().tolist())
-
-    def __getitem__(self, index: int) -> float:
-        """The value at `index`, 0 the oldest kept, -1 the newest."""
-        if not -self._count <= index < self._count:
-            raise IndexError(f"sample {index} of {self._count}")
-        if index < 0:
-            index += self._count
-        return float(self._values[(self._next - self._count + index) % len(self._values)])
-
-
-@dataclass
-class SensorStats:
-    """What the sensor has done so far; read by the live status line and the summary."""
-
-    frames_read: int = 0
-    frames_processed: int = 0
-    dropped: int = 0
-    detections: int = 0
-    skipped: int = 0
-    """Frames of a damaged video that could not be decoded (the source's `frames_skipped`)."""
-    gaps: int = 0
-    """Outages of a live source that it came back from (each sent as a `gap` event)."""
-    frames_lost: int = 0
-    """Frames those outages cost, estimated at the source's rate."""
-    started: float = field(default_factory=time.monotonic)
-    ended: float | None = None
-    rate_meter: RateMeter = field(default_factory=lambda: RateMeter())
-    timings: dict[str, Samples] = field(default_factory=lambda: {s: Samples() for s in STAGES})
-
-    def elapsed(self) -> float:
-        return (self.ended or time.monotonic()) - self.started
-
-    def fps(self) -> float:
-        e = self.elapsed()
-        return self.frames_processed / e if e > 0 else 0.0
-
-    def recent_fps(self, window: int = 30) -> float:
-        """Processing rate over the last `window` processed frames."""
-        return self.rate_meter.rate(window)
-
-    def percentile(self, stage: str, q: float) -> float:
-        values = self.timings[stage]
-        return float(np.percentile(values.array(), q)) if values else 0.0
 
 
 class Sensor:
@@ -581,22 +452,3 @@ class Sensor:
 
 def _label(labels: list[str], cid: int) -> str:
     return labels[cid] if 0 <= cid < len(labels) else str(cid)
-
-
-def summarize(stats: SensorStats) -> dict[str, Any]:
-    """A plain summary of a run (what the CLI prints at the end)."""
-    return {
-        "frames_read": stats.frames_read,
-        "frames_processed": stats.frames_processed,
-        "dropped": stats.dropped,
-        "skipped": stats.skipped,
-        "gaps": stats.gaps,
-        "frames_lost": stats.frames_lost,
-        "detections": stats.detections,
-        "seconds": round(stats.elapsed(), 3),
-        "fps": round(stats.fps(), 2),
-        "timings_ms": {
-            s: {"p50": round(stats.percentile(s, 50), 3), "p99": round(stats.percentile(s, 99), 3)}
-            for s in (*STAGES, *(x for x in SENSOR_STAGES if stats.timings.get(x)))
-        },
-    }
