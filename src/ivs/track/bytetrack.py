@@ -1,51 +1,16 @@
-"""ByteTrack: multi-object tracking that gives each detected object an id that lasts.
-
-`ByteTracker.update()` takes one frame's `Detections` and returns every one of them, in order,
-with `tracker_id` set: the id of its confirmed track, or -1 (`Detections.tracked()` keeps the
-ones with an id). It follows ByteTrack (Zhang et al., "ByteTrack:
-Multi-Object Tracking by Associating Every Detection Box", ECCV 2022): a constant-velocity
-Kalman filter predicts every track's box, confident detections are matched to the predictions
-by IoU first, and the tracks left over then get a second chance with the low-confidence
-detections, which are often the same objects half occluded. When the frame's pixels are given
-too, a cheap colour descriptor of each box (no learned model) joins the matching cost, as in
-DeepSORT and BoT-SORT, and lets a lost track be found again by its looks; without them the
-tracker uses box motion and overlap alone.
-
->>> import numpy as np
->>> from ivs.detections import Detections
->>> tracker = ByteTracker()
->>> for x in (10.0, 14.0, 18.0):  # one person walking right, 4 px a frame
-...     det = Detections(xyxy=np.array([[x, 20, x + 40, 120]], np.float32),
-...                      confidence=np.array([0.9], np.float32), class_id=np.array([0]))
-...     out = tracker.update(det).tracked()
->>> out.tracker_id.tolist(), out.xyxy.tolist()
-([1], [[18.0, 20.0, 58.0, 120.0]])
->>> [(t.id, t.state.value, t.hits) for t in tracker.tracks]
-[(1, 'tracked', 3)]
-"""
+"""ByteTracker: detections in, the same detections out with the id of their track (see the
+package's docstring)."""
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]  # no stubs in the venv
 
-from ivs.detections import Detections, FloatArray, IntArray, box_iou
-
-F64 = npt.NDArray[np.float64]
-UInt8Array = npt.NDArray[np.uint8]
-
-# Kalman filter noise, as a fraction of the box height (ByteTrack's and DeepSORT's values):
-# position is uncertain by about 1/20 of the height, velocity by 1/160 of it per frame, so the
-# filter trusts big (near) boxes' pixels less than small (far) ones' in absolute terms.
-_STD_POSITION = 1.0 / 20
-_STD_VELOCITY = 1.0 / 160
-# The state is (cx, cy, aspect, h) and their velocities; one step is one frame.
-_MOTION = np.eye(8)
-_MOTION[:4, 4:] = np.eye(4)
+from ivs.detections import Detections, IntArray, box_iou
+from ivs.track.appearance import _FEATURE_SIZE, F64, UInt8Array, _cover, _max_cover, appearance_features
+from ivs.track.assign import _assign
+from ivs.track.kalman import _kf_initiate, _kf_predict, _kf_update, _xyah_to_xyxy, _xyxy_to_xyah
+from ivs.track.state import Track, TrackState, _Track
 
 # ByteTrack matches a tentative (one-frame) track to a leftover confident detection when the
 # cost 1 - IoU is at most 0.7. Not a parameter: it only decides how easily a new track is
@@ -64,52 +29,6 @@ _HIDDEN_COVER = 0.5
 # Appearance distance past which a track never takes a box, however well they overlap (the
 # same person seen on grass and on a road is about 0.2 apart, a red and a blue coat 0.4-0.5).
 _MAX_APPEARANCE_DISTANCE = 0.5
-
-
-class TrackState(enum.Enum):
-    """Where a track is in its life."""
-
-    TENTATIVE = "tentative"
-    """Started from a detection but not yet confirmed; has no id and is not reported."""
-    TRACKED = "tracked"
-    """Confirmed and matched in the latest frame; reported with its id."""
-    LOST = "lost"
-    """Confirmed but unmatched since; predicted on for `lost_frames` frames to be found again."""
-
-
-@dataclass(frozen=True)
-class Track:
-    """A read-only snapshot of one track (see `ByteTracker.tracks`), for debugging and drawing."""
-
-    id: int
-    """The tracker id; -1 while the track is tentative."""
-    xyxy: tuple[float, float, float, float]
-    """The Kalman filter's box: the filtered one if seen this frame, else the prediction."""
-    class_id: int
-    state: TrackState
-    age: int
-    """Frames since the track was started, 0 in the frame that started it."""
-    hits: int
-    """Frames in which a detection was matched to the track."""
-    frames_since_seen: int
-    """0 if a detection was matched to it in the latest frame."""
-
-
-@dataclass(eq=False)
-class _Track:
-    id: int  # -1 until confirmed
-    mean: F64  # (8,) Kalman state
-    cov: F64  # (8, 8)
-    class_id: int
-    state: TrackState
-    start_frame: int
-    last_seen: int
-    hits: int = 1
-    feature: F64 | None = None  # (D,) unit appearance descriptor, EMA over clean sightings
-    feature_area: float = 0.0  # box area at the last sighting that taught `feature`
-    # The track whose box this one vanished into (two objects, one box): while that track is
-    # followed, this one may be anywhere in its box, whatever its own motion predicts.
-    hidden_by: _Track | None = None
 
 
 class ByteTracker:
@@ -551,153 +470,3 @@ class ByteTracker:
         t.state = TrackState.TRACKED
         t.id = self._next_id
         self._next_id += 1
-
-
-def _assign(cost: F64, limit: float) -> list[tuple[int, int]]:
-    """Min-cost matching where leaving a row and a column unmatched costs `limit`.
-
-    Plain Hungarian assignment matches as many pairs as it can, and would take two mediocre
-    matches over one good one; padding the matrix with "unmatched" slots at limit / 2 each side
-    (what lap.lapjv's cost_limit, used by ByteTrack, does) lets it leave pairs unmatched
-    instead, and a pair costing more than `limit` is never worth taking.
-    """
-    n, m = cost.shape
-    big = limit + 1.0
-    ext = np.full((n + m, n + m), limit / 2.0)
-    ext[:n, :m] = np.where(cost <= limit, cost, big)
-    ext[n:, m:] = 0.0
-    rows, cols = linear_sum_assignment(ext)
-    return [(int(r), int(c)) for r, c in zip(rows, cols, strict=True) if r < n and c < m and cost[r, c] <= limit]
-
-
-# -- appearance ---------------------------------------------------------------------------
-
-_HUE_BINS, _SAT_BINS, _GREY_BINS = 8, 3, 4
-_MIN_SAT, _MIN_VALUE = 0.2, 0.15
-_PART_SIZE = _HUE_BINS * _SAT_BINS + _GREY_BINS
-_FEATURE_SIZE = 2 * _PART_SIZE
-
-
-def appearance_features(pixels: UInt8Array, xyxy: FloatArray) -> F64:
-    """Colour descriptors of boxes in an RGB frame: (N, D) unit vectors, 0 for empty boxes.
-
-    Each box's middle 60 % of width (less background) is split into an upper (10-50 % of the
-    height: torso) and a lower half (50-95 %: legs), and each gets a colour histogram of 8 hues
-    x 3 saturations plus 4 grey levels for unsaturated or dark pixels, on at most about 64 rows.
-    The vector is the square roots of the two normalised histograms, so that 1 - a.b, the
-    distance the tracker uses, is the squared Hellinger distance between the halves' colours
-    (0 alike, 1 nothing in common). About 0.1 ms a box.
-    """
-    out = np.zeros((len(xyxy), _FEATURE_SIZE))
-    height, width = pixels.shape[:2]
-    for k, (x1, y1, x2, y2) in enumerate(np.asarray(xyxy, np.float64)):
-        w, h = x2 - x1, y2 - y1
-        cx = (x1 + x2) / 2
-        xa, xb = int(max(0, cx - 0.3 * w)), int(min(width, cx + 0.3 * w))
-        ya, ym, yb = (int(min(max(0, y1 + f * h), height)) for f in (0.1, 0.5, 0.95))
-        step = max(1, int(h // 64))
-        parts = []
-        for crop in (pixels[ya:ym:step, xa:xb:step], pixels[ym:yb:step, xa:xb:step]):
-            hist = np.bincount(_colour_bins(crop), minlength=_PART_SIZE).astype(np.float64)
-            parts.append(np.sqrt(hist / max(hist.sum(), 1.0)))
-        f = np.concatenate(parts)
-        n = np.linalg.norm(f)
-        if n > 0:
-            out[k] = f / n
-    return out
-
-
-def _colour_bins(rgb: UInt8Array) -> IntArray:
-    x = rgb.reshape(-1, 3).astype(np.float32) / 255.0
-    hi, lo = x.max(axis=1), x.min(axis=1)
-    chroma = hi - lo
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    c = np.maximum(chroma, 1e-6)
-    hue = np.where(hi == r, ((g - b) / c) % 6, np.where(hi == g, (b - r) / c + 2, (r - g) / c + 4)) / 6
-    sat = chroma / np.maximum(hi, 1e-6)
-    hb = np.minimum((hue * _HUE_BINS).astype(np.int64), _HUE_BINS - 1)
-    sb = np.minimum(((sat - _MIN_SAT) / (1 - _MIN_SAT) * _SAT_BINS).astype(np.int64), _SAT_BINS - 1)
-    vb = np.minimum((hi * _GREY_BINS).astype(np.int64), _GREY_BINS - 1)
-    bins: IntArray = np.where((sat >= _MIN_SAT) & (hi >= _MIN_VALUE), hb * _SAT_BINS + sb, _HUE_BINS * _SAT_BINS + vb)
-    return bins
-
-
-def _cover(a: FloatArray | F64, b: FloatArray | F64) -> F64:
-    """(N, M): the fraction of each box in `a` that each box in `b` covers."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    out: F64 = inter / np.maximum(area, 1e-9)[:, None]
-    return out
-
-
-def _max_cover(xyxy: FloatArray) -> F64:
-    """For each box, the largest fraction of its area that one other box covers."""
-    b = np.asarray(xyxy, np.float64)
-    tl = np.maximum(b[:, None, :2], b[None, :, :2])
-    br = np.minimum(b[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    np.fill_diagonal(inter, 0.0)
-    area = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    out: F64 = inter.max(axis=1, initial=0.0) / np.maximum(area, 1e-9)
-    return out
-
-
-# -- Kalman filter on (cx, cy, aspect w/h, h, and their velocities), batched over tracks ------
-
-
-def _xyxy_to_xyah(xyxy: FloatArray) -> F64:
-    b = np.asarray(xyxy, np.float64)
-    w = b[:, 2] - b[:, 0]
-    h = b[:, 3] - b[:, 1]
-    return np.stack([b[:, 0] + w / 2, b[:, 1] + h / 2, w / h, h], axis=1)
-
-
-def _xyah_to_xyxy(xyah: F64) -> F64:
-    cx, cy, a, h = xyah.T
-    w = a * h
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-
-
-def _diag(std: F64) -> F64:
-    """(N, k) standard deviations to (N, k, k) diagonal covariances."""
-    k = std.shape[1]
-    out: F64 = (std**2)[:, :, None] * np.eye(k)
-    return out
-
-
-def _kf_initiate(z: F64) -> tuple[F64, F64]:
-    h = z[:, 3]
-    p, v = _STD_POSITION * h, _STD_VELOCITY * h
-    # Velocity starts at zero but very uncertain (10x), so the second detection sets it.
-    std = np.stack(
-        [2 * p, 2 * p, np.full_like(h, 1e-2), 2 * p, 10 * v, 10 * v, np.full_like(h, 1e-5), 10 * v],
-        axis=1,
-    )
-    mean = np.concatenate([z, np.zeros_like(z)], axis=1)
-    return mean, _diag(std)
-
-
-def _kf_predict(mean: F64, cov: F64) -> tuple[F64, F64]:
-    h = mean[:, 3]
-    p, v = _STD_POSITION * h, _STD_VELOCITY * h
-    std = np.stack([p, p, np.full_like(h, 1e-2), p, v, v, np.full_like(h, 1e-5), v], axis=1)
-    mean = mean @ _MOTION.T
-    cov = _MOTION @ cov @ _MOTION.T + _diag(std)
-    return mean, cov
-
-
-def _kf_update(mean: F64, cov: F64, z: F64) -> tuple[F64, F64]:
-    h = mean[:, 3]
-    p = _STD_POSITION * h
-    # The measurement (the detection) is the first four state entries.
-    s = cov[:, :4, :4] + _diag(np.stack([p, p, np.full_like(h, 1e-1), p], axis=1))
-    ph = cov[:, :, :4]  # P H^T
-    # K = P H^T S^-1; S is symmetric, so K^T = solve(S, H P).
-    gain = np.linalg.solve(s, ph.transpose(0, 2, 1)).transpose(0, 2, 1)
-    mean = mean + (gain @ (z - mean[:, :4])[:, :, None])[:, :, 0]
-    cov = cov - gain @ s @ gain.transpose(0, 2, 1)
-    return mean, cov
