@@ -1,0 +1,174 @@
+"""The hub's database: devices, messages and sensors, through SQLAlchemy 2.
+
+Works with SQLite (`sqlite:///path/to/hub.sqlite`: WAL, `synchronous=NORMAL`) and PostgreSQL
+(`postgresql://user@host/db`, through psycopg 3). The SQL is portable but for the idempotent
+insert (`INSERT ... ON CONFLICT DO NOTHING`, which both dialects have) and the way `ingest`
+feeds it (below).
+
+Tables:
+
+    devices         id, name (unique; the sensor_id the device may post as), token_hash
+                    (sha256 hex of its bearer token; the token itself is never stored),
+                    created, revoked (epoch seconds; revoked is NULL while the device is active)
+    messages        id, sensor_id, seq, kind ("count", ..., or "frame" for frame records),
+                    frame, time (the message's wall-clock time), t_capture_ns, app (NULL for
+                    frame records), payload (the message as JSON text);
+                    UNIQUE(sensor_id, seq), INDEX(sensor_id, kind, time), INDEX(time)
+    sensors         sensor_id, online, last_seen (hub clock, epoch seconds), model, version,
+                    last_seq (the highest seq stored)
+    packages        sha256 (primary key), name, version, size, uploaded, signed_by (the key id
+                    signature.json claims; the hub does not verify it), problem (what the hub's
+                    integrity check found, or NULL), data (the .ivsm file's bytes)
+    assignments     device (primary key), revision (1, 2, ... per device), package_sha256,
+                    config (sensor YAML text or NULL), assigned: the desired state
+    deploy_reports  device (primary key), revision (the desired revision answered), status
+                    ("ok" / "failed"), error, model, version, sha256 (what it runs now),
+                    config_revision, config_status, reported: the reported state
+    mqtt_credentials  name (primary key: an active device), password_hash (the Mosquitto `$7$`
+                    hash of its token, which is also its MQTT password: see ivs.hub.mqtt_auth);
+                    created when missing, like every table, without a version change
+    schema_version  version (2): what a migration looks at
+
+Upgrades: a version 1 database (no deploy tables) gets the three deploy tables created and its
+version set to 2 when a Store opens it; nothing else changes.
+
+`Store.ingest` stores a batch in one transaction (SQLite: one prepared INSERT executed per row;
+PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT) and is idempotent on
+`(sensor_id, seq)`: storing a message again counts it as a duplicate and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from ivs.errors import ConfigError
+from ivs.hub.store.deploys import DeployStore
+from ivs.hub.store.devices import DeviceStore
+from ivs.hub.store.infos import Assignment, DeployReport, DeviceInfo, PackageInfo, SensorInfo
+from ivs.hub.store.messages import MessageStore, check_message, message_kind
+from ivs.hub.store.schema import (
+    _SCHEMA_LOCK,
+    MAX_NAME,
+    NAME_PATTERN,
+    SCHEMA_VERSION,
+    Base,
+    HubError,
+    HubNotFound,
+    MessageRow,
+    SchemaVersion,
+    check_name,
+    hash_token,
+)
+
+
+class Store(DeviceStore, MessageStore, DeployStore):
+    """The hub's database, safe to share between threads (one engine, a connection pool).
+
+    url: `sqlite:///path` (or `sqlite://` for an in-memory database) or `postgresql://...`.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception as err:  # sqlalchemy's ArgumentError, ValueError: any unparseable url
+            raise ConfigError(f"database url {url!r}: expected sqlite:///path or postgresql://user@host/db") from err
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"database url {url!r}: expected sqlite:///path or postgresql://user@host/db")
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy's default PostgreSQL driver is psycopg2; ivs depends on psycopg 3.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        elif self.dialect == "postgresql" and parsed.get_driver_name() != "psycopg":
+            raise ConfigError(
+                f"database url {url!r}: driver {parsed.get_driver_name()!r} is not supported: expected"
+                " postgresql://... or postgresql+psycopg://... (psycopg 3)"
+            )
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            if parsed.database in (None, "", ":memory:"):
+                kwargs["poolclass"] = StaticPool  # one shared connection, or every thread sees its own empty DB
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(parsed, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        # SQLite has one writer at a time: serialising this process's writers avoids "database is
+        # locked" retries; other processes wait on the busy timeout.
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
+        self.create_schema()
+
+    # schema
+    def create_schema(self) -> None:
+        """Create the tables that are missing and record the schema version (idempotent).
+        Raises ConfigError for a database written by a newer ivs."""
+        with self._write_lock, Session(self.engine) as session, session.begin():
+            if self.dialect == "postgresql":
+                # Hub workers started together on a new database would race to create the same
+                # tables (and version row); PostgreSQL's DDL is transactional, so one at a time.
+                session.execute(select(func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+            Base.metadata.create_all(session.connection())
+            found = session.scalar(select(func.max(SchemaVersion.version)))
+            if found is None:
+                session.add(SchemaVersion(version=SCHEMA_VERSION))
+            elif found < SCHEMA_VERSION:
+                # 1 -> 2 only adds the deploy tables, which create_all has just made.
+                session.execute(update(SchemaVersion).values(version=SCHEMA_VERSION))
+            elif found > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the hub database has schema version {found}; this ivs knows versions up to {SCHEMA_VERSION}:"
+                    " upgrade ivs"
+                )
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.max(SchemaVersion.version))) or 0)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+__all__ = [
+    "MAX_NAME",
+    "NAME_PATTERN",
+    "SCHEMA_VERSION",
+    "Assignment",
+    "DeployReport",
+    "DeviceInfo",
+    "HubError",
+    "HubNotFound",
+    "MessageRow",
+    "PackageInfo",
+    "SensorInfo",
+    "Store",
+    "check_message",
+    "check_name",
+    "hash_token",
+    "message_kind",
+]

@@ -1,0 +1,283 @@
+"""Messages and sensors: idempotent ingest, queries, counts, the sensors table."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import msgspec
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    case,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ivs.consumer import Message
+from ivs.events import Event, kind_of
+from ivs.hub.store.infos import SensorInfo
+from ivs.hub.store.schema import _CONTROL, _INT64, MAX_NAME, MessageRow, SensorRow
+
+_COLUMNS = ("sensor_id", "seq", "kind", "frame", "time", "t_capture_ns", "app", "payload")
+"""The columns `ingest` writes, in the order of `_row`'s tuples."""
+_SQLITE_INSERT = (
+    f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+    " ON CONFLICT (sensor_id, seq) DO NOTHING"
+)
+# PostgreSQL: COPY a batch into a temporary table, then one INSERT ... SELECT. Row by row
+# (executemany) the server runs one INSERT per message and ingest is three times slower; the
+# table lives for one transaction (ON COMMIT DROP) so that this also works behind a pooler
+# in transaction mode (PgBouncer).
+_PG_STAGE = (
+    "CREATE TEMPORARY TABLE ivs_ingest (sensor_id text, seq bigint, kind text, frame bigint,"
+    " time double precision, t_capture_ns bigint, app text, payload text) ON COMMIT DROP"
+)
+_PG_COPY = f"COPY ivs_ingest ({', '.join(_COLUMNS)}) FROM STDIN"
+_PG_INSERT = (
+    f"INSERT INTO messages ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM ivs_ingest"
+    " ON CONFLICT (sensor_id, seq) DO NOTHING"
+)
+
+
+class _CountFields(msgspec.Struct):
+    direction: str
+    label: str
+
+
+_count_decoder = msgspec.json.Decoder(_CountFields)
+
+
+def check_message(message: Message) -> str | None:
+    """Why a schema-valid message still cannot be stored, or None when it can: the numbers
+    must fit the database's 64-bit columns and the names its text columns."""
+    if not message.sensor_id or len(message.sensor_id) > MAX_NAME or _CONTROL.search(message.sensor_id):
+        return f"sensor_id {message.sensor_id[:MAX_NAME]!r}: expected 1 to {MAX_NAME} printable characters"
+    if not 1 <= message.seq <= _INT64:
+        return f"seq {message.seq}: expected 1 to 2**63-1 (messages are numbered from 1)"
+    if not 0 <= message.frame <= _INT64:
+        return f"frame {message.frame}: expected 0 to 2**63-1"
+    if not 0 <= message.t_capture_ns <= _INT64:
+        return f"t_capture_ns {message.t_capture_ns}: expected 0 to 2**63-1"
+    if not math.isfinite(message.time):
+        return f"time {message.time}: expected a finite number of seconds"
+    if isinstance(message, Event) and (len(message.app) > MAX_NAME or _CONTROL.search(message.app)):
+        return f"app {message.app[:MAX_NAME]!r}: expected at most {MAX_NAME} printable characters"
+    return None
+
+
+def message_kind(message: Message) -> str:
+    """The `kind` column of a message: the event's kind, or "frame" for a frame record."""
+    return kind_of(message) if isinstance(message, Event) else "frame"
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _row(message: Message) -> tuple[Any, ...]:
+    """The `_COLUMNS` of a message's row."""
+    if isinstance(message, Event):
+        kind, app = kind_of(message), message.app
+    else:
+        kind, app = "frame", None
+    payload = _encoder.encode(message).decode()
+    return (message.sensor_id, message.seq, kind, message.frame, message.time, message.t_capture_ns, app, payload)
+
+
+class MessageStore:
+    """The store's message and sensor methods (`Store` has them)."""
+
+    engine: Engine
+    dialect: str
+    _write_lock: contextlib.AbstractContextManager[Any]
+
+    def ingest(self, messages: Sequence[Message], *, mark_online: bool = False) -> tuple[int, int]:
+        """Store validated messages in one transaction -> (accepted, duplicates). A message whose
+        (sensor_id, seq) is already stored, or repeated within the batch, is a duplicate and
+        changes nothing. Updates each sensor's last_seq and last_seen (and sets it online when
+        `mark_online`: the HTTP ingest, whose sensors have no availability topic).
+        Messages must pass `check_message` (ValueError otherwise)."""
+        rows: list[tuple[Any, ...]] = []
+        seen: set[tuple[str, int]] = set()
+        per_sensor: dict[str, int] = {}
+        for message in messages:
+            why = check_message(message)
+            if why is not None:
+                raise ValueError(f"message {message.sensor_id!r}/{message.seq} cannot be stored: {why}")
+            key = (sensor_id, seq) = (message.sensor_id, message.seq)
+            if key not in seen:
+                seen.add(key)
+                rows.append(_row(message))
+                if seq > per_sensor.get(sensor_id, 0):
+                    per_sensor[sensor_id] = seq
+        if not rows:
+            return 0, len(messages)
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        now = time.time()
+        with self._write_lock, self.engine.begin() as conn:
+            # Plain driver statements: SQLAlchemy's per-row parameter processing and its multi-row
+            # VALUES constructs cost more than the database's work (see docs/benchmarks.md, e).
+            if self.dialect == "postgresql":
+                with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
+                    cursor.execute(_PG_STAGE)
+                    with cursor.copy(_PG_COPY) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    cursor.execute(_PG_INSERT)
+                    accepted = max(cursor.rowcount, 0)
+            else:
+                # executemany: sqlite3 sums the rows each execution inserted (0 for a conflict).
+                accepted = max(conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount, 0)
+            sensors = [
+                {"sensor_id": s, "online": mark_online, "last_seen": now, "last_seq": seq}
+                for s, seq in sorted(per_sensor.items())
+            ]
+            up = insert(SensorRow).values(sensors)
+            set_: dict[str, Any] = {
+                "last_seen": up.excluded.last_seen,
+                "last_seq": case(
+                    (up.excluded.last_seq > SensorRow.last_seq, up.excluded.last_seq), else_=SensorRow.last_seq
+                ),
+            }
+            if mark_online:
+                set_["online"] = True
+            conn.execute(up.on_conflict_do_update(index_elements=[SensorRow.sensor_id], set_=set_))
+        return accepted, len(messages) - accepted
+
+    def events(
+        self,
+        *,
+        sensor: str | None = None,
+        kind: str | None = None,
+        app: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        after_seq: int | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Stored messages as JSON texts, oldest first (by time; by sensor and seq when
+        `after_seq` is given, to page through a sensor's stream). `since` is inclusive,
+        `until` exclusive; both compare with the message's wall-clock `time`."""
+        stmt = select(MessageRow.payload).where(*self._filters(sensor, kind, app, since, until))
+        if after_seq is not None:
+            stmt = stmt.where(MessageRow.seq > after_seq).order_by(MessageRow.sensor_id, MessageRow.seq)
+        else:
+            stmt = stmt.order_by(MessageRow.time, MessageRow.sensor_id, MessageRow.seq)
+        with self.engine.connect() as conn:
+            return list(conn.scalars(stmt.limit(limit)))
+
+    def counts(
+        self,
+        *,
+        interval: int = 60,
+        sensor: str | None = None,
+        app: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """`count` events per `interval`-second bucket (aligned to multiples of the interval since
+        the epoch), by direction and label: [{"start", "end", "counts": {direction: {label: n}}}],
+        oldest first, only buckets that have some."""
+        if interval < 1:
+            raise ValueError(f"interval {interval}: expected at least 1 second")
+        stmt = (
+            select(MessageRow.time, MessageRow.payload)
+            .where(*self._filters(sensor, "count", app, since, until))
+            .order_by(MessageRow.time)
+        )
+        buckets: dict[int, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+        with self.engine.connect() as conn:
+            for t, payload in conn.execute(stmt):
+                fields = _count_decoder.decode(payload)
+                buckets[math.floor(t / interval)][fields.direction][fields.label] += 1
+        return [
+            {
+                "start": b * interval,
+                "end": (b + 1) * interval,
+                "counts": {d: dict(labels) for d, labels in sorted(by_dir.items())},
+            }
+            for b, by_dir in sorted(buckets.items())
+        ]
+
+    @staticmethod
+    def _filters(
+        sensor: str | None, kind: str | None, app: str | None, since: float | None, until: float | None
+    ) -> Iterator[ColumnElement[bool]]:
+        if sensor is not None:
+            yield MessageRow.sensor_id == sensor
+        if kind is not None:
+            yield MessageRow.kind == kind
+        if app is not None:
+            yield MessageRow.app == app
+        if since is not None:
+            yield MessageRow.time >= since
+        if until is not None:
+            yield MessageRow.time < until
+
+    def message_count(self) -> int:
+        """How many messages are stored."""
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(MessageRow)) or 0)
+
+    # sensors
+    def sensors(self) -> list[SensorInfo]:
+        """Every sensor seen (by message, availability or state), by sensor_id."""
+        counts = select(MessageRow.sensor_id, func.count().label("n")).group_by(MessageRow.sensor_id).subquery("counts")
+        stmt = (
+            select(SensorRow, func.coalesce(counts.c.n, 0))
+            .outerjoin(counts, counts.c.sensor_id == SensorRow.sensor_id)
+            .order_by(SensorRow.sensor_id)
+        )
+        with Session(self.engine) as session:
+            return [
+                SensorInfo(s.sensor_id, bool(s.online), s.last_seen, s.last_seq, int(n), s.model, s.version)
+                for s, n in session.execute(stmt)
+            ]
+
+    def online_count(self) -> int:
+        """How many sensors are online."""
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(SensorRow).where(SensorRow.online)) or 0)
+
+    def set_sensor(
+        self,
+        sensor_id: str,
+        *,
+        online: bool | None = None,
+        model: str | None = None,
+        version: str | None = None,
+        seen: bool = True,
+    ) -> None:
+        """Record what a sensor said about itself (availability, state); None leaves a field as
+        it is. `seen`: the hub heard it just now (not a retained message from the past)."""
+        values: dict[str, Any] = {}
+        if online is not None:
+            values["online"] = online
+        if model is not None:
+            values["model"] = model[:256]
+        if version is not None:
+            values["version"] = version[:128]
+        if seen:
+            values["last_seen"] = time.time()
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        with self._write_lock, self.engine.begin() as conn:
+            stmt = insert(SensorRow).values(
+                sensor_id=sensor_id,
+                online=bool(online),
+                last_seen=values.get("last_seen"),
+                model=values.get("model"),
+                version=values.get("version"),
+                last_seq=0,
+            )
+            if values:
+                conn.execute(stmt.on_conflict_do_update(index_elements=[SensorRow.sensor_id], set_=values))
+            else:
+                conn.execute(stmt.on_conflict_do_nothing())
+
+    # deploy: packages, desired state (assignments), reported state

@@ -1,0 +1,173 @@
+"""The hub database's tables (SQLAlchemy), its schema version, names and tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ivs.errors import IvsError
+
+SCHEMA_VERSION = 2
+"""The version of the tables below; `schema_version` in the database says which one it has."""
+
+MAX_NAME = 128
+"""The longest sensor_id / device name / app name the hub stores."""
+_INT64 = 2**63 - 1
+_SCHEMA_LOCK = 0x1F5_0001
+"""The PostgreSQL advisory lock key `create_schema` holds (any constant no other program uses)."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+"""What a device name (= the sensor_id it posts as) may look like: it is also an MQTT topic level."""
+_NAME_RE = re.compile(NAME_PATTERN)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite only auto-increments INTEGER PRIMARY KEY
+
+
+class HubError(IvsError):
+    """A hub operation was refused (an unknown device, a name in use, ...)."""
+
+
+class Base(DeclarativeBase):
+    """The hub's tables."""
+
+
+class Device(Base):
+    """A sensor allowed to post to the hub, identified by its bearer token."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(MAX_NAME), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), index=True)
+    created: Mapped[float] = mapped_column(Double)
+    revoked: Mapped[float | None] = mapped_column(Double, default=None)
+
+
+class MessageRow(Base):
+    """One stored message (event or frame record); `payload` is the whole message as JSON."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("sensor_id", "seq", name="uq_messages_sensor_seq"),
+        Index("ix_messages_sensor_kind_time", "sensor_id", "kind", "time"),
+        Index("ix_messages_time", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    sensor_id: Mapped[str] = mapped_column(String(MAX_NAME))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(32))
+    frame: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[float] = mapped_column(Double)
+    t_capture_ns: Mapped[int] = mapped_column(BigInteger)
+    app: Mapped[str | None] = mapped_column(String(MAX_NAME))
+    payload: Mapped[str] = mapped_column(Text)
+
+
+class SensorRow(Base):
+    """What the hub knows about one sensor: availability, what it runs, how far it got."""
+
+    __tablename__ = "sensors"
+
+    sensor_id: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen: Mapped[float | None] = mapped_column(Double, default=None)
+    model: Mapped[str | None] = mapped_column(String(256), default=None)
+    version: Mapped[str | None] = mapped_column(String(128), default=None)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class MqttCredential(Base):
+    """An active device's MQTT password hash (Mosquitto's format), for `ivs hub mqtt-auth`."""
+
+    __tablename__ = "mqtt_credentials"
+
+    name: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+
+
+class SchemaVersion(Base):
+    """One row: the schema version of this database."""
+
+    __tablename__ = "schema_version"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+# deploy (schema version 2)
+class HubNotFound(HubError):
+    """What a hub operation names does not exist (a device, a package)."""
+
+
+class PackageRow(Base):
+    """An uploaded model package, kept whole in the database so that every hub worker on one
+    database can serve it."""
+
+    __tablename__ = "packages"
+    __table_args__ = (Index("ix_packages_name_version", "name", "version"),)
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    uploaded: Mapped[float] = mapped_column(Double)
+    signed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+    problem: Mapped[str | None] = mapped_column(Text, default=None)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AssignmentRow(Base):
+    """A device's desired state: the package (and config) it should run, numbered by revision."""
+
+    __tablename__ = "assignments"
+
+    device: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    package_sha256: Mapped[str] = mapped_column(String(64))
+    config: Mapped[str | None] = mapped_column(Text, default=None)
+    assigned: Mapped[float] = mapped_column(Double)
+
+
+class DeployReportRow(Base):
+    """A device's reported state: what it runs, and how its last deploy went."""
+
+    __tablename__ = "deploy_reports"
+
+    device: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    model: Mapped[str | None] = mapped_column(String(256), default=None)
+    version: Mapped[str | None] = mapped_column(String(128), default=None)
+    sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    config_revision: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    config_status: Mapped[str | None] = mapped_column(Text, default=None)
+    reported: Mapped[float] = mapped_column(Double)
+
+
+def hash_token(token: str) -> str:
+    """sha256 hex digest of a bearer token: what the devices table keeps."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_name(name: str) -> str | None:
+    """Why `name` cannot be a device name / sensor_id, or None when it can."""
+    if not _NAME_RE.match(name):
+        return (
+            f"invalid name {name[:MAX_NAME]!r}: expected 1 to {MAX_NAME} characters of letters, digits, '_', '.', '-',"
+            " starting with a letter or digit"
+        )
+    return None
