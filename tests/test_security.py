@@ -453,7 +453,7 @@ def test_mqtt_auth_bad_input_says_what_was_expected(pki: Path, tmp_path: Path) -
 
 def routes_depending_on(app: Any, name: str) -> set[tuple[str, str]]:
     """(method, path) of every route with a dependency called `name` (the app's and the deploy
-    router's `admin` check, or the device check `_device`): new endpoints are covered by themselves."""
+    router's `require_admin`, or `require_device`; ivs.hub.auth): new endpoints are covered by themselves."""
 
     def depends(route: APIRoute, inherited: list[Any]) -> bool:
         calls = [dep.call for dep in route.dependant.dependencies] + [d.dependency for d in inherited]
@@ -479,13 +479,13 @@ def test_every_admin_endpoint_needs_the_admin_token_and_no_device_token_is_one(m
     store = Store("sqlite://")
     device_token = store.add_device("cam-a")
     app = create_app(store, ADMIN)
-    admin_paths = routes_depending_on(app, "admin")
+    admin_paths = routes_depending_on(app, "require_admin")
     assert {
         ("POST", "/api/v1/devices"),
         ("GET", "/api/v1/devices"),
         ("DELETE", "/api/v1/devices/{name}"),
     } <= admin_paths
-    device_paths = routes_depending_on(app, "_device") | {("POST", "/api/v1/ingest")}
+    device_paths = routes_depending_on(app, "require_device") | {("POST", "/api/v1/ingest")}
     compared: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 

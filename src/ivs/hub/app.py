@@ -22,13 +22,12 @@ device's name is rejected.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections import Counter
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -38,9 +37,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ivs.consumer import Message, decode_message
-from ivs.hub.auth import bearer, unauthorized
+from ivs.hub.auth import bearer, require_admin, unauthorized
 from ivs.hub.dashboard import router as dashboard_router
-from ivs.hub.deploy import deploy_router
+from ivs.hub.deploy import MAX_UPLOAD_BYTES
+from ivs.hub.deploy import router as deploy_router
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.store import NAME_PATTERN, HubError, Store, check_message
 
@@ -127,8 +127,13 @@ def _refusals(codes: dict[int, str]) -> dict[int | str, dict[str, Any]]:
 
 _ADMIN_REFUSALS = {
     401: "no admin token, or not this hub's",
-    403: "device management over HTTP is off (the hub has no admin token)",
+    403: "a device's token, or management over HTTP is off (the hub has no admin token)",
 }
+
+
+router = APIRouter()
+"""The ingest, query, device and metrics endpoints; they read the store, the metrics and the
+limits from `app.state` (`create_app` sets them)."""
 
 
 def create_app(
@@ -138,234 +143,242 @@ def create_app(
     metrics: HubMetrics | None = None,
     max_messages: int = MAX_MESSAGES,
     max_bytes: int = MAX_BYTES,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> FastAPI:
-    """The hub's API over `store`. `admin_token` guards /api/v1/devices (empty: device
-    management over HTTP is disabled; use `Store.add_device`). `metrics` defaults to a new
-    `HubMetrics` (its own registry); pass the one an `MqttIngest` in this process also counts in."""
-    hub_metrics = metrics if metrics is not None else HubMetrics(store)
+    """The hub's API over `store`. `admin_token` guards /api/v1/devices and the operator's deploy
+    endpoints (empty: management over HTTP is off; use `Store.add_device`). `metrics` defaults to
+    a new `HubMetrics` (its own registry); pass the one an `MqttIngest` in this process also counts in."""
     app = FastAPI(
         title="ivs hub",
         summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
         version="1",
     )
     app.state.store = store
-    app.state.metrics = hub_metrics
+    app.state.admin_token = admin_token
+    app.state.metrics = metrics if metrics is not None else HubMetrics(store)
+    app.state.max_messages, app.state.max_bytes = max_messages, max_bytes
+    app.state.max_upload_bytes = max_upload_bytes
+    app.include_router(router)
     app.include_router(dashboard_router)
-    app.include_router(deploy_router(store, admin_token))
+    app.include_router(deploy_router)
+    app.add_exception_handler(StarletteHTTPException, _refused)  # type: ignore[arg-type]
+    plain_openapi = app.openapi
 
-    @app.exception_handler(StarletteHTTPException)
-    async def refused(request: Request, exc: StarletteHTTPException) -> Response:
-        # FastAPI answers a JSON body that is not UTF-8 with an undocumented 400 "There was an
-        # error parsing the body"; answer it as it answers malformed JSON: a 422 saying where.
-        cause = exc.__cause__
-        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
-            error = {
-                "type": "json_invalid",
-                "loc": ("body", cause.start),
-                "msg": f"the body is not UTF-8 ({cause.reason}): expected JSON",
-                "input": {},
-            }
-            return await request_validation_exception_handler(request, RequestValidationError([error]))
-        return await http_exception_handler(request, exc)
+    def openapi() -> dict[str, Any]:
+        # The ingest body's documented bound is this app's, not the default's.
+        schema = plain_openapi()
+        body = schema["paths"]["/api/v1/ingest"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        body["maxItems"] = max_messages
+        refusal = schema["paths"]["/api/v1/ingest"]["post"]["responses"]["413"]
+        refusal["description"] = f"more than {max_messages} messages or {max_bytes} bytes"
+        return schema
 
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not admin_token:
-            raise HTTPException(403, detail="device management over HTTP is off: start the hub with an admin token")
-        given = bearer(authorization)
-        if given is None:
-            raise unauthorized("expected `Authorization: Bearer <admin token>`")
-        if not _equal(given, admin_token):
-            raise unauthorized("the admin token is not this hub's")
-
-    def ingest_batch(device: str, body: bytes) -> IngestResult:
-        try:
-            items = _array_decoder.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
-            hub_metrics.reject("not_array")
-            raise HTTPException(400, detail=f"expected a JSON array of messages: {err}") from None
-        if len(items) > max_messages:
-            hub_metrics.reject("too_large")
-            raise HTTPException(413, detail=f"{len(items)} messages in one batch: expected at most {max_messages}")
-        valid: list[Message] = []
-        rejected: list[Rejection] = []
-        reasons: Counter[str] = Counter()
-        for index, raw in enumerate(items):
-            element = msgspec.json.encode(raw)
-            checked = _check_element(element, device)
-            if isinstance(checked, tuple):
-                reason, why = checked
-                reasons[reason] += 1
-                rejected.append(Rejection(index=index, reason=why[:_REASON_CHARS]))
-            else:
-                valid.append(checked)
-        accepted = duplicates = 0
-        if valid:
-            started = time.perf_counter()
-            try:
-                accepted, duplicates = store.ingest(valid, mark_online=True)
-            except SQLAlchemyError as err:
-                hub_metrics.reject("storage", len(valid))
-                raise HTTPException(
-                    503,
-                    detail=f"the database did not store the batch ({type(err).__name__}): send it again later",
-                    headers={"Retry-After": "5"},
-                ) from None
-            hub_metrics.batch_seconds.observe(time.perf_counter() - started)
-        hub_metrics.accepted.inc(accepted)
-        hub_metrics.duplicates.inc(duplicates)
-        for reason, n in reasons.items():
-            hub_metrics.reject(reason, n)
-        return IngestResult(accepted=accepted, duplicates=duplicates, rejected=rejected)
-
-    @app.post(
-        "/api/v1/ingest",
-        tags=["ingest"],
-        responses=_refusals(
-            {
-                400: "the body is not a JSON array",
-                401: "no, an unknown or a revoked device token",
-                413: f"more than {max_messages} messages or {max_bytes} bytes",
-                503: "the database is unavailable: retry after Retry-After seconds",
-            }
-        ),
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "array",
-                            "maxItems": max_messages,
-                            "items": {"type": "object", "description": "an ivs.event/1 event or ivs.frame/1 record"},
-                        }
-                    }
-                },
-            }
-        },
-    )
-    async def ingest(request: Request, authorization: Annotated[str | None, Header()] = None) -> IngestResult:
-        """Store a batch of messages from one device (its sensor_id must be the device's name).
-        Elements are validated one by one (`ivs schema` prints the JSON Schema): valid ones are
-        stored, the others listed in `rejected` with their index and reason."""
-        token = bearer(authorization)
-        if token is None:
-            hub_metrics.reject("auth")
-            raise unauthorized("expected `Authorization: Bearer <device token>`")
-        try:
-            device = await run_in_threadpool(store.authenticate, token)
-        except SQLAlchemyError:
-            raise HTTPException(503, detail="the database is unavailable", headers={"Retry-After": "5"}) from None
-        if device is None:
-            hub_metrics.reject("auth")
-            raise unauthorized("unknown or revoked device token")
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_bytes:
-            hub_metrics.reject("too_large")
-            raise HTTPException(413, detail=f"a body of {int(length)} bytes: expected at most {max_bytes}")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                hub_metrics.reject("too_large")
-                raise HTTPException(413, detail=f"a body of more than {max_bytes} bytes: expected at most {max_bytes}")
-            chunks.append(chunk)
-        return await run_in_threadpool(ingest_batch, device, b"".join(chunks))
-
-    @app.get("/api/v1/events", tags=["query"], response_model=list[dict[str, Any]])
-    def events(
-        sensor: Annotated[str | None, Query(max_length=128, pattern=_TEXT)] = None,
-        kind: Annotated[
-            str | None, Query(max_length=32, pattern=_TEXT, description='an event kind, or "frame"')
-        ] = None,
-        app_: Annotated[str | None, Query(alias="app", max_length=128, pattern=_TEXT)] = None,
-        since: Annotated[
-            float | None, Query(allow_inf_nan=False, description="message time >= since (epoch s)")
-        ] = None,
-        until: Annotated[float | None, Query(allow_inf_nan=False, description="message time < until (epoch s)")] = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES)] = 1000,
-        after_seq: Annotated[
-            int | None, Query(ge=0, le=2**63 - 1, description="seq > after_seq, ordered by sensor and seq")
-        ] = None,
-    ) -> Response:
-        """Stored messages as they were sent, oldest first (by sensor and seq with `after_seq`)."""
-        rows = store.events(
-            sensor=sensor, kind=kind, app=app_, since=since, until=until, after_seq=after_seq, limit=limit
-        )
-        body = "[" + ",".join(rows) + "]"
-        return Response(content=body.encode(), media_type="application/json")
-
-    @app.get("/api/v1/counts", tags=["query"])
-    def counts(
-        sensor: Annotated[str | None, Query(max_length=128, pattern=_TEXT)] = None,
-        app_: Annotated[str | None, Query(alias="app", max_length=128, pattern=_TEXT)] = None,
-        interval: Annotated[int, Query(ge=1, le=366 * 86400, description="bucket length in seconds")] = 60,
-        since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
-        until: Annotated[float | None, Query(allow_inf_nan=False)] = None,
-    ) -> list[CountBucket]:
-        """`count` events (line crossings) per `interval`-second bucket (aligned to multiples of
-        the interval since the epoch), by direction and label; only buckets with counts."""
-        buckets = store.counts(interval=interval, sensor=sensor, app=app_, since=since, until=until)
-        return [CountBucket(**b) for b in buckets]
-
-    @app.get("/api/v1/sensors", tags=["query"])
-    def sensors() -> list[SensorOut]:
-        """Every sensor seen (by message, MQTT availability or state)."""
-        return [
-            SensorOut(
-                sensor_id=s.sensor_id,
-                online=s.online,
-                last_seen=s.last_seen,
-                last_seq=s.last_seq,
-                messages=s.messages,
-                model=s.model,
-                version=s.version,
-            )
-            for s in store.sensors()
-        ]
-
-    @app.post(
-        "/api/v1/devices",
-        tags=["devices"],
-        status_code=201,
-        dependencies=[Depends(admin)],
-        responses=_refusals({**_ADMIN_REFUSALS, 409: "a device of that name is active"}),
-    )
-    def add_device(device: DeviceCreate) -> DeviceCreated:
-        """Register a device (or re-issue a revoked one) and return its token: the only time it is shown."""
-        try:
-            token = store.add_device(device.name)
-        except HubError as err:
-            raise HTTPException(409, detail=str(err)) from None
-        return DeviceCreated(name=device.name, token=token)
-
-    @app.get("/api/v1/devices", tags=["devices"], dependencies=[Depends(admin)], responses=_refusals(_ADMIN_REFUSALS))
-    def list_devices() -> list[DeviceOut]:
-        """Every registered device (never tokens or their hashes)."""
-        return [DeviceOut(name=d.name, created=d.created, revoked=d.revoked) for d in store.devices()]
-
-    @app.delete(
-        "/api/v1/devices/{name}",
-        tags=["devices"],
-        dependencies=[Depends(admin)],
-        responses=_refusals({**_ADMIN_REFUSALS, 404: "no device of that name"}),
-    )
-    def revoke_device(name: str) -> DeviceRevoked:
-        """Revoke a device's token: its posts get 401 from now on."""
-        if not store.revoke_device(name):
-            raise HTTPException(404, detail=f"no device named {name[:128]!r}")
-        return DeviceRevoked(name=name, revoked=True)
-
-    @app.get("/metrics", tags=["metrics"], response_class=Response)
-    def prometheus() -> Response:
-        """Prometheus metrics (text exposition format)."""
-        return Response(content=hub_metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 
-def _equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
+    # FastAPI answers a JSON body that is not UTF-8 with an undocumented 400 "There was an
+    # error parsing the body"; answer it as it answers malformed JSON: a 422 saying where.
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        error = {
+            "type": "json_invalid",
+            "loc": ("body", cause.start),
+            "msg": f"the body is not UTF-8 ({cause.reason}): expected JSON",
+            "input": {},
+        }
+        return await request_validation_exception_handler(request, RequestValidationError([error]))
+    return await http_exception_handler(request, exc)
+
+
+def _ingest_batch(state: Any, device: str, body: bytes) -> IngestResult:
+    hub_metrics: HubMetrics = state.metrics
+    try:
+        items = _array_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as err:
+        hub_metrics.reject("not_array")
+        raise HTTPException(400, detail=f"expected a JSON array of messages: {err}") from None
+    if len(items) > state.max_messages:
+        hub_metrics.reject("too_large")
+        raise HTTPException(413, detail=f"{len(items)} messages in one batch: expected at most {state.max_messages}")
+    valid: list[Message] = []
+    rejected: list[Rejection] = []
+    reasons: Counter[str] = Counter()
+    for index, raw in enumerate(items):
+        checked = _check_element(msgspec.json.encode(raw), device)
+        if isinstance(checked, tuple):
+            reason, why = checked
+            reasons[reason] += 1
+            rejected.append(Rejection(index=index, reason=why[:_REASON_CHARS]))
+        else:
+            valid.append(checked)
+    accepted = duplicates = 0
+    if valid:
+        started = time.perf_counter()
+        try:
+            accepted, duplicates = state.store.ingest(valid, mark_online=True)
+        except SQLAlchemyError as err:
+            hub_metrics.reject("storage", len(valid))
+            raise HTTPException(
+                503,
+                detail=f"the database did not store the batch ({type(err).__name__}): send it again later",
+                headers={"Retry-After": "5"},
+            ) from None
+        hub_metrics.batch_seconds.observe(time.perf_counter() - started)
+    hub_metrics.accepted.inc(accepted)
+    hub_metrics.duplicates.inc(duplicates)
+    for reason, n in reasons.items():
+        hub_metrics.reject(reason, n)
+    return IngestResult(accepted=accepted, duplicates=duplicates, rejected=rejected)
+
+
+@router.post(
+    "/api/v1/ingest",
+    tags=["ingest"],
+    responses=_refusals(
+        {
+            400: "the body is not a JSON array",
+            401: "no, an unknown or a revoked device token",
+            413: f"more than {MAX_MESSAGES} messages or {MAX_BYTES} bytes",
+            503: "the database is unavailable: retry after Retry-After seconds",
+        }
+    ),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "maxItems": MAX_MESSAGES,
+                        "items": {"type": "object", "description": "an ivs.event/1 event or ivs.frame/1 record"},
+                    }
+                }
+            },
+        }
+    },
+)
+async def ingest(request: Request, authorization: Annotated[str | None, Header()] = None) -> IngestResult:
+    """Store a batch of messages from one device (its sensor_id must be the device's name).
+    Elements are validated one by one (`ivs schema` prints the JSON Schema): valid ones are
+    stored, the others listed in `rejected` with their index and reason."""
+    state = request.app.state
+    hub_metrics: HubMetrics = state.metrics
+    token = bearer(authorization)
+    if token is None:
+        hub_metrics.reject("auth")
+        raise unauthorized("expected `Authorization: Bearer <device token>`")
+    try:
+        device = await run_in_threadpool(state.store.authenticate, token)
+    except SQLAlchemyError:
+        raise HTTPException(503, detail="the database is unavailable", headers={"Retry-After": "5"}) from None
+    if device is None:
+        hub_metrics.reject("auth")
+        raise unauthorized("unknown or revoked device token")
+    max_bytes: int = state.max_bytes
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        hub_metrics.reject("too_large")
+        raise HTTPException(413, detail=f"a body of {int(length)} bytes: expected at most {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            hub_metrics.reject("too_large")
+            raise HTTPException(413, detail=f"a body of more than {max_bytes} bytes: expected at most {max_bytes}")
+        chunks.append(chunk)
+    return await run_in_threadpool(_ingest_batch, state, device, b"".join(chunks))
+
+
+@router.get("/api/v1/events", tags=["query"], response_model=list[dict[str, Any]])
+def events(
+    request: Request,
+    sensor: Annotated[str | None, Query(max_length=128, pattern=_TEXT)] = None,
+    kind: Annotated[str | None, Query(max_length=32, pattern=_TEXT, description='an event kind, or "frame"')] = None,
+    app_: Annotated[str | None, Query(alias="app", max_length=128, pattern=_TEXT)] = None,
+    since: Annotated[float | None, Query(allow_inf_nan=False, description="message time >= since (epoch s)")] = None,
+    until: Annotated[float | None, Query(allow_inf_nan=False, description="message time < until (epoch s)")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_MESSAGES)] = 1000,
+    after_seq: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="seq > after_seq, ordered by sensor and seq")
+    ] = None,
+) -> Response:
+    """Stored messages as they were sent, oldest first (by sensor and seq with `after_seq`)."""
+    rows = request.app.state.store.events(
+        sensor=sensor, kind=kind, app=app_, since=since, until=until, after_seq=after_seq, limit=limit
+    )
+    body = "[" + ",".join(rows) + "]"
+    return Response(content=body.encode(), media_type="application/json")
+
+
+@router.get("/api/v1/counts", tags=["query"])
+def counts(
+    request: Request,
+    sensor: Annotated[str | None, Query(max_length=128, pattern=_TEXT)] = None,
+    app_: Annotated[str | None, Query(alias="app", max_length=128, pattern=_TEXT)] = None,
+    interval: Annotated[int, Query(ge=1, le=366 * 86400, description="bucket length in seconds")] = 60,
+    since: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+    until: Annotated[float | None, Query(allow_inf_nan=False)] = None,
+) -> list[CountBucket]:
+    """`count` events (line crossings) per `interval`-second bucket (aligned to multiples of
+    the interval since the epoch), by direction and label; only buckets with counts."""
+    buckets = request.app.state.store.counts(interval=interval, sensor=sensor, app=app_, since=since, until=until)
+    return [CountBucket(**b) for b in buckets]
+
+
+@router.get("/api/v1/sensors", tags=["query"])
+def sensors(request: Request) -> list[SensorOut]:
+    """Every sensor seen (by message, MQTT availability or state)."""
+    return [
+        SensorOut(sensor_id=s.sensor_id, online=s.online, last_seen=s.last_seen, last_seq=s.last_seq,
+                  messages=s.messages, model=s.model, version=s.version)
+        for s in request.app.state.store.sensors()
+    ]  # fmt: skip
+
+
+@router.post(
+    "/api/v1/devices",
+    tags=["devices"],
+    status_code=201,
+    dependencies=[Depends(require_admin)],
+    responses=_refusals({**_ADMIN_REFUSALS, 409: "a device of that name is active"}),
+)
+def add_device(request: Request, device: DeviceCreate) -> DeviceCreated:
+    """Register a device (or re-issue a revoked one) and return its token: the only time it is shown."""
+    try:
+        token = request.app.state.store.add_device(device.name)
+    except HubError as err:
+        raise HTTPException(409, detail=str(err)) from None
+    return DeviceCreated(name=device.name, token=token)
+
+
+@router.get(
+    "/api/v1/devices", tags=["devices"], dependencies=[Depends(require_admin)], responses=_refusals(_ADMIN_REFUSALS)
+)
+def list_devices(request: Request) -> list[DeviceOut]:
+    """Every registered device (never tokens or their hashes)."""
+    return [DeviceOut(name=d.name, created=d.created, revoked=d.revoked) for d in request.app.state.store.devices()]
+
+
+@router.delete(
+    "/api/v1/devices/{name}",
+    tags=["devices"],
+    dependencies=[Depends(require_admin)],
+    responses=_refusals({**_ADMIN_REFUSALS, 404: "no device of that name"}),
+)
+def revoke_device(request: Request, name: str) -> DeviceRevoked:
+    """Revoke a device's token: its posts get 401 from now on."""
+    if not request.app.state.store.revoke_device(name):
+        raise HTTPException(404, detail=f"no device named {name[:128]!r}")
+    return DeviceRevoked(name=name, revoked=True)
+
+
+@router.get("/metrics", tags=["metrics"], response_class=Response)
+def prometheus(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    return Response(content=request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _check_element(element: bytes, device: str) -> Message | tuple[str, str]:

@@ -21,7 +21,6 @@ download only the package assigned to it; device tokens get 403 on the admin end
 from __future__ import annotations
 
 import hashlib
-import hmac
 import io
 import json
 import zipfile
@@ -33,7 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
 from ivs.config import parse as parse_config
-from ivs.hub.auth import bearer, unauthorized
+from ivs.hub.auth import bearer, caller, require_admin, require_device, unauthorized
 from ivs.hub.store import (
     NAME_PATTERN,
     Assignment,
@@ -286,210 +285,181 @@ def dashboard_fields(a: Assignment | None, r: DeployReport | None) -> dict[str, 
     }
 
 
-def _device(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The calling device's name, from its bearer token (a module-level dependency: FastAPI
-    resolves `Depends` in annotations from the module's globals)."""
-    token = bearer(authorization)
-    if token is None:
-        raise unauthorized("expected `Authorization: Bearer <device token>`")
-    store: Store = request.app.state.store
-    name = store.authenticate(token)
-    if name is None:
-        raise unauthorized("unknown or revoked device token")
-    return name
-
-
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "no, or an unknown, token"},
     403: {"description": "the token may not do this (a device token on an admin endpoint, or no admin token set)"},
 }
 
 
-def deploy_router(store: Store, admin_token: str, *, max_bytes: int = MAX_UPLOAD_BYTES) -> APIRouter:
-    """The deploy endpoints over `store`; `admin_token` guards the operator's side ("" turns it off)."""
-    router = APIRouter(tags=["deploy"], responses=_AUTH_RESPONSES)
+router = APIRouter(tags=["deploy"], responses=_AUTH_RESPONSES)
+"""The deploy endpoints; `create_app` includes them (the store and admin token in `app.state`)."""
 
-    def caller(token: str | None) -> str | None:
-        """ "admin", the device's name (prefixed "device:"), or None for an unknown token."""
-        if token is None:
-            return None
-        if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
-            return "admin"
-        device = store.authenticate(token)
-        return f"device:{device}" if device is not None else None
 
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        if not admin_token:
-            raise HTTPException(403, detail="deploy over HTTP is off: start the hub with an admin token")
-        token = bearer(authorization)
-        if token is None:
-            raise unauthorized("expected `Authorization: Bearer <admin token>`")
-        who = caller(token)
-        if who is None:
-            raise unauthorized("the token is neither this hub's admin token nor an active device's")
-        if who != "admin":
-            raise HTTPException(
-                403,
-                detail=f"{who.removeprefix('device:')!r} is a device: a device token sees only its own desired state"
-                " (GET /api/v1/device/desired); this needs the admin token",
-            )
-
-    @router.post(
-        "/api/v1/packages",
-        status_code=201,
-        dependencies=[Depends(admin)],
-        responses={
-            200: {"description": "the same bytes were uploaded before: nothing changed"},
-            400: {"description": "not a model package (the reason says what is wrong)"},
-            413: {"description": f"more than {max_bytes} bytes"},
-        },
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-            }
-        },
-    )
-    async def upload_package(request: Request, response: Response) -> PackageOut:
-        """Upload a model package (the .ivsm file as the body). It is stored under its sha256;
-        `problem` says why sensors will refuse it when the hub can tell (unsigned, a member that
-        does not match the manifest). The signature is checked by each sensor, not here."""
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_bytes:
-            raise HTTPException(413, detail=f"a package of {int(length)} bytes: expected at most {max_bytes}")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_bytes:
-                raise HTTPException(
-                    413, detail=f"a package of more than {max_bytes} bytes: expected at most {max_bytes}"
-                )
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        if not data:
-            raise HTTPException(400, detail="an empty body: expected the bytes of an .ivsm model package")
-        try:
-            check = await run_in_threadpool(inspect_package, data)
-        except PackageCheckError as err:
-            raise HTTPException(400, detail=f"not a model package: {err}") from None
-        m = check.manifest
-        info, new = await run_in_threadpool(
-            lambda: store.add_package(
-                data, name=m.name, version=m.version, signed_by=check.signed_by, problem=check.problem
-            )
+@router.post(
+    "/api/v1/packages",
+    status_code=201,
+    dependencies=[Depends(require_admin)],
+    responses={
+        200: {"description": "the same bytes were uploaded before: nothing changed"},
+        400: {"description": "not a model package (the reason says what is wrong)"},
+        413: {"description": f"more than {MAX_UPLOAD_BYTES} bytes (or the hub's own limit)"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def upload_package(request: Request, response: Response) -> PackageOut:
+    """Upload a model package (the .ivsm file as the body). It is stored under its sha256;
+    `problem` says why sensors will refuse it when the hub can tell (unsigned, a member that
+    does not match the manifest). The signature is checked by each sensor, not here."""
+    store: Store = request.app.state.store
+    max_bytes: int = request.app.state.max_upload_bytes
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise HTTPException(413, detail=f"a package of {int(length)} bytes: expected at most {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise HTTPException(413, detail=f"a package of more than {max_bytes} bytes: expected at most {max_bytes}")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if not data:
+        raise HTTPException(400, detail="an empty body: expected the bytes of an .ivsm model package")
+    try:
+        check = await run_in_threadpool(inspect_package, data)
+    except PackageCheckError as err:
+        raise HTTPException(400, detail=f"not a model package: {err}") from None
+    m = check.manifest
+    info, new = await run_in_threadpool(
+        lambda: store.add_package(
+            data, name=m.name, version=m.version, signed_by=check.signed_by, problem=check.problem
         )
-        if not new:
-            response.status_code = 200
-        return package_out(info)
-
-    @router.get("/api/v1/packages", dependencies=[Depends(admin)])
-    def list_packages() -> list[PackageOut]:
-        """Every uploaded package, newest first."""
-        return [package_out(p) for p in store.packages()]
-
-    @router.get(
-        "/api/v1/packages/{sha256}",
-        response_class=Response,
-        responses={
-            200: {"content": {"application/octet-stream": {}}, "description": "the package file"},
-            404: {"description": "no such package"},
-        },
     )
-    def download_package(
-        sha256: Annotated[str, Path(pattern=_SHA256, description="the package's sha256")],
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> Response:
-        """The package file. The admin token downloads any; a device token only the package
-        assigned to that device."""
-        token = bearer(authorization)
-        if token is None:
-            raise unauthorized("expected `Authorization: Bearer <device token>`")
-        who = caller(token)
-        if who is None:
-            raise unauthorized("unknown or revoked token")
-        sha = sha256.lower()
-        if who != "admin":
-            name = who.removeprefix("device:")
-            desired = store.desired(name)
-            if desired is None or desired.package.sha256 != sha:
-                raise HTTPException(403, detail=f"package {sha[:16]}... is not the one assigned to device {name!r}")
-        data = store.package_data(sha)
-        if data is None:
-            raise HTTPException(404, detail=f"no package with sha256 {sha}")
-        return Response(
-            content=data,
-            media_type="application/octet-stream",
-            headers={"ETag": f'"{sha}"', "Content-Disposition": f'attachment; filename="{sha[:16]}.ivsm"'},
+    if not new:
+        response.status_code = 200
+    return package_out(info)
+
+
+@router.get("/api/v1/packages", dependencies=[Depends(require_admin)])
+def list_packages(request: Request) -> list[PackageOut]:
+    """Every uploaded package, newest first."""
+    store: Store = request.app.state.store
+    return [package_out(p) for p in store.packages()]
+
+
+@router.get(
+    "/api/v1/packages/{sha256}",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "the package file"},
+        404: {"description": "no such package"},
+    },
+)
+def download_package(
+    request: Request,
+    sha256: Annotated[str, Path(pattern=_SHA256, description="the package's sha256")],
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The package file. The admin token downloads any; a device token only the package
+    assigned to that device."""
+    store: Store = request.app.state.store
+    token = bearer(authorization)
+    if token is None:
+        raise unauthorized("expected `Authorization: Bearer <device token>`")
+    who = caller(request, token)
+    if who is None:
+        raise unauthorized("unknown or revoked token")
+    sha = sha256.lower()
+    if who != "admin":
+        name = who.removeprefix("device:")
+        desired = store.desired(name)
+        if desired is None or desired.package.sha256 != sha:
+            raise HTTPException(403, detail=f"package {sha[:16]}... is not the one assigned to device {name!r}")
+    data = store.package_data(sha)
+    if data is None:
+        raise HTTPException(404, detail=f"no package with sha256 {sha}")
+    return Response(
+        content=data,
+        media_type="application/octet-stream",
+        headers={"ETag": f'"{sha}"', "Content-Disposition": f'attachment; filename="{sha[:16]}.ivsm"'},
+    )
+
+
+@router.put(
+    "/api/v1/devices/{name}/desired",
+    dependencies=[Depends(require_admin)],
+    responses={
+        404: {"description": "no such device or package"},
+        409: {"description": "NAME@VERSION names more than one package"},
+        422: {"description": "the config is not a valid sensor config, or its id is not the device's name"},
+    },
+)
+def set_desired(request: Request, name: Annotated[str, Path(pattern=NAME_PATTERN)], desired: DesiredIn) -> DesiredOut:
+    """Assign a package (and optionally a sensor config) to a device: its next revision. The
+    device picks it up at its next poll, verifies it, swaps, and reports."""
+    store: Store = request.app.state.store
+    if desired.config is not None:
+        config, problems, _ = parse_config(desired.config)
+        if config is None:
+            shown = "; ".join(p.format("config") for p in problems[:5])
+            raise HTTPException(422, detail=f"the config is not a valid sensor config: {shown}")
+        if config.id != name:
+            raise HTTPException(422, detail=f"the config's id is {config.id!r}: expected the device's name {name!r}")
+    try:
+        package = store.resolve_package(desired.package)
+        assignment = store.assign(name, package.sha256, desired.config)
+    except HubNotFound as err:
+        raise HTTPException(404, detail=str(err)) from None
+    except HubError as err:
+        raise HTTPException(409, detail=str(err)) from None
+    return desired_out(name, assignment)
+
+
+@router.get(
+    "/api/v1/devices/{name}/deploy",
+    dependencies=[Depends(require_admin)],
+    responses={404: {"description": "no such device"}},
+)
+def get_deploy(request: Request, name: Annotated[str, Path(pattern=NAME_PATTERN)]) -> DeployOut:
+    """Desired vs reported: what the device should run, what it says it runs, and why the
+    last deploy failed if it did."""
+    store: Store = request.app.state.store
+    if name not in {d.name for d in store.devices()}:
+        raise HTTPException(404, detail=f"no device named {name!r}: expected one of `GET /api/v1/devices`")
+    return deploy_out(name, store.desired(name), store.deploy_report(name))
+
+
+@router.get("/api/v1/device/desired")
+def my_desired(request: Request, me: Annotated[str, Depends(require_device)]) -> DesiredOut:
+    """The calling device's desired state (revision 0 when nothing is assigned)."""
+    store: Store = request.app.state.store
+    return desired_out(me, store.desired(me))
+
+
+@router.post("/api/v1/device/report", responses={409: {"description": "a revision never assigned"}})
+def report(request: Request, me: Annotated[str, Depends(require_device)], body: ReportIn) -> ReportOut:
+    """The calling device says what it runs and how the deploy of `revision` went."""
+    store: Store = request.app.state.store
+    desired = store.desired(me)
+    latest = desired.revision if desired is not None else 0
+    if body.revision > latest:
+        raise HTTPException(
+            409, detail=f"revision {body.revision} was never assigned to {me!r}: expected at most {latest}"
         )
-
-    @router.put(
-        "/api/v1/devices/{name}/desired",
-        dependencies=[Depends(admin)],
-        responses={
-            404: {"description": "no such device or package"},
-            409: {"description": "NAME@VERSION names more than one package"},
-            422: {"description": "the config is not a valid sensor config, or its id is not the device's name"},
-        },
+    r = store.report_deploy(
+        me,
+        revision=body.revision,
+        status=body.status,
+        error=body.error,
+        model=body.model.name if body.model else None,
+        version=body.model.version if body.model else None,
+        sha256=body.model.sha256.lower() if body.model and body.model.sha256 else None,
+        config_revision=body.config_revision,
+        config_status=body.config_status,
     )
-    def set_desired(name: Annotated[str, Path(pattern=NAME_PATTERN)], desired: DesiredIn) -> DesiredOut:
-        """Assign a package (and optionally a sensor config) to a device: its next revision. The
-        device picks it up at its next poll, verifies it, swaps, and reports."""
-        if desired.config is not None:
-            config, problems, _ = parse_config(desired.config)
-            if config is None:
-                shown = "; ".join(p.format("config") for p in problems[:5])
-                raise HTTPException(422, detail=f"the config is not a valid sensor config: {shown}")
-            if config.id != name:
-                raise HTTPException(
-                    422, detail=f"the config's id is {config.id!r}: expected the device's name {name!r}"
-                )
-        try:
-            package = store.resolve_package(desired.package)
-            assignment = store.assign(name, package.sha256, desired.config)
-        except HubNotFound as err:
-            raise HTTPException(404, detail=str(err)) from None
-        except HubError as err:
-            raise HTTPException(409, detail=str(err)) from None
-        return desired_out(name, assignment)
-
-    @router.get(
-        "/api/v1/devices/{name}/deploy",
-        dependencies=[Depends(admin)],
-        responses={404: {"description": "no such device"}},
-    )
-    def get_deploy(name: Annotated[str, Path(pattern=NAME_PATTERN)]) -> DeployOut:
-        """Desired vs reported: what the device should run, what it says it runs, and why the
-        last deploy failed if it did."""
-        if name not in {d.name for d in store.devices()}:
-            raise HTTPException(404, detail=f"no device named {name!r}: expected one of `GET /api/v1/devices`")
-        return deploy_out(name, store.desired(name), store.deploy_report(name))
-
-    @router.get("/api/v1/device/desired")
-    def my_desired(me: Annotated[str, Depends(_device)]) -> DesiredOut:
-        """The calling device's desired state (revision 0 when nothing is assigned)."""
-        return desired_out(me, store.desired(me))
-
-    @router.post("/api/v1/device/report", responses={409: {"description": "a revision never assigned"}})
-    def report(me: Annotated[str, Depends(_device)], body: ReportIn) -> ReportOut:
-        """The calling device says what it runs and how the deploy of `revision` went."""
-        desired = store.desired(me)
-        latest = desired.revision if desired is not None else 0
-        if body.revision > latest:
-            raise HTTPException(
-                409, detail=f"revision {body.revision} was never assigned to {me!r}: expected at most {latest}"
-            )
-        r = store.report_deploy(
-            me,
-            revision=body.revision,
-            status=body.status,
-            error=body.error,
-            model=body.model.name if body.model else None,
-            version=body.model.version if body.model else None,
-            sha256=body.model.sha256.lower() if body.model and body.model.sha256 else None,
-            config_revision=body.config_revision,
-            config_status=body.config_status,
-        )
-        return report_out(r)
-
-    return router
+    return report_out(r)
