@@ -131,6 +131,16 @@ def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
 def read_package(path: Path, keyring: Keyring | None = None, *, allow_unsigned: bool = False) -> Package:
     """Open, bound-check, verify and parse a package file."""
     where = str(path)
+    raw = _read_members(path, where)
+    manifest_bytes = raw.pop(MANIFEST)
+    signed_by = _verify(manifest_bytes, raw.pop(SIGNATURE, None), keyring, allow_unsigned, where)
+    manifest = _parse_manifest(manifest_bytes, where)
+    _check_members(manifest, raw, where)
+    return Package(path=path, manifest=manifest, members=raw, signed_by=signed_by)
+
+
+def _read_members(path: Path, where: str) -> dict[str, bytes]:
+    """Every member's bytes, each bound checked before it is inflated (size, count, ratio, names)."""
     if not path.is_file():
         raise PackageError(f"model package {where} not found: expected an .ivsm file")
     if path.stat().st_size > MAX_PACKAGE_BYTES:
@@ -188,8 +198,13 @@ def read_package(path: Path, keyring: Keyring | None = None, *, allow_unsigned: 
         except _ZIP_ERRORS as err:
             raise PackageError(f"{where}: a member cannot be read ({_short(str(err))}): the file is corrupt") from None
 
-    manifest_bytes = raw.pop(MANIFEST)
-    signature_bytes = raw.pop(SIGNATURE, None)
+    return raw
+
+
+def _verify(
+    manifest_bytes: bytes, signature_bytes: bytes | None, keyring: Keyring | None, allow_unsigned: bool, where: str
+) -> str | None:
+    """The key id that signed the manifest (None: unsigned, allowed for development)."""
     signed_by: str | None = None
     if signature_bytes is None:
         if not allow_unsigned:
@@ -218,6 +233,10 @@ def read_package(path: Path, keyring: Keyring | None = None, *, allow_unsigned: 
                 raise
             log.warning("signature of %s does not verify; loading anyway (--allow-unsigned)", where)
 
+    return signed_by
+
+
+def _parse_manifest(manifest_bytes: bytes, where: str) -> Manifest:
     try:
         doc = json.loads(manifest_bytes)
     except (ValueError, RecursionError) as err:
@@ -231,6 +250,11 @@ def read_package(path: Path, keyring: Keyring | None = None, *, allow_unsigned: 
             f"{where}: {MANIFEST} field {loc!r}: {_short(first['msg'])} ({err.error_count()} error(s))"
         ) from None
 
+    return manifest
+
+
+def _check_members(manifest: Manifest, raw: dict[str, bytes], where: str) -> None:
+    """The members are exactly those the manifest lists, unchanged, with what it points at."""
     listed = set(manifest.members)
     present = set(raw)
     if present - listed:
@@ -256,4 +280,3 @@ def read_package(path: Path, keyring: Keyring | None = None, *, allow_unsigned: 
             f"{where}: decoder {_short(manifest.decoder.name)!r} does not exist: "
             f"expected one of {', '.join(decode.names())}"
         )
-    return Package(path=path, manifest=manifest, members=raw, signed_by=signed_by)
