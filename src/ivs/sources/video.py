@@ -39,6 +39,30 @@ MAX_BAD_PACKETS = 250
 
 
 @dataclass
+class _Run:
+    """Where a source's frames are, across loops and outages."""
+
+    index: int = 0
+    pts_offset: float = 0.0
+    """Added to the stream's pts: the clock continues across loops and outages."""
+    last_pts: float | None = None
+    last_wall: float | None = None
+    gap_from: tuple[float, str, int, float] | None = None
+    """(start, reason, attempts, since) of the outage in progress."""
+
+
+@dataclass
+class _Pass:
+    """One pass over an open container."""
+
+    rebase: bool
+    decoded: int = 0
+    skipped: int = 0
+    last_corrupt: bool = False
+    failure: str | None = None
+
+
+@dataclass
 class _Opened:
     container: av.container.InputContainer
     stream: av.VideoStream
@@ -112,117 +136,121 @@ class VideoSource(Source):
         return _Opened(container, stream)
 
     def frames(self) -> Iterator[Frame]:
-        index = 0
-        pts_offset = 0.0  # added to the stream's pts: the clock continues across loops and outages
-        last_pts: float | None = None
-        last_wall: float | None = None
-        gap_from: tuple[float, str, int, float] | None = None  # (start, reason, attempts) of an outage
-        while True:
-            opened = self._opened
-            if opened is None:
-                return
-            decoded = skipped = 0
-            bad_in_a_row = 0
-            last_corrupt = False
-            rebase = last_pts is not None
-            failure: str | None = None
+        run = _Run()
+        while (opened := self._opened) is not None:
+            result = _Pass(rebase=run.last_pts is not None)
             try:
-                for packet in opened.container.demux(opened.stream):
-                    # The empty packet at the end flushes the decoder: with frame threading it
-                    # still holds the last few frames, which are lost unless it is decoded too.
-                    flush = packet.size == 0
-                    if not flush:
-                        self.compressed_bytes += packet.size
-                        last_corrupt = bool(packet.is_corrupt)
-                    try:
-                        decoded_frames = packet.decode()
-                    except av.FFmpegError as err:
-                        if flush:
-                            log.warning("%s: flushing the decoder failed (%s)", self.url, _reason(err))
-                            break
-                        bad_in_a_row += 1
-                        skipped += 1
-                        self.frames_skipped += 1
-                        log.warning("%s: skipped an undecodable packet (%s)", self.url, _reason(err))
-                        if bad_in_a_row < MAX_BAD_PACKETS:
-                            continue
-                        failure = f"{bad_in_a_row} packets in a row cannot be decoded"
-                        if not self.live:
-                            raise SourceError(
-                                f"{self.url}: {failure} after frame {index - 1}: expected a decodable video"
-                            ) from None
-                        break
-                    bad_in_a_row = 0
-                    for vf in decoded_frames:
-                        pixels = np.asarray(vf.to_ndarray(format="rgb24"), dtype=np.uint8)
-                        wall = time.time()
-                        pts = float(vf.time) if vf.time is not None else None
-                        if pts is not None:
-                            if rebase and last_pts is not None:
-                                # First frame after a loop or an outage: continue the clock from the
-                                # last frame, one frame period (or the outage's length) later.
-                                step = (wall - last_wall) if gap_from is not None and last_wall else self._period()
-                                pts_offset = last_pts + step - pts
-                                rebase = False
-                            pts += pts_offset
-                            last_pts = pts
-                        if gap_from is not None:
-                            start, reason, attempts, _ = gap_from
-                            self.outages.add(Gap(start, wall, frames_lost(start, wall, self.fps), attempts, reason))
-                            gap_from = None
-                        last_wall = wall
-                        decoded += 1
-                        yield Frame(pixels, index, time.monotonic_ns(), wall, self.id, pts)
-                        index += 1
+                yield from self._decode(opened, run, result)
             except av.FFmpegError as err:
                 # ExitError: the read timeout (stall_s) interrupted a read that got nothing; FFmpeg
                 # words it "Immediate exit requested", which tells a user nothing.
                 stalled = isinstance(err, av.ExitError) and self.live
-                failure = f"stalled: nothing received for {self.stall_s:g} s" if stalled else _reason(err)
+                result.failure = f"stalled: nothing received for {self.stall_s:g} s" if stalled else _reason(err)
                 if not self.live:
                     raise SourceError(
-                        f"{self.url}: decoding failed after frame {index - 1} ({failure}): "
+                        f"{self.url}: decoding failed after frame {run.index - 1} ({result.failure}): "
                         "the video is corrupt or truncated; expected a complete, decodable stream"
                     ) from None
             if not self.live:
-                self._check_complete(decoded, skipped, last_corrupt)
-                if not self.loop or decoded == 0:
+                self._check_complete(result.decoded, result.skipped, result.last_corrupt)
+                if not self.loop or result.decoded == 0:
                     return
                 self._restart()
                 self.loops += 1
-                continue
-            # A live stream ended or failed: reopen it with backoff, then report the gap.
-            reason = failure or "end of stream"
-            if self.reconnect is None:
-                if failure is None:
-                    return  # reconnecting is off: the end of the stream is the end
-                raise SourceError(
-                    f"{self.url}: stream failed after frame {index - 1} ({failure}): expected a live stream "
-                    "(reconnecting is off)"
-                )
-            if gap_from is None:
-                self.outages.disconnects += 1
-                log.warning("%s: stream lost after frame %d (%s); reopening", self.url, index - 1, reason)
-            else:
-                reason = gap_from[1]
-            # Failed again before a frame came: the same outage goes on (its start, its backoff).
-            start = gap_from[0] if gap_from is not None else last_wall if last_wall is not None else time.time()
-            tried, since = (gap_from[2], gap_from[3]) if gap_from is not None else (0, time.monotonic())
-            self._close_container()
-            got = reopen(self._open_live, self.reconnect, self.outages, self.url, attempts=tried, since=since)
-            if got is None:
-                if self.outages.interrupted.is_set():
+            elif not self._reopen(run, result.failure):
+                return
+
+    def _decode(self, opened: _Opened, run: _Run, result: _Pass) -> Iterator[Frame]:
+        """One pass over the open container: its frames, counting what could not be decoded."""
+        bad_in_a_row = 0
+        for packet in opened.container.demux(opened.stream):
+            # The empty packet at the end flushes the decoder: with frame threading it still
+            # holds the last few frames, which are lost unless it is decoded too.
+            flush = packet.size == 0
+            if not flush:
+                self.compressed_bytes += packet.size
+                result.last_corrupt = bool(packet.is_corrupt)
+            try:
+                decoded_frames = packet.decode()
+            except av.FFmpegError as err:
+                if flush:
+                    log.warning("%s: flushing the decoder failed (%s)", self.url, _reason(err))
                     return
-                raise SourceError(
-                    f"{self.url}: stream lost after frame {index - 1} ({reason}) and not back after "
-                    f"{self.reconnect.give_up_s} s of reconnecting: expected the stream to return"
-                )
-            with self._lock:
-                if self._closed:
-                    got[0].container.close()
-                    return
-                self._opened = got[0]
-            gap_from = (start, reason, got[1], since)
+                bad_in_a_row += 1
+                result.skipped += 1
+                self.frames_skipped += 1
+                log.warning("%s: skipped an undecodable packet (%s)", self.url, _reason(err))
+                if bad_in_a_row < MAX_BAD_PACKETS:
+                    continue
+                result.failure = f"{bad_in_a_row} packets in a row cannot be decoded"
+                if not self.live:
+                    raise SourceError(
+                        f"{self.url}: {result.failure} after frame {run.index - 1}: expected a decodable video"
+                    ) from None
+                return
+            bad_in_a_row = 0
+            for vf in decoded_frames:
+                yield self._frame(vf, run, result)
+
+    def _frame(self, vf: av.VideoFrame, run: _Run, result: _Pass) -> Frame:
+        pixels = np.asarray(vf.to_ndarray(format="rgb24"), dtype=np.uint8)
+        wall = time.time()
+        pts = float(vf.time) if vf.time is not None else None
+        if pts is not None:
+            if result.rebase and run.last_pts is not None:
+                # First frame after a loop or an outage: continue the clock from the last
+                # frame, one frame period (or the outage's length) later.
+                step = (wall - run.last_wall) if run.gap_from is not None and run.last_wall else self._period()
+                run.pts_offset = run.last_pts + step - pts
+                result.rebase = False
+            pts += run.pts_offset
+            run.last_pts = pts
+        if run.gap_from is not None:
+            start, reason, attempts, _ = run.gap_from
+            self.outages.add(Gap(start, wall, frames_lost(start, wall, self.fps), attempts, reason))
+            run.gap_from = None
+        run.last_wall = wall
+        result.decoded += 1
+        frame = Frame(pixels, run.index, time.monotonic_ns(), wall, self.id, pts)
+        run.index += 1
+        return frame
+
+    def _reopen(self, run: _Run, failure: str | None) -> bool:
+        """A live stream ended or failed: reopen it with backoff (the gap is reported with the
+        next frame). False: the stream is over (reconnecting off, or the sensor stopping)."""
+        reason = failure or "end of stream"
+        if self.reconnect is None:
+            if failure is None:
+                return False  # reconnecting is off: the end of the stream is the end
+            raise SourceError(
+                f"{self.url}: stream failed after frame {run.index - 1} ({failure}): expected a live stream "
+                "(reconnecting is off)"
+            )
+        gap = run.gap_from
+        if gap is None:
+            self.outages.disconnects += 1
+            log.warning("%s: stream lost after frame %d (%s); reopening", self.url, run.index - 1, reason)
+        else:
+            reason = gap[1]
+        # Failed again before a frame came: the same outage goes on (its start, its backoff).
+        start = gap[0] if gap is not None else run.last_wall if run.last_wall is not None else time.time()
+        tried, since = (gap[2], gap[3]) if gap is not None else (0, time.monotonic())
+        self._close_container()
+        got = reopen(self._open_live, self.reconnect, self.outages, self.url, attempts=tried, since=since)
+        if got is None:
+            if self.outages.interrupted.is_set():
+                return False
+            raise SourceError(
+                f"{self.url}: stream lost after frame {run.index - 1} ({reason}) and not back after "
+                f"{self.reconnect.give_up_s} s of reconnecting: expected the stream to return"
+            )
+        with self._lock:
+            if self._closed:
+                got[0].container.close()
+                return False
+            self._opened = got[0]
+        run.gap_from = (start, reason, got[1], since)
+        return True
 
     def _open_live(self) -> _Opened | None:
         try:
