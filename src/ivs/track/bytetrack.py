@@ -214,17 +214,7 @@ class ByteTracker:
         high_idx = np.flatnonzero(high)
         low_idx = np.flatnonzero(usable & ~high)
 
-        # Appearance of every usable box, and whether it is clean: a box much covered by
-        # another one shows two objects, and must neither teach a track nor re-identify one.
-        feats: F64 | None = None
-        clean = np.zeros(len(det), bool)
-        if pixels is not None and self.appearance_weight > 0 and len(det):
-            feats = np.zeros((len(det), _FEATURE_SIZE))
-            idx = np.flatnonzero(usable)
-            feats[idx] = appearance_features(pixels, xyxy[idx])
-            clean[idx] = _max_cover(xyxy[idx]) <= self.appearance_max_overlap
-            clean &= np.abs(feats).sum(axis=1) > 0
-
+        feats, clean = self._appearance(det, pixels, usable)
         confirmed = [t for t in self._tracks if t.state is not TrackState.TENTATIVE]
         tentative = [t for t in self._tracks if t.state is TrackState.TENTATIVE]
         matches: list[tuple[_Track, int]] = []
@@ -283,15 +273,23 @@ class ByteTracker:
             for t in self._tracks
             if t not in dead and not (t.state is TrackState.LOST and self._frame - t.last_seen > self.lost_frames)
         ]
+        return _with_ids(det, [*matches, *zip(born, new_idx.tolist(), strict=True)])
 
-        matches += zip(born, new_idx.tolist(), strict=True)
-        ids = np.full(len(det), -1, np.int64)
-        for t, j in matches:
-            if t.state is TrackState.TRACKED:
-                ids[j] = t.id
-        out = det[np.arange(len(det))]
-        out.tracker_id = ids
-        return out
+    def _appearance(
+        self, det: Detections, pixels: UInt8Array | None, usable: npt.NDArray[np.bool_]
+    ) -> tuple[F64 | None, npt.NDArray[np.bool_]]:
+        """Appearance of every usable box (None without pixels), and whether each is clean: a box
+        much covered by another one shows two objects, and must neither teach a track nor
+        re-identify one."""
+        clean = np.zeros(len(det), bool)
+        if pixels is None or self.appearance_weight <= 0 or not len(det):
+            return None, clean
+        feats = np.zeros((len(det), _FEATURE_SIZE))
+        idx = np.flatnonzero(usable)
+        feats[idx] = appearance_features(pixels, det.xyxy[idx])
+        clean[idx] = _max_cover(det.xyxy[idx]) <= self.appearance_max_overlap
+        clean &= np.abs(feats).sum(axis=1) > 0
+        return feats, clean
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -470,3 +468,14 @@ class ByteTracker:
         t.state = TrackState.TRACKED
         t.id = self._next_id
         self._next_id += 1
+
+
+def _with_ids(det: Detections, matches: list[tuple[_Track, int]]) -> Detections:
+    """Every detection, with the id of the confirmed track it matched, or -1."""
+    ids = np.full(len(det), -1, np.int64)
+    for t, j in matches:
+        if t.state is TrackState.TRACKED:
+            ids[j] = t.id
+    out = det[np.arange(len(det))]
+    out.tracker_id = ids
+    return out
