@@ -24,6 +24,7 @@ normalized to [0, 1], as MediaPipe's SsdAnchorsCalculator makes them (with
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -131,11 +132,64 @@ def decode_blazeface(
     Returns boxes xyxy and keypoints (N, K, 3) = (x, y, score) in model-input pixels; a
     keypoint's score is its face's score. class_id is 0 (the package's only label).
     """
-    score_threshold = param_float("blazeface", params, "score_threshold", 0.5, 0.0, 1.0)
-    iou_threshold = param_float("blazeface", params, "iou_threshold", 0.3, 0.0, 1.0)
-    max_detections = param_int("blazeface", params, "max_detections", 100, 0)
+    p = _params(params, ctx)
+    anchors, reg, logits = _tensors(outputs, ctx, p)
+    n, num_keypoints = anchors.shape[0], p.num_keypoints
+
+    # 1. Scores, thresholded before anything is decoded.
+    scores = sigmoid(np.clip(logits.reshape(n), -_LOGIT_CLIP, _LOGIT_CLIP))
+    idx = np.flatnonzero(scores >= p.score_threshold)
+    data: dict[str, Any] = {} if p.names is None else {"keypoint_names": list(p.names)}
+    if idx.size == 0 or p.max_detections == 0:
+        # Empty, but with the keypoints column, so that every frame has the same fields.
+        return Detections(
+            xyxy=np.zeros((0, 4), np.float32),
+            confidence=np.zeros(0, np.float32),
+            class_id=np.zeros(0, np.int64),
+            keypoints=np.zeros((0, num_keypoints, 3), np.float32),
+            data=data,
+        )
+    conf = scores[idx]
+    # 2. Boxes and keypoints, normalized, then in model-input pixels.
+    xyxy, kxy = _boxes_and_keypoints(reg[0, idx, : 4 + 2 * num_keypoints], anchors[idx], p, ctx)
+    size = np.array([ctx.input_width, ctx.input_height], np.float32)
+    iou_threshold, max_detections, clip, method = p.iou_threshold, p.max_detections, p.clip, p.method
+
+    # 3. NMS, best first, capped.
+    if method == "weighted":
+        xyxy, conf, kxy = weighted_nms(xyxy, conf, kxy, iou_threshold)
+    else:
+        keep = nms(xyxy, conf, iou_threshold)
+        xyxy, conf, kxy = xyxy[keep], conf[keep], kxy[keep]
+    xyxy, conf, kxy = xyxy[:max_detections], conf[:max_detections], kxy[:max_detections]
+    if clip:
+        xyxy = np.clip(xyxy, 0.0, np.tile(size, 2)).astype(np.float32)
+    keypoints = np.concatenate([kxy, np.broadcast_to(conf[:, None, None], (len(conf), num_keypoints, 1))], axis=2)
+    return Detections(
+        xyxy=xyxy,
+        confidence=conf,
+        class_id=np.zeros(len(conf), np.int64),
+        keypoints=keypoints.astype(np.float32),
+        data=data,
+    )
+
+
+@dataclass(frozen=True)
+class _Params:
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+    num_keypoints: int
+    scales: Any
+    method: str
+    clip: bool
+    names: Sequence[str] | None
+    anchors: str
+
+
+def _params(params: Mapping[str, Any], ctx: DecodeContext) -> _Params:
+    """The decoder's parameters, checked (ValueError saying which one and what it must be)."""
     num_keypoints = param_int("blazeface", params, "num_keypoints", 6, 0)
-    scales = _scales(params, ctx)
     method = params.get("nms", "weighted")
     if method not in _NMS_METHODS:
         raise ValueError(f"blazeface: param 'nms' must be one of {list(_NMS_METHODS)}, got {method!r}")
@@ -156,23 +210,39 @@ def decode_blazeface(
     anchors_name = params.get("anchors", "anchors")
     if not isinstance(anchors_name, str):
         raise ValueError(f"blazeface: param 'anchors' must be an asset name, got {anchors_name!r}")
+    return _Params(
+        score_threshold=param_float("blazeface", params, "score_threshold", 0.5, 0.0, 1.0),
+        iou_threshold=param_float("blazeface", params, "iou_threshold", 0.3, 0.0, 1.0),
+        max_detections=param_int("blazeface", params, "max_detections", 100, 0),
+        num_keypoints=num_keypoints,
+        scales=_scales(params, ctx),
+        method=method,
+        clip=clip,
+        names=names,
+        anchors=anchors_name,
+    )
 
+
+def _tensors(
+    outputs: Mapping[str, np.ndarray[Any, Any]], ctx: DecodeContext, p: _Params
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(anchors, regressors, score logits), their shapes checked against each other."""
     for role in ("regressors", "scores"):
         if role not in outputs:
             raise ValueError(f"blazeface: expected outputs with roles 'regressors' and 'scores', got {sorted(outputs)}")
-    if anchors_name not in ctx.assets:
+    if p.anchors not in ctx.assets:
         raise ValueError(
-            f"blazeface: expected an asset {anchors_name!r} with the anchors, got assets {sorted(ctx.assets)}"
+            f"blazeface: expected an asset {p.anchors!r} with the anchors, got assets {sorted(ctx.assets)}"
         )
-    anchors = np.asarray(ctx.assets[anchors_name], np.float32)
+    anchors = np.asarray(ctx.assets[p.anchors], np.float32)
     if anchors.ndim != 2 or anchors.shape[1] != 4:
         raise ValueError(f"blazeface: expected anchors of shape (N, 4) (x_center, y_center, w, h), got {anchors.shape}")
     n = anchors.shape[0]
-    cols = 4 + 2 * num_keypoints
+    cols = 4 + 2 * p.num_keypoints
     reg = np.asarray(outputs["regressors"], np.float32)
     if reg.ndim != 3 or reg.shape[:2] != (1, n) or reg.shape[2] < cols:
         raise ValueError(
-            f"blazeface: expected 'regressors' of shape (1, {n}, {cols}) (box + {num_keypoints} "
+            f"blazeface: expected 'regressors' of shape (1, {n}, {cols}) (box + {p.num_keypoints} "
             f"keypoints per anchor), got {reg.shape}"
         )
     logits = np.asarray(outputs["scores"], np.float32)
@@ -180,26 +250,15 @@ def decode_blazeface(
         raise ValueError(
             f"blazeface: expected 'scores' of shape (1, {n}, 1) (one logit per anchor), got {logits.shape}"
         )
+    return anchors, reg, logits
 
-    # 1. Scores, thresholded before anything is decoded.
-    scores = sigmoid(np.clip(logits.reshape(n), -_LOGIT_CLIP, _LOGIT_CLIP))
-    idx = np.flatnonzero(scores >= score_threshold)
-    data: dict[str, Any] = {} if names is None else {"keypoint_names": list(names)}
-    if idx.size == 0 or max_detections == 0:
-        # Empty, but with the keypoints column, so that every frame has the same fields.
-        return Detections(
-            xyxy=np.zeros((0, 4), np.float32),
-            confidence=np.zeros(0, np.float32),
-            class_id=np.zeros(0, np.int64),
-            keypoints=np.zeros((0, num_keypoints, 3), np.float32),
-            data=data,
-        )
-    conf = scores[idx]
-    r = reg[0, idx, :cols]
-    a = anchors[idx]
+
+def _boxes_and_keypoints(
+    r: npt.NDArray[np.float32], a: npt.NDArray[np.float32], p: _Params, ctx: DecodeContext
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """The kept rows' boxes (xyxy) and keypoints (x, y), in model-input pixels."""
+    scales, num_keypoints = p.scales, p.num_keypoints
     xca, yca, wa, ha = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
-
-    # 2. Boxes and keypoints, normalized, then in model-input pixels.
     xc = r[:, 0] / scales[0] * wa + xca
     yc = r[:, 1] / scales[1] * ha + yca
     w = r[:, 2] / scales[2] * wa
@@ -213,21 +272,4 @@ def decode_blazeface(
     kxy[..., 0] = kp[..., 0] / scales[0] * wa[:, None] + xca[:, None]
     kxy[..., 1] = kp[..., 1] / scales[1] * ha[:, None] + yca[:, None]
     kxy = (kxy * size).astype(np.float32)
-
-    # 3. NMS, best first, capped.
-    if method == "weighted":
-        xyxy, conf, kxy = weighted_nms(xyxy, conf, kxy, iou_threshold)
-    else:
-        keep = nms(xyxy, conf, iou_threshold)
-        xyxy, conf, kxy = xyxy[keep], conf[keep], kxy[keep]
-    xyxy, conf, kxy = xyxy[:max_detections], conf[:max_detections], kxy[:max_detections]
-    if clip:
-        xyxy = np.clip(xyxy, 0.0, np.tile(size, 2)).astype(np.float32)
-    keypoints = np.concatenate([kxy, np.broadcast_to(conf[:, None, None], (len(conf), num_keypoints, 1))], axis=2)
-    return Detections(
-        xyxy=xyxy,
-        confidence=conf,
-        class_id=np.zeros(len(conf), np.int64),
-        keypoints=keypoints.astype(np.float32),
-        data=data,
-    )
+    return xyxy, kxy
