@@ -122,23 +122,7 @@ def run_bench(
         "quick": quick,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine_info(),
-        "config": {
-            "models": list(cfg.models),
-            "iterations": cfg.iterations,
-            "warmup": cfg.warmup,
-            "blocks": cfg.blocks,
-            "threads": list(cfg.threads),
-            "e2e_frames": cfg.e2e_frames,
-            "ledger_frames": cfg.ledger_frames,
-            "stops": cfg.stops,
-            "ingest_events": cfg.ingest_events,
-            "sustain_s": cfg.sustain_s,
-            "naive_frames": cfg.naive_frames,
-            "naive_blocks": cfg.naive_blocks,
-            "rss_frames": cfg.rss_frames,
-            "rss_events": cfg.rss_events,
-            "rss_runtimes": list(cfg.rss_runtimes),
-        },
+        "config": _config_summary(cfg),
         "frames_from": frames_from,
         "anchors_ms": {
             "imx500_mobilenet_v1": ANCHORS_MS["imx500"],
@@ -170,6 +154,27 @@ def run_bench(
     if console is not None:
         print_report(result, console)
     return result
+
+
+def _config_summary(cfg: BenchConfig) -> dict[str, Any]:
+    """What the run measured with, as the results file records it."""
+    return {
+        "models": list(cfg.models),
+        "iterations": cfg.iterations,
+        "warmup": cfg.warmup,
+        "blocks": cfg.blocks,
+        "threads": list(cfg.threads),
+        "e2e_frames": cfg.e2e_frames,
+        "ledger_frames": cfg.ledger_frames,
+        "stops": cfg.stops,
+        "ingest_events": cfg.ingest_events,
+        "sustain_s": cfg.sustain_s,
+        "naive_frames": cfg.naive_frames,
+        "naive_blocks": cfg.naive_blocks,
+        "rss_frames": cfg.rss_frames,
+        "rss_events": cfg.rss_events,
+        "rss_runtimes": list(cfg.rss_runtimes),
+    }
 
 
 __all__ = [

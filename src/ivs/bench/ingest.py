@@ -244,28 +244,7 @@ def bench_ingest_mqtt(events: int, url: str, database: str, workers: int, workdi
     broker.start()
     try:
         ports = [free_port() for _ in range(workers)]
-        mqtt_at = f"127.0.0.1:{broker.port}"
-        serve = [sys.executable, "-m", "ivs", "hub", "serve", "--db", url, "--mqtt", mqtt_at, "--group", "bench"]
-        for n, port in enumerate(ports):
-            with open(workdir / f"worker-{n}.log", "wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [*serve, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-                    )
-                )
-
-        def serving() -> bool:
-            try:
-                return all(_get(port, "/metrics") for port in ports)
-            except OSError:
-                return False
-
-        def subscribed() -> bool:
-            text = (workdir / "broker" / "mosquitto.log").read_text(errors="replace")
-            return len(set(re.findall(r"^\d+: (\S+) 1 \$share/bench/ivs/\+/frames$", text, re.MULTILINE))) == workers
-
-        _wait(serving, 120, "the hub workers to serve", procs)
-        _wait(subscribed, 60, "the hub workers to subscribe", procs)
+        _start_workers(url, broker, ports, workdir, procs)
 
         clients = []
         for sensor in sensors:
@@ -322,6 +301,36 @@ def bench_ingest_mqtt(events: int, url: str, database: str, workers: int, workdi
         publish_seconds=round(max(published) - t0, 3) if published else None,
         per_worker=per_worker,
     )
+
+
+def _start_workers(
+    url: str, broker: LocalMosquitto, ports: list[int], workdir: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """`ivs hub serve` workers on one shared subscription (added to `procs` as they start, for the
+    caller to stop whatever happens); returns once all serve and are subscribed."""
+    mqtt_at = f"127.0.0.1:{broker.port}"
+    serve = [sys.executable, "-m", "ivs", "hub", "serve", "--db", url, "--mqtt", mqtt_at, "--group", "bench"]
+    for n, port in enumerate(ports):
+        with open(workdir / f"worker-{n}.log", "wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [*serve, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
+            )
+
+    def serving() -> bool:
+        try:
+            return all(_get(port, "/metrics") for port in ports)
+        except OSError:
+            return False
+
+    def subscribed() -> bool:
+        text = (workdir / "broker" / "mosquitto.log").read_text(errors="replace")
+        found = set(re.findall(r"^\d+: (\S+) 1 \$share/bench/ivs/\+/frames$", text, re.MULTILINE))
+        return len(found) == len(ports)
+
+    _wait(serving, 120, "the hub workers to serve", procs)
+    _wait(subscribed, 60, "the hub workers to subscribe", procs)
 
 
 def bench_ingest(events: int) -> dict[str, Any]:

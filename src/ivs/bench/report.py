@@ -16,6 +16,20 @@ def _fmt(v: float) -> str:
 def print_report(result: dict[str, Any], console: Console) -> None:
     m = result["machine"]
     console.print(f"[bold]ivs bench[/] on {m['cpu']} ({m['cpus_usable']} usable CPUs); {result['seconds']} s")
+    _print_models(result, console)
+    _print_sustained(result.get("sustained") or [], console)
+    _print_naive(result.get("versus_naive") or [], console)
+    _print_live(result, console)
+    _print_footprint(result, console)
+    for key in ("mobilenet-v1", "litert", "fp32", "timing"):
+        console.print(f"[dim]note ({key}): {result['notes'][key]}[/]")
+    for s in result["skipped"]:
+        console.print(f"[dim]skipped: {s}[/]")
+    console.print("[dim]not measured yet: " + "; ".join(result["not_measured"]) + "[/]")
+
+
+def _print_models(result: dict[str, Any], console: Console) -> None:
+    """Parts a and b: model latency and its ratios, frame to detections, the ISP resize."""
     t = Table(title="a. model latency: runner.run on a prepared tensor (ms)")
     for col in ("model", "runtime", "prec", "thr", "median", "p99", "IQR", "min-max", "n", "vs IMX500", "vs Coral"):
         t.add_column(col, justify="left" if col in ("model", "runtime", "prec") else "right")
@@ -66,8 +80,10 @@ def print_report(result: dict[str, Any], console: Console) -> None:
             + f"; ivs vs one INTER_AREA: mean {rz['vs_single_area']['mean_abs']} grey levels, "
             f"p99 {rz['vs_single_area']['p99_abs']}"
         )
-    _print_sustained(result.get("sustained") or [], console)
-    _print_naive(result.get("versus_naive") or [], console)
+
+
+def _print_live(result: dict[str, Any], console: Console) -> None:
+    """Parts d and e: the safety stop and delivery latency, hub ingest."""
     for safety in (result.get("safety_stop"), result.get("safety_stop_normal")):
         if safety is None:
             continue
@@ -101,6 +117,10 @@ def print_report(result: dict[str, Any], console: Console) -> None:
                 f"[bold]e. hub ingest[/] {r['path']} into {r['database']}: {r['events']:,} events in batches of "
                 f"{r['batch']:,}, {r['events_per_s']:,} events/s (target {ingest['target_events_per_s']:,.0f})"
             )
+
+
+def _print_footprint(result: dict[str, Any], console: Console) -> None:
+    """Parts f and g: data reduction and memory."""
     red = result["data_reduction"]
     if red is not None:
         console.print(
@@ -125,11 +145,6 @@ def print_report(result: dict[str, Any], console: Console) -> None:
     for p in mem.get("processes", []):
         idle = f" ({p['peak_rss_idle_mib']} MiB idle after start)" if "peak_rss_idle_mib" in p else ""
         console.print(f"[bold]g. memory[/]: {p['process']} peak RSS {p['peak_rss_mib']} MiB{idle}: {p['what']}")
-    for key in ("mobilenet-v1", "litert", "fp32", "timing"):
-        console.print(f"[dim]note ({key}): {result['notes'][key]}[/]")
-    for s in result["skipped"]:
-        console.print(f"[dim]skipped: {s}[/]")
-    console.print("[dim]not measured yet: " + "; ".join(result["not_measured"]) + "[/]")
 
 
 def _sustained_cells(r: dict[str, Any]) -> list[str]:
