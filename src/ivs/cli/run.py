@@ -87,21 +87,25 @@ def run(
     except IvsError as err:
         raise fail(str(err), 2) from None
     sensor = built.sensor
-    if metrics_port is not None:
-        from ivs.metrics import serve_metrics
-
-        try:
-            serve_metrics(sensor, metrics_port)
-        except OSError as err:
-            built.close()
-            raise fail(
-                f"--metrics-port {metrics_port}: cannot listen ({err.strerror}): expected a free port", 2
-            ) from None
+    _serve_metrics(built, metrics_port)
     view.start(sensor, out)
     error = _run_until_stopped(built, view)
     print_summary(view.console, sensor)
     if error is not None:
         raise fail(str(error), 1)
+
+
+def _serve_metrics(built: Any, port: int | None) -> None:
+    """Prometheus /metrics on 127.0.0.1:`port` (None: not served)."""
+    if port is None:
+        return
+    from ivs.metrics import serve_metrics
+
+    try:
+        serve_metrics(built.sensor, port)
+    except OSError as err:
+        built.close()
+        raise fail(f"--metrics-port {port}: cannot listen ({err.strerror}): expected a free port", 2) from None
 
 
 def _run_until_stopped(built: Any, view: Any) -> IvsError | None:
