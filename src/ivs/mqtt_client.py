@@ -20,28 +20,38 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ivs.errors import ConfigError
+from ivs.errors import ConfigError, IvsError
 
 _CA_HINT = "e.g. ca.pem from `ivs hub certs`"
+
+
+class MqttError(IvsError):
+    """Something about an MQTT client's connection to its broker."""
+
+
+class MqttSetupError(MqttError, ConfigError):
+    """A setting with which the connection cannot work, and retrying will not help: a TLS file
+    that cannot be used, a broker certificate that does not verify, a listener that does not
+    speak TLS, a broker that wants a client certificate. A `ConfigError` too."""
 
 
 def tls_context(ca: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
     """A client context that trusts only the CA certificates in `ca` (the system's are not
     consulted), checks the broker's host name, and presents `cert` (with `key`, or a key inside
-    `cert`) when given. ConfigError naming the file that cannot be used."""
+    `cert`) when given. MqttSetupError naming the file that cannot be used."""
     if key is not None and cert is None:
-        raise ConfigError(f"MQTT client key {key} without a certificate: expected the client certificate too")
+        raise MqttSetupError(f"MQTT client key {key} without a certificate: expected the client certificate too")
     try:
         context = ssl.create_default_context(cafile=ca)
     except FileNotFoundError:
-        raise ConfigError(f"MQTT CA file {ca}: no such file: expected a CA certificate (PEM), {_CA_HINT}") from None
+        raise MqttSetupError(f"MQTT CA file {ca}: no such file: expected a CA certificate (PEM), {_CA_HINT}") from None
     except (OSError, ssl.SSLError) as err:
-        raise ConfigError(f"MQTT CA file {ca}: {err}: expected a CA certificate (PEM), {_CA_HINT}") from None
+        raise MqttSetupError(f"MQTT CA file {ca}: {err}: expected a CA certificate (PEM), {_CA_HINT}") from None
     if cert is not None:
         try:
             context.load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as err:
-            raise ConfigError(
+            raise MqttSetupError(
                 f"MQTT client certificate {cert}" + (f" / key {key}" if key else "") + f": {err}:"
                 " expected a PEM certificate and its key, e.g. devices/NAME.pem and .key from `ivs hub certs --device`"
             ) from None
@@ -103,7 +113,7 @@ class MqttSettings:
     def client(self, client_id: str, *, clean_session: bool = True, max_delay: int = 30) -> mqtt.Client:
         """A paho client with these credentials and TLS, reconnecting with backoff (1 to
         `max_delay` s): the one way sinks, `ivs.consumer.Consumer` and the hub's ingest make theirs.
-        ConfigError when a TLS file cannot be used."""
+        MqttSetupError when a TLS file cannot be used."""
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session
         )

@@ -31,10 +31,9 @@ import paho.mqtt.client as mqtt
 from sqlalchemy.exc import SQLAlchemyError
 
 from ivs.consumer import Consumer, Message
-from ivs.errors import ConfigError
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.store import Store, check_message, check_name
-from ivs.mqtt_client import MqttSettings, tls_context, tls_problem
+from ivs.mqtt_client import MqttSettings, MqttSetupError, tls_context, tls_problem
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class MqttIngest:
         self.last_error: str | None = None
         why = self._tls_problem()  # before any thread starts: a wrong CA is a setup error, said at once
         if why is not None:
-            raise ConfigError(why)
+            raise MqttSetupError(why)
         self.store, self.metrics = store, metrics
         self.batch_size, self.batch_wait_s = batch_size, batch_wait_s
         self.max_payload = max_payload
