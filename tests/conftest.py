@@ -94,3 +94,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'hub.sqlite'}"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runtime_choice_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`--runtime auto` remembers its choice (ivs.runtime.choice): the tests' in a folder of
+    their own (the processes they start inherit it), never the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("ivs-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IVS_CACHE_DIR", str(folder))
+        yield folder

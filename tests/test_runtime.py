@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 
 import numpy as np
 import pytest
@@ -34,11 +34,45 @@ def test_runtimes_agree_on_a_real_image():
 
 def test_auto_times_each_runtime_and_keeps_the_fastest(caplog):
     with caplog.at_level(logging.INFO, logger="ivs.runtime"):
-        model = load_model("classifier", runtime="auto")
-    timings = dict(re.findall(r"runtime auto: (\w+) ([\d.]+) ms", caplog.text))
+        model = load_model("classifier", runtime="auto", retime=True)
+    assert model.choice is not None and not model.choice.remembered
+    timings = model.choice.medians_ms
     assert set(timings) == {"onnxruntime", "openvino"}
-    fastest = min(timings, key=lambda k: float(timings[k]))
-    assert model.runner.name == fastest
+    assert model.runner.name == model.choice.runtime == min(timings, key=lambda k: timings[k])
+    assert f"runtime auto: {model.runner.name} (timed now:" in caplog.text
+    model.close()
+
+
+def test_auto_remembers_its_choice_per_network_and_machine(tmp_path, monkeypatch):
+    """The same command twice gets the same runtime: the second load takes the remembered one
+    without timing (whatever the load on the machine then); --retime times again."""
+    monkeypatch.setenv("IVS_CACHE_DIR", str(tmp_path))
+    first = load_model("classifier", runtime="auto")
+    assert first.choice is not None and not first.choice.remembered
+    saved = json.loads((tmp_path / "runtime-choice.json").read_text())
+    ((key, entry),) = saved.items()
+    assert entry["runtime"] == first.runner.name and set(entry["medians_ms"]) == {"onnxruntime", "openvino"}
+    assert f":t{2}:" in key and "onnxruntime=" in key and "openvino=" in key
+    # Another runtime written in as the remembered one is what the next load takes: no timing.
+    other = {"onnxruntime": "openvino", "openvino": "onnxruntime"}[first.runner.name]
+    (tmp_path / "runtime-choice.json").write_text(json.dumps({key: {**entry, "runtime": other}}))
+    second = load_model("classifier", runtime="auto")
+    assert second.choice is not None and second.choice.remembered
+    assert second.runner.name == other and "remembered from" in second.choice.describe()
+    third = load_model("classifier", runtime="auto", retime=True)
+    assert third.choice is not None and not third.choice.remembered
+    for m in (first, second, third):
+        m.close()
+
+
+def test_an_unreadable_choice_file_costs_a_timing_not_the_load(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("IVS_CACHE_DIR", str(tmp_path))
+    (tmp_path / "runtime-choice.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="ivs.runtime"):
+        model = load_model("classifier", runtime="auto")
+    assert model.choice is not None and not model.choice.remembered
+    assert "ignoring" in caplog.text and "timed again" in caplog.text
+    assert json.loads((tmp_path / "runtime-choice.json").read_text())  # rewritten whole
     model.close()
 
 
@@ -49,11 +83,11 @@ def test_litert_refuses_onnx_with_the_reason():
 
 def test_auto_includes_litert_for_a_tflite_package(caplog):
     """face-litert is TFLite: LiteRT and OpenVINO both read it, and auto times both."""
-    with caplog.at_level(logging.INFO, logger="ivs.runtime"):
-        model = load_model("face-litert", runtime="auto")
-    timings = dict(re.findall(r"runtime auto: (\w+) ([\d.]+) ms", caplog.text))
+    model = load_model("face-litert", runtime="auto", retime=True)
+    assert model.choice is not None
+    timings = model.choice.medians_ms
     assert set(timings) == {"litert", "openvino"}
-    assert model.runner.name == min(timings, key=lambda k: float(timings[k]))
+    assert model.runner.name == min(timings, key=lambda k: timings[k])
     model.close()
     with pytest.raises(ModelError, match="runtime 'onnxruntime' cannot run this model: it cannot read tflite"):
         load_model("face-litert", runtime="onnxruntime")

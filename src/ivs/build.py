@@ -50,6 +50,8 @@ class RunOptions:
     """DEVELOPMENT ONLY: load unsigned packages."""
     watch: bool = True
     """Hot-swap the model when its package file is replaced."""
+    retime: bool = False
+    """`runtime: auto`: time the runtimes again instead of taking the remembered choice."""
     ledger_period_s: float | None = 60.0
     """Send a `ledger` event this often (None: never)."""
     sinks: Sequence[Sink] = ()
@@ -107,7 +109,7 @@ def build_sensor(config: SensorConfig, options: RunOptions | None = None) -> Bui
         if on_sensor:  # the network runs on the IMX500; the package gives decoder and labels
             return load_sensor_model(path, roi=region, keyring=ring, allow_unsigned=options.allow_unsigned)
         return load_model(path, runtime=mc.runtime, roi=region, tiles=mc.tiles, threads=mc.threads, keyring=ring,
-                          allow_unsigned=options.allow_unsigned)  # fmt: skip
+                          allow_unsigned=options.allow_unsigned, retime=options.retime)  # fmt: skip
 
     package = resolve(mc.name)
     model = load(package)

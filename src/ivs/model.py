@@ -20,8 +20,9 @@ from ivs.package.manifest import Manifest
 from ivs.package.reader import Package, read_package
 from ivs.package.signing import Keyring
 from ivs.package.zoo import resolve
-from ivs.runtime import load_runner
+from ivs.runtime import choose, create
 from ivs.runtime.base import Runner
+from ivs.runtime.choice import Choice
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Model:
     isp: Isp
     _decoder: decode.Decoder
     _ctx: decode.DecodeContext
+    choice: Choice | None = None
+    """How `--runtime auto` chose the runner (None: the runtime was named, or only one reads it)."""
 
     @property
     def manifest(self) -> Manifest:
@@ -97,8 +100,11 @@ def load_model(
     threads: int | None = None,
     keyring: Keyring | None = None,
     allow_unsigned: bool = False,
+    retime: bool = False,
 ) -> Model:
-    """Resolve a zoo name or package path, verify it, and make it runnable."""
+    """Resolve a zoo name or package path, verify it, and make it runnable. `runtime="auto"`:
+    the runtime remembered for this network on this machine, else the fastest, timed now
+    (`retime`: time again; `ivs.runtime.choice`)."""
     package = read_package(resolve(str(model)), keyring, allow_unsigned=allow_unsigned)
     m = package.manifest
     if threads is None:
@@ -109,14 +115,16 @@ def load_model(
     isp = Isp(m.input, roi, tiles)
     sample = Isp(m.input).process(np.zeros((m.input.height, m.input.width, 3), np.uint8)).tensor
     weights = package.members[m.model.weights] if m.model.weights else None
-    runner = load_runner(runtime, package.model_bytes, m.model.format, m.input.name, sample, threads, weights)
+    name, how = choose(runtime, package.model_bytes, m.model.format, m.input.name, sample, threads, weights,
+                       retime=retime)  # fmt: skip
+    runner = create(name, package.model_bytes, m.model.format, m.input.name, threads, weights)
     missing = set(m.outputs.values()) - set(runner.run(sample))
     if missing:
         raise ModelError(
             f"model {m.name}: outputs {sorted(missing)} named in the manifest are not produced by the network"
         )
     ctx = decode.DecodeContext(m.input.width, m.input.height, package.assets())
-    return Model(package, runner, isp, decode.get(m.decoder.name), ctx)
+    return Model(package, runner, isp, decode.get(m.decoder.name), ctx, how)
 
 
 def merge_tiles(parts: list[Detections], inputs: list[IspOutput], iou_threshold: float) -> Detections:

@@ -51,6 +51,8 @@ class RunView:
         m, runner = sensor.model.manifest, sensor.model.runner.name
         if m.notice:
             self.console.print(f"[yellow]note: {m.name}: {m.notice}[/]")
+        if sensor.model.choice is not None:  # which runtime `auto` took, and whether it was remembered
+            self.console.print(Text(sensor.model.choice.describe(), style="dim"), soft_wrap=True)
         self.console.print(
             f"[bold]ivs[/] sensor [cyan]{sensor.sensor_id}[/]: {sensor.source.id} -> {m.name} {m.version} "
             f"({runner}, {m.model.precision}), mode {sensor.mode}" + (f", metadata -> {out}" if out else "")

@@ -61,6 +61,9 @@ def run(
     sensor_id: Annotated[str, typer.Option(help="This sensor's id in every record.")] = "ivs",
     keyring: Annotated[Path | None, typer.Option(help="Folder of trusted .pub keys (default: the zoo key).")] = None,
     allow_unsigned: Annotated[bool, typer.Option(help="DEVELOPMENT ONLY: load unsigned packages.")] = False,
+    retime: Annotated[
+        bool, typer.Option(help="runtime auto: time the runtimes again instead of the remembered choice.")
+    ] = False,
     watch: Annotated[bool, typer.Option(help="Hot-swap when the package file is replaced (and on SIGHUP).")] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-frame lines on the console.")] = False,
     metrics_port: Annotated[
@@ -79,7 +82,7 @@ def run(
                               "will run. Development only.[/]")  # fmt: skip
         view = RunView(quiet=quiet, to_stdout=out == "-", has_apps=bool(cfg.apps))
         options = RunOptions(
-            mode=mode, artifacts=artifacts, allow_unsigned=allow_unsigned, watch=watch,  # type: ignore[arg-type]
+            mode=mode, artifacts=artifacts, allow_unsigned=allow_unsigned, watch=watch, retime=retime,  # type: ignore[arg-type]
             ledger_period_s=60.0 if config is not None else None, sinks=view.sinks(), on_record=view.on_record,
             on_message=view.say,
         )  # fmt: skip

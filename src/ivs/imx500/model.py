@@ -183,7 +183,7 @@ def from_package(
         raise ModelError(f"model {m.name} on the IMX500: output roles {list(roles)}: expected distinct role names")
     sensor_region(m.input, None, m.input.width, m.input.height)  # refuses what the sensor cannot do
     ctx = decode.DecodeContext(m.input.width, m.input.height, package.assets())
-    return SensorModel(package, SensorRunner(), Isp(m.input, roi), fn, ctx, roles, dict(params))
+    return SensorModel(package, SensorRunner(), Isp(m.input, roi), fn, ctx, output_roles=roles, params=dict(params))
 
 
 def load_sensor_model(

@@ -10,7 +10,9 @@ from typing import Any, Literal
 import numpy as np
 
 from ivs.errors import ModelError
+from ivs.runtime import choice
 from ivs.runtime.base import Runner
+from ivs.runtime.choice import Choice
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,28 @@ def load_runner(
     sample: np.ndarray[Any, Any],
     threads: int = 2,
     weights: bytes | None = None,
+    *,
+    retime: bool = False,
 ) -> Runner:
-    """Create the asked runner; for "auto", time each available one briefly and keep the fastest."""
+    """Create the asked runner; for "auto", the fastest installed one (see `choose`)."""
+    name, _ = choose(runtime, model, model_format, input_name, sample, threads, weights, retime=retime)
+    return create(name, model, model_format, input_name, threads, weights)
+
+
+def choose(
+    runtime: str,
+    model: bytes,
+    model_format: str,
+    input_name: str,
+    sample: np.ndarray[Any, Any],
+    threads: int = 2,
+    weights: bytes | None = None,
+    *,
+    retime: bool = False,
+) -> tuple[str, Choice | None]:
+    """The runtime to create, and for "auto" how it was chosen: remembered for this network on
+    this machine (`ivs.runtime.choice`), or timed now (each installed runner briefly, the
+    fastest kept and remembered; `retime` times again even when one is remembered)."""
     candidates = available(model_format)
     if runtime != "auto":
         if runtime not in _FORMATS:
@@ -76,18 +98,23 @@ def load_runner(
                 else f"the {_MODULES[runtime]} package is not installed"
             )
             raise ModelError(f"runtime {runtime!r} cannot run this model: {why}; expected one of {candidates}")
-        return create(runtime, model, model_format, input_name, threads, weights)
+        return runtime, None
     if not candidates:
         raise ModelError(f"no installed runtime reads {model_format} models")
     if len(candidates) == 1:
-        return create(candidates[0], model, model_format, input_name, threads, weights)
+        return candidates[0], None
+    choice_key = choice.key(model, weights, model_format, threads, candidates)
+    remembered = None if retime else choice.recall(choice_key)
+    if remembered is not None and remembered.runtime in candidates:
+        log.info("%s", remembered.describe())
+        return remembered.runtime, remembered
     medians = _time_in_child(candidates, model, model_format, input_name, sample, threads, weights)
     if medians is None:  # no child process here: time them in this one (RSS keeps every runtime loaded)
         medians = time_runners(candidates, model, model_format, input_name, sample, threads, weights)
-    for name, median in medians.items():
-        log.info("runtime auto: %s %.2f ms", name, median * 1e3)
     fastest = min(medians, key=lambda n: medians[n])
-    return create(fastest, model, model_format, input_name, threads, weights)
+    made = choice.remember(choice_key, fastest, medians)
+    log.info("%s", made.describe())
+    return fastest, made
 
 
 def time_runners(
