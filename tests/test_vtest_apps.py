@@ -45,8 +45,7 @@ class Probe:
         return []
 
 
-@pytest.fixture(scope="module")
-def run(vtest):
+def run_clip(vtest, runtime: str):
     """The whole clip through the person detector (3x2 tiles: the walkers are small), the
     tracker, a counting line and a zone, as `ivs run --config` would."""
     (x1, y1), (x2, y2) = COUNTS["line"]["p1"], COUNTS["line"]["p2"]
@@ -69,10 +68,29 @@ def run(vtest):
             pass
 
     sink = Events()
-    model = load_model("person", runtime="onnxruntime", tiles=(3, 2))
+    model = load_model("person", runtime=runtime, tiles=(3, 2))
     Sensor(open_source(str(vtest)), model, [sink], fps=0, apps=[line, zone, probe], emit_frames=False).run()
     model.close()
-    return sink.counts, probe
+    return sink.counts, probe, zone
+
+
+@pytest.fixture(scope="module")
+def run(vtest):
+    counts, probe, _ = run_clip(vtest, "onnxruntime")
+    return counts, probe
+
+
+@pytest.mark.slow
+def test_the_apps_totals_are_the_same_on_onnxruntime_and_openvino(vtest):
+    """Their boxes differ in the last digits; what the apps conclude must not."""
+    (a, _, zone_a), (b, _, zone_b) = run_clip(vtest, "onnxruntime"), run_clip(vtest, "openvino")
+    totals = [{d: sum(1 for c in counts if c.direction == d) for d in ("in", "out")} for counts in (a, b)]
+    assert totals[0] == totals[1] == COUNTS["totals"]
+    assert zone_a.entered == zone_b.entered
+    # ... and the same crossings, within a second (10 frames) of each other: a box edge a pixel
+    # apart crosses the hysteresis band a few frames earlier or later.
+    pairs = list(zip(sorted((c.frame, c.direction) for c in a), sorted((c.frame, c.direction) for c in b), strict=True))
+    assert all(da == db and abs(fa - fb) <= 10 for (fa, da), (fb, db) in pairs), pairs
 
 
 def match_crossings(counts: list[Count], tolerance: int = 10) -> tuple[int, int]:
