@@ -121,3 +121,11 @@ def test_ivs_run_on_the_street_video_sends_what_its_own_records_imply(tmp_path: 
             expected.append((r["frame"], "crowded" if crowded else "crowd_clear", n))
     assert got == expected
     assert len(got) >= 2, "the street gets crowded and clears at least once in 30 s"
+
+
+def test_the_console_line_of_each_event() -> None:
+    app = Crowding("queue", ZONE, crowded_at=2, clear_at=0, hold_frames=1, clear_frames=1)
+    (crowded,) = app.update(frame(1, 3))
+    (cleared,) = app.update(frame(4, 0))
+    assert app.describe(crowded) == "CROWDED: 3 in the zone (at 2 or more)"
+    assert app.describe(cleared) == "clear: 0 in the zone after 0.3 s crowded"

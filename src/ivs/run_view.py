@@ -11,6 +11,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ivs.apps.registry import AppBase
+from ivs.events import kind_of
 from ivs.records import FrameRecord
 from ivs.sensor import Sensor
 
@@ -23,14 +25,20 @@ class RunView:
         self.live = Live(console=self.console, refresh_per_second=4, transient=True)
         self.quiet, self.to_stdout, self.has_apps = quiet, to_stdout, has_apps
         self.sensor: Sensor | None = None
+        self._apps: dict[str, AppBase] = {}
 
     def sinks(self) -> list[Any]:
         """The apps' events on the console as they happen (not with -q, nor with stdout taken)."""
         return [self] if self.has_apps and not self.quiet and not self.to_stdout else []
 
     def write(self, message: Any) -> None:
-        if not isinstance(message, FrameRecord):
-            self.console.print(describe_event(message), highlight=False)
+        if isinstance(message, FrameRecord):
+            return
+        app = self._apps.get(message.app)
+        own = app.describe(message) if app is not None else None  # an app may say its events itself
+        if own is not None:
+            own = f"frame {message.frame:6d}  {kind_of(message):<10s} {message.app}: {own}"
+        self.console.print(own or describe_event(message), highlight=False)
 
     def close(self) -> None:
         pass
@@ -48,6 +56,7 @@ class RunView:
 
     def start(self, sensor: Sensor, out: str | None) -> None:
         self.sensor = sensor
+        self._apps = {a.name: a for a in sensor.apps if isinstance(a, AppBase)}
         m, runner = sensor.model.manifest, sensor.model.runner.name
         if m.notice:
             self.console.print(f"[yellow]note: {m.name}: {m.notice}[/]")

@@ -72,6 +72,13 @@ class Crowding(AppBase):
     def ha_entities(self) -> list[Entity]:
         return [Entity.binary("crowded", "crowded", self.crowded, "problem")]
 
+    def describe(self, event: Event) -> str | None:
+        if isinstance(event, Crowded):
+            return f"CROWDED: {event.count} in the zone (at {event.threshold} or more)"
+        if isinstance(event, CrowdCleared):
+            return f"clear: {event.count} in the zone after {event.crowded_s:.1f} s crowded"
+        return None
+
     def ha_states(self, event: Event) -> dict[str, str]:
         if isinstance(event, Crowded):
             return {"crowded": "ON"}

@@ -115,6 +115,10 @@ class AppBase:
         """The entity states (by key) an event of this app changes."""
         return {}
 
+    def describe(self, event: Event) -> str | None:
+        """One human line for an event of this app (`ivs run`'s console); None: the generic one."""
+        return None
+
 
 S = TypeVar("S", bound=AppSettings)
 Factory = Callable[[Any, AppEnv], App]
