@@ -57,22 +57,6 @@ def create(
     raise ModelError(f"unknown runtime {name!r}: expected auto, onnxruntime, openvino or litert")
 
 
-def load_runner(
-    runtime: str,
-    model: bytes,
-    model_format: str,
-    input_name: str,
-    sample: np.ndarray[Any, Any],
-    threads: int = 2,
-    weights: bytes | None = None,
-    *,
-    retime: bool = False,
-) -> Runner:
-    """Create the asked runner; for "auto", the fastest installed one (see `choose`)."""
-    name, _ = choose(runtime, model, model_format, input_name, sample, threads, weights, retime=retime)
-    return create(name, model, model_format, input_name, threads, weights)
-
-
 def choose(
     runtime: str,
     model: bytes,
