@@ -76,7 +76,7 @@ def run(
 
     try:
         cfg, out = _run_config(config, source, model, roi, tiles, fps, max_frames, out, runtime, threads,
-                               classify_with, sensor_id, keyring, mode)  # fmt: skip
+                               classify_with, sensor_id, keyring)  # fmt: skip
         if allow_unsigned:
             err_console.print("[bold yellow]WARNING: --allow-unsigned: unsigned or untrusted model packages "
                               "will run. Development only.[/]")  # fmt: skip
@@ -145,17 +145,13 @@ def _run_config(
     classify_with: str | None,
     sensor_id: str,
     keyring: Path | None,
-    mode: str,
 ) -> tuple[Any, str | None]:
     """The sensor `ivs run` builds, as a `SensorConfig`: the YAML file's with the flags that
     override it, or one made of the flags; and where its metadata goes ("-": stdout)."""
     from ivs.assemble import check_file
-    from ivs.build import MODES
     from ivs.config import JsonlSinkConfig, ModelConfig, SensorConfig, SourceConfig
     from ivs.isp import Roi
 
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     if max_frames is not None and max_frames <= 0:
