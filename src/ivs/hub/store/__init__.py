@@ -59,7 +59,7 @@ from ivs.errors import ConfigError
 from ivs.hub.store.deploys import DeployStore
 from ivs.hub.store.devices import DeviceStore
 from ivs.hub.store.infos import Assignment, DeployReport, DeviceInfo, PackageInfo, SensorInfo
-from ivs.hub.store.messages import MessageStore, check_message, message_kind
+from ivs.hub.store.messages import check_message, message_kind
 from ivs.hub.store.schema import (
     _SCHEMA_LOCK,
     MAX_NAME,
@@ -75,7 +75,7 @@ from ivs.hub.store.schema import (
 )
 
 
-class Store(DeviceStore, MessageStore, DeployStore):
+class Store(DeviceStore, DeployStore):
     """The hub's database, safe to share between threads (one engine, a connection pool).
 
     url: `sqlite:///path` (or `sqlite://` for an in-memory database) or `postgresql://...`.

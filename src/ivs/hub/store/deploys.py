@@ -2,40 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import time
-from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    Engine,
     select,
 )
 from sqlalchemy.orm import Session
 
 from ivs.hub.store.infos import _PACKAGE_INFO, _SHA256_RE, Assignment, DeployReport, PackageInfo, _package_info, _report
+from ivs.hub.store.messages import MessageStore
 from ivs.hub.store.schema import MAX_NAME, AssignmentRow, DeployReportRow, Device, HubError, HubNotFound, PackageRow
 
 
-class DeployStore:
-    """The store's deploy methods (`Store` has them)."""
-
-    engine: Engine
-    dialect: str
-    _write_lock: contextlib.AbstractContextManager[Any]
-
-    if TYPE_CHECKING:  # MessageStore's, which `Store` has too
-
-        def set_sensor(
-            self,
-            sensor_id: str,
-            *,
-            online: bool | None = None,
-            model: str | None = None,
-            version: str | None = None,
-            seen: bool = True,
-        ) -> None: ...
+class DeployStore(MessageStore):
+    """The store's deploy methods (`Store` has them); reporting a deploy also updates the
+    sensors table (`MessageStore.set_sensor`)."""
 
     def add_package(
         self, data: bytes, *, name: str, version: str, signed_by: str | None = None, problem: str | None = None
