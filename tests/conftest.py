@@ -13,6 +13,7 @@ import pytest
 
 from ivs.localnet import LocalPostgres
 from ivs.model import Model, load_model
+from tests.processes import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT / ".cache" / "media"
@@ -104,3 +105,12 @@ def runtime_choice_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("IVS_CACHE_DIR", str(folder))
         yield folder
+
+
+@pytest.fixture()
+def procs() -> Iterator[list[Proc]]:
+    """Every process a test starts (tests.processes.Proc) is killed at its end, whatever happened."""
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        p.close()

@@ -41,56 +41,11 @@ from ivs.sources.camera import CameraSource
 from ivs.sources.reconnect import Outages, Reconnect, reopen
 from ivs.sources.synthetic import SyntheticSource
 from ivs.sources.video import VideoSource
+from tests.processes import Proc, ivs
 from tests.stream_server import make_clip
 from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Proc:
-    """A child process (an `ivs` command or a test server), its stderr kept in a file (a pipe
-    nobody reads could fill and stall it)."""
-
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.log = log
-        self._err = log.open("w")
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=self._err, env={**os.environ, **(env or {})}, cwd=ROOT
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill9(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def interrupt(self, timeout: float = 60) -> int:
-        """Ctrl-C, as a user stops a sensor; its exit status."""
-        self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout)
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._err.close()
-
-
-@pytest.fixture()
-def procs() -> Iterator[list[Proc]]:
-    """Every process a test starts is killed at its end, whatever happened."""
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.close()
-
-
-def ivs(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ivs", *args]
 
 
 def sensor_yaml(path: Path, sensor: str, sinks: str, source: str = "synthetic:160x120@20", extra: str = "") -> Path:
@@ -212,14 +167,14 @@ def test_broker_kill_9_and_restart_loses_nothing_and_duplicates_nothing(
 
         broker.start()  # the same port
         wait_for(lambda: max(got.seqs("brk")) > before + 40, timeout=60, what="traffic after the restart")
-        assert sensor.interrupt() == 0, sensor.stderr()
+        assert sensor.interrupt() == 0, sensor.output()
         waiting, last = outbox_state(outbox)
         assert waiting == [], "a clean stop delivers everything"
         wait_for(lambda: len(got.seqs("brk")) >= last, timeout=30, what=f"all {last} messages")
         drained(broker, got)
         seqs = got.seqs("brk")
         assert sorted(seqs) == list(range(1, last + 1)), "every message arrived, each once after deduplication"
-        assert "MQTT connection lost" in sensor.stderr()
+        assert "MQTT connection lost" in sensor.output()
     finally:
         consumer.close()
 
@@ -233,7 +188,7 @@ def start_hub(db: Path, port: int, log: Path) -> Proc:
         wait_for(lambda: listening(port), timeout=60, what="the hub to listen", procs=[hub.proc])
     except AssertionError:
         hub.close()
-        raise AssertionError(f"the hub did not start: {hub.stderr()}") from None
+        raise AssertionError(f"the hub did not start: {hub.output()}") from None
     return hub
 
 
@@ -264,18 +219,18 @@ def test_hub_kill_9_during_ingest_and_restart_stores_every_message_once(tmp_path
     hub.kill9()  # mid-stream: batches in flight are never answered
     at_crash = len(stored(db, "cam-h"))
     # The sensor sees the hub gone and keeps committing to its outbox meanwhile.
-    wait_for(lambda: "no answer" in sensor.stderr(), timeout=30, what="the hub's absence noticed", procs=[sensor.proc])
+    wait_for(lambda: "no answer" in sensor.output(), timeout=30, what="the hub's absence noticed", procs=[sensor.proc])
     wait_for(lambda: len(outbox_state(outbox)[0]) >= 20, timeout=60, what="a backlog", procs=[sensor.proc])
     hub = start_hub(db, port, tmp_path / "hub2.log")  # the same port and database
     procs.append(hub)
     wait_for(lambda: len(stored(db, "cam-h")) > at_crash + 40, timeout=60, what="ingest after the restart")
-    assert sensor.interrupt() == 0, sensor.stderr()
+    assert sensor.interrupt() == 0, sensor.output()
 
     waiting, last = outbox_state(outbox)
     assert waiting == [], "every message was acknowledged by the hub"
     rows = stored(db, "cam-h")
     assert [seq for seq, _, _ in rows] == list(range(1, last + 1)), "every message stored, each exactly once"
-    assert "no answer" in sensor.stderr(), "the sensor saw the hub go away"
+    assert "no answer" in sensor.output(), "the sensor saw the hub go away"
 
 
 @pytest.mark.slow
@@ -296,7 +251,7 @@ def test_sensor_kill_9_keeps_its_outbox_and_continues_its_sequence(tmp_path: Pat
     second = Proc(ivs("run", "--config", str(cfg), "-q"), tmp_path / "second.log", env=env)
     procs.append(second)
     wait_for(lambda: len(stored(db, "cam-k")) >= last_before + 40, timeout=90, what="the backlog and new messages")
-    assert second.interrupt() == 0, second.stderr()
+    assert second.interrupt() == 0, second.output()
 
     waiting, last = outbox_state(outbox)
     assert waiting == []
@@ -367,15 +322,15 @@ def test_disk_full_under_the_outbox_is_said_counted_and_recovered_from(
         filler = fill(small_fs)
         lost = "ivs_sensor_outbox_write_failures_total"
         wait_for(lambda: metric(scrape(metrics_port), lost) >= 20, timeout=30, what="failed writes to be counted")
-        assert sensor.alive(), sensor.stderr()
-        assert "database or disk is full" in sensor.stderr()
+        assert sensor.alive(), sensor.output()
+        assert "database or disk is full" in sensor.output()
 
         filler.unlink()  # space returns
         seen = max(got.seqs("full"))
         wait_for(lambda: max(got.seqs("full")) > seen + 40, timeout=30, what="delivery after space returned")
         failures = metric(scrape(metrics_port), lost)
-        assert sensor.interrupt() == 0, sensor.stderr()
-        log = " ".join(sensor.stderr().split())
+        assert sensor.interrupt() == 0, sensor.output()
+        log = " ".join(sensor.output().split())
         assert "cannot store a message (database or disk is full): expected a writable file with free space" in log
 
         with contextlib.closing(read_only(outbox)) as c:
@@ -534,14 +489,14 @@ def test_a_network_stream_that_drops_is_reopened_and_the_gap_reported(
     server.kill9()  # the camera's server dies: the connection drops
     # It comes back only after the sensor tried, and failed, to reopen it twice (backoff 0.5 s, 1 s).
     wait_for(
-        lambda: sensor.stderr().count("reopen failed") >= 2, timeout=30, what="two failed reopens", procs=[sensor.proc]
+        lambda: sensor.output().count("reopen failed") >= 2, timeout=30, what="two failed reopens", procs=[sensor.proc]
     )
     server = Proc(serve, tmp_path / "server2.log")  # ... and comes back on the same port
     procs.append(server)
     wait_for(lambda: any(m.get("kind") == "gap" for m in lines()), timeout=30, what="the gap event")
     n = len(lines())
     wait_for(lambda: len(lines()) >= n + 20, timeout=30, what="frames after the gap")
-    assert sensor.interrupt() == 0, sensor.stderr()
+    assert sensor.interrupt() == 0, sensor.output()
 
     messages = lines()
     (gap,) = [m for m in messages if m.get("kind") == "gap"]
@@ -558,7 +513,7 @@ def test_a_network_stream_that_drops_is_reopened_and_the_gap_reported(
     assert after["time"] == gap["time"] >= gap["end"], "sent with the first frame processed after the outage"
     pts = [f["pts"] for f in frames]
     assert all(b > a for a, b in pairwise(pts)), "the stream clock continues too"
-    assert "1 source outages" in " ".join(sensor.stderr().split())
+    assert "1 source outages" in " ".join(sensor.output().split())
 
 
 # 6. A damaged video

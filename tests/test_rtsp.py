@@ -13,11 +13,8 @@ reconnect and exactly one `gap` event; a server that keeps the session up but se
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ from typing import Any
 import pytest
 
 from ivs.localnet import free_port
+from tests.processes import Proc, ivs
 from tests.stream_server import make_clip
 from tests.waiting import wait_for
 
@@ -48,39 +46,9 @@ def clip(vtest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(vtest, tmp_path_factory.mktemp("rtsp") / "vtest.ts", frames=10_000, fps=FPS)
 
 
-class Proc:
-    """A child process, its stderr (and stdout) kept in a file a test can read while it runs."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        self._out = log.open("w")
-        self.proc = subprocess.Popen(args, stdout=self._out, stderr=subprocess.STDOUT, cwd=ROOT)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def kill9(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._out.close()
-
-
-@pytest.fixture()
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        p.close()
-
-
 def rtsp_server(clip: Path, port: int, log: Path, *extra: str) -> Proc:
     server = Proc([SYSTEM_PYTHON, str(ROOT / "tests" / "rtsp_server.py"), str(clip), str(port), *extra], log)
-    wait_for(lambda: "listening" in server.text(), what="the RTSP server to listen", procs=[server.proc])
+    wait_for(lambda: "listening" in server.output(), what="the RTSP server to listen", procs=[server.proc])
     return server
 
 
@@ -90,10 +58,6 @@ def sensor_config(path: Path, url: str, out: Path, source: str = "", model: str 
         f"frames: true\nsinks:\n  - {{type: jsonl, path: '{out}'}}\n"
     )
     return path
-
-
-def ivs(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ivs", *args]
 
 
 def lines(out: Path) -> list[dict[str, Any]]:
@@ -153,13 +117,13 @@ def test_the_server_going_away_and_back_gives_a_reconnect_and_one_gap(
 
     server.kill9()  # the camera's RTSP server dies: the connection drops
     # It comes back after the sensor tried, and failed, to reopen it at least twice.
-    wait_for(lambda: sensor.text().count("reopen failed") >= 2, what="two failed reopens", procs=[sensor.proc])
+    wait_for(lambda: sensor.output().count("reopen failed") >= 2, what="two failed reopens", procs=[sensor.proc])
     procs.append(rtsp_server(clip, port, tmp_path / "server2.log"))  # the same port
     wait_for(lambda: any(m.get("kind") == "gap" for m in lines(out)), what="the gap event", procs=[sensor.proc])
     n = len(lines(out))
     wait_for(lambda: len(lines(out)) >= n + 40, timeout=60, what="records after the gap", procs=[sensor.proc])
     sensor.proc.send_signal(signal.SIGINT)
-    assert sensor.proc.wait(60) == 0, sensor.text()[-3000:]
+    assert sensor.proc.wait(60) == 0, sensor.output()[-3000:]
 
     messages = lines(out)
     gaps = [m for m in messages if m.get("kind") == "gap"]
@@ -174,7 +138,7 @@ def test_the_server_going_away_and_back_gives_a_reconnect_and_one_gap(
     assert frames[-1]["frame"] > gap["frame"] >= 40
     pts = [f["pts"] for f in frames]
     assert all(b > a for a, b in pairwise(pts)), "the stream clock continues, though the server restarted at 0"
-    assert "stream lost after frame" in sensor.text()
+    assert "stream lost after frame" in sensor.output()
 
 
 def test_a_stream_that_stalls_with_its_session_up_is_reopened_after_stall_s(
@@ -195,7 +159,7 @@ def test_a_stream_that_stalls_with_its_session_up_is_reopened_after_stall_s(
         procs=[sensor.proc],
     )
     sensor.proc.send_signal(signal.SIGINT)
-    assert sensor.proc.wait(60) == 0, sensor.text()[-3000:]
+    assert sensor.proc.wait(60) == 0, sensor.output()[-3000:]
 
     frames = [m for m in lines(out) if m["schema"] == "ivs.frame/1"]
     before = [f for f in frames if f["frame"] < gap["frame"]]
@@ -203,4 +167,4 @@ def test_a_stream_that_stalls_with_its_session_up_is_reopened_after_stall_s(
     assert [f["frame"] for f in frames] == list(range(len(frames))), "fps 0: every frame, across the stall"
     assert gap["reason"] == "stalled: nothing received for 2 s"
     assert gap["duration_s"] >= 2.0, "not given up on before stall_s"
-    assert "stream lost after frame" in sensor.text() and "stalled: nothing received for 2 s" in sensor.text()
+    assert "stream lost after frame" in sensor.output() and "stalled: nothing received for 2 s" in sensor.output()
