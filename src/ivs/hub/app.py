@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ivs.consumer import Message, decode_message
 from ivs.hub.auth import bearer, require_admin, unauthorized
+from ivs.hub.body import read_body
 from ivs.hub.dashboard import router as dashboard_router
 from ivs.hub.deploy import MAX_UPLOAD_BYTES
 from ivs.hub.deploy import router as deploy_router
@@ -276,20 +277,8 @@ async def ingest(request: Request, authorization: Annotated[str | None, Header()
     if device is None:
         hub_metrics.reject("auth")
         raise unauthorized("unknown or revoked device token")
-    max_bytes: int = state.max_bytes
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > max_bytes:
-        hub_metrics.reject("too_large")
-        raise HTTPException(413, detail=f"a body of {int(length)} bytes: expected at most {max_bytes}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            hub_metrics.reject("too_large")
-            raise HTTPException(413, detail=f"a body of more than {max_bytes} bytes: expected at most {max_bytes}")
-        chunks.append(chunk)
-    return await run_in_threadpool(_ingest_batch, state, device, b"".join(chunks))
+    body = await read_body(request, state.max_bytes, "a body", lambda: hub_metrics.reject("too_large"))
+    return await run_in_threadpool(_ingest_batch, state, device, body)
 
 
 @router.get("/api/v1/events", tags=["query"], response_model=list[dict[str, Any]])

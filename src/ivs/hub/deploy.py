@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ivs.config import parse as parse_config
 from ivs.hub.auth import bearer, caller, require_admin, require_device, unauthorized
+from ivs.hub.body import read_body
 from ivs.hub.store import (
     NAME_PATTERN,
     Assignment,
@@ -316,18 +317,7 @@ async def upload_package(request: Request, response: Response) -> PackageOut:
     `problem` says why sensors will refuse it when the hub can tell (unsigned, a member that
     does not match the manifest). The signature is checked by each sensor, not here."""
     store: Store = request.app.state.store
-    max_bytes: int = request.app.state.max_upload_bytes
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > max_bytes:
-        raise HTTPException(413, detail=f"a package of {int(length)} bytes: expected at most {max_bytes}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise HTTPException(413, detail=f"a package of more than {max_bytes} bytes: expected at most {max_bytes}")
-        chunks.append(chunk)
-    data = b"".join(chunks)
+    data = await read_body(request, request.app.state.max_upload_bytes, "a package")
     if not data:
         raise HTTPException(400, detail="an empty body: expected the bytes of an .ivsm model package")
     try:
