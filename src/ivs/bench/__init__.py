@@ -20,10 +20,8 @@ measured in the same run.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -51,6 +49,16 @@ from ivs.bench.parts import (
     naive_model_bytes,
 )
 from ivs.bench.report import markdown_report, print_report
+from ivs.bench.results import (
+    SCHEMA,
+    BenchResult,
+    EndToEndRow,
+    LatencyRow,
+    Memory,
+    RunConfig,
+    read_results,
+    write_results,
+)
 from ivs.package.zoo import names as zoo_names
 
 # ---------------------------------------------------------------------------------------- driver
@@ -62,7 +70,7 @@ def run_bench(
     console: Console | None = None,
     *,
     config: BenchConfig | None = None,
-) -> dict[str, Any]:
+) -> BenchResult:
     """Run the benchmark, print tables on `console` (None: quiet), write `out_json`, return the results.
 
     quick: the short preset (two models, fewer runs and frames; about a minute on 2 cores);
@@ -75,34 +83,34 @@ def run_bench(
         if console is not None:
             console.log(msg)
 
-    memory: dict[str, Any] = {
-        "what": "ru_maxrss: the peak resident set of the whole bench process so far (Python, numpy, "
+    memory = Memory(
+        what="ru_maxrss: the peak resident set of the whole bench process so far (Python, numpy, "
         "OpenCV, onnxruntime, OpenVINO and whatever runners and frames it held; part a holds every runner "
         "of one model at once), not the footprint of one model; see end_to_end[].rss_growth_on_load_mib",
-        "after_imports_mib": peak_rss_mib(),
-    }
+        after_imports_mib=peak_rss_mib(),
+    )
     frames, frames_from = sample_frames(8)
     known = set(zoo_names())
     missing = [m for m in (*cfg.models, *cfg.e2e_models) if m not in known]
     if missing:
         raise ValueError(f"unknown zoo models {missing}: expected some of {sorted(known)}")
 
-    latency: list[dict[str, Any]] = []
+    latency: list[LatencyRow] = []
     notes = dict(NOTES)
     skipped: list[str] = []
     for i, name in enumerate(cfg.models):
         rows, why = bench_model_latency(name, cfg, frames[i % len(frames)], log)
         latency += rows
         skipped += why
-    memory["after_latency_mib"] = peak_rss_mib()
+    memory.after_latency_mib = peak_rss_mib()
 
-    e2e: list[dict[str, Any]] = []
+    e2e: list[EndToEndRow] = []
     for name in cfg.e2e_models:
         e2e += bench_end_to_end(name, cfg, frames, log)
     from ivs.bench.pipeline import bench_area_resize
 
     isp_resize = bench_area_resize(frames, max(cfg.e2e_frames, 10))
-    memory["after_end_to_end_mib"] = peak_rss_mib()
+    memory.after_end_to_end_mib = peak_rss_mib()
     sustained, versus = bench_pipeline_parts(cfg, frames, frames_from, log, skipped)
 
     safety = bench_stop_part(cfg, log, skipped)
@@ -113,79 +121,79 @@ def run_bench(
     reduction = bench_data_reduction(cfg)
     if reduction is None:
         skipped.append("f: vtest.avi not found (scripts/fetch-media.sh fetches it) or skipped")
-    memory["after_data_reduction_mib"] = peak_rss_mib()
-    memory["current_rss_mib"] = current_rss_mib()
-    memory["processes"] = bench_memory_part(cfg, log, skipped)
+    memory.after_data_reduction_mib = peak_rss_mib()
+    memory.current_rss_mib = current_rss_mib()
+    memory.processes = bench_memory_part(cfg, log, skipped)
 
-    result: dict[str, Any] = {
-        "schema": "ivs.bench/1",
-        "quick": quick,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine_info(),
-        "config": _config_summary(cfg),
-        "frames_from": frames_from,
-        "anchors_ms": {
+    result = BenchResult(
+        schema=SCHEMA,
+        quick=quick,
+        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        machine=machine_info(),
+        config=_config_summary(cfg),
+        frames_from=frames_from,
+        anchors_ms={
             "imx500_mobilenet_v1": ANCHORS_MS["imx500"],
             "coral_mobilenet_v1_224": ANCHORS_MS["coral"],
         },
-        "latency": latency,
-        "ratios": latency_ratios(latency),
-        "end_to_end": e2e,
-        "isp_resize": isp_resize,
-        "sustained": sustained,
-        "versus_naive": versus,
-        "safety_stop": safety,
-        "safety_stop_normal": safety_normal,
-        "safety_delivery": delivery,
-        "hub_ingest": ingest,
-        "data_reduction": reduction,
-        "memory": memory,
-        "not_measured": [
+        latency=latency,
+        ratios=latency_ratios(latency),
+        end_to_end=e2e,
+        isp_resize=isp_resize,
+        sustained=sustained,
+        versus_naive=versus,
+        safety_stop=safety,
+        safety_stop_normal=safety_normal,
+        safety_delivery=delivery,
+        hub_ingest=ingest,
+        data_reduction=reduction,
+        memory=memory,
+        not_measured=[
             "g: RSS over a long run is the soak's (python -m ivs.bench.soak --minutes 30; docs/reliability.md)",
         ],
-        "notes": notes,
-        "skipped": skipped,
-        "seconds": 0.0,
-    }
-    result["seconds"] = round(time.perf_counter() - t_start, 1)
+        notes=notes,
+        skipped=skipped,
+        seconds=round(time.perf_counter() - t_start, 1),
+    )
     if out_json is not None:
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(result, indent=2) + "\n")
+        write_results(result, out_json)
     if console is not None:
         print_report(result, console)
     return result
 
 
-def _config_summary(cfg: BenchConfig) -> dict[str, Any]:
+def _config_summary(cfg: BenchConfig) -> RunConfig:
     """What the run measured with, as the results file records it."""
-    return {
-        "models": list(cfg.models),
-        "iterations": cfg.iterations,
-        "warmup": cfg.warmup,
-        "blocks": cfg.blocks,
-        "threads": list(cfg.threads),
-        "e2e_frames": cfg.e2e_frames,
-        "ledger_frames": cfg.ledger_frames,
-        "stops": cfg.stops,
-        "ingest_events": cfg.ingest_events,
-        "sustain_s": cfg.sustain_s,
-        "naive_frames": cfg.naive_frames,
-        "naive_blocks": cfg.naive_blocks,
-        "rss_frames": cfg.rss_frames,
-        "rss_events": cfg.rss_events,
-        "rss_runtimes": list(cfg.rss_runtimes),
-    }
+    return RunConfig(
+        models=list(cfg.models),
+        iterations=cfg.iterations,
+        warmup=cfg.warmup,
+        blocks=cfg.blocks,
+        threads=list(cfg.threads),
+        e2e_frames=cfg.e2e_frames,
+        ledger_frames=cfg.ledger_frames,
+        stops=cfg.stops,
+        ingest_events=cfg.ingest_events,
+        sustain_s=cfg.sustain_s,
+        naive_frames=cfg.naive_frames,
+        naive_blocks=cfg.naive_blocks,
+        rss_frames=cfg.rss_frames,
+        rss_events=cfg.rss_events,
+        rss_runtimes=list(cfg.rss_runtimes),
+    )
 
 
 __all__ = [
     "ANCHORS_MS",
     "ROOT",
     "BenchConfig",
+    "BenchResult",
     "fp32_path",
     "latency_ratios",
     "latency_stats",
     "markdown_report",
     "naive_model_bytes",
     "print_report",
+    "read_results",
     "run_bench",
 ]

@@ -10,11 +10,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from ivs.bench.results import Machine, Spread, Stats
 from ivs.package.zoo import names as zoo_names
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -96,26 +97,35 @@ class BenchConfig:
         )  # fmt: skip
 
 
-def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
+def latency_stats(samples_ms: Sequence[float]) -> Stats:
     """Median, p99 and spread (IQR and min/max) of timings in milliseconds."""
     if not samples_ms:
         raise ValueError("no samples")
     a = np.asarray(samples_ms, dtype=np.float64)
     q1, med, q3, p99 = (float(v) for v in np.percentile(a, [25, 50, 75, 99]))
-    return {
-        "n": len(a),
-        "median_ms": round(med, 4),
-        "p99_ms": round(p99, 4),
-        "q1_ms": round(q1, 4),
-        "q3_ms": round(q3, 4),
-        "iqr_ms": round(q3 - q1, 4),
-        "min_ms": round(float(a.min()), 4),
-        "max_ms": round(float(a.max()), 4),
-        "mean_ms": round(float(a.mean()), 4),
-    }
+    return Stats(
+        n=len(a),
+        median_ms=round(med, 4),
+        p99_ms=round(p99, 4),
+        q1_ms=round(q1, 4),
+        q3_ms=round(q3, 4),
+        iqr_ms=round(q3 - q1, 4),
+        min_ms=round(float(a.min()), 4),
+        max_ms=round(float(a.max()), 4),
+        mean_ms=round(float(a.mean()), 4),
+    )
 
 
-def machine_info() -> dict[str, Any]:
+def spread(values: Sequence[float]) -> Spread:
+    """p50, p99 and max of `values` (ms); zeros for none."""
+    a = np.asarray(values, np.float64)
+    if not len(a):
+        return Spread(p50_ms=0.0, p99_ms=0.0, max_ms=0.0)
+    p50, p99 = (float(v) for v in np.percentile(a, [50, 99]))
+    return Spread(p50_ms=round(p50, 3), p99_ms=round(p99, 3), max_ms=round(float(a.max()), 3))
+
+
+def machine_info() -> Machine:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -131,14 +141,14 @@ def machine_info() -> dict[str, Any]:
         except ImportError:
             continue
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "cpu": cpu,
-        "cpus_usable": affinity,
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "versions": versions,
-    }
+    return Machine(
+        cpu=cpu,
+        cpus_usable=affinity,
+        cpu_count=os.cpu_count(),
+        platform=platform.platform(),
+        python=sys.version.split()[0],
+        versions=versions,
+    )
 
 
 def peak_rss_mib() -> float:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ivs.bench.results import Ingest, IngestRow
 from ivs.localnet import LocalMosquitto, LocalPostgres, ServerThread, free_port, mosquitto_path, postgres_bin
 
 INGEST_TARGET_EPS = 50_000.0
@@ -92,31 +93,40 @@ def ingest_events(count: int, sensor_id: str, seq_start: int = 1) -> list[Any]:
 
 
 def _rate(
-    path: str, database: str, accepted: int, expected: int, seconds: float, batch: int = INGEST_BATCH, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "path": path,
-        "database": database,
-        "events": expected,
-        "accepted": accepted,
-        "batch": batch,
-        "seconds": round(seconds, 3),
-        "events_per_s": round(expected / seconds) if seconds > 0 else None,
-        **extra,
-    }
+    path: str,
+    database: str,
+    accepted: int,
+    expected: int,
+    seconds: float,
+    batch: int = INGEST_BATCH,
+    *,
+    publish_seconds: float | None = None,
+    per_worker: list[int] | None = None,
+) -> IngestRow:
+    return IngestRow(
+        path=path,
+        database=database,
+        events=expected,
+        accepted=accepted,
+        batch=batch,
+        seconds=round(seconds, 3),
+        events_per_s=round(expected / seconds) if seconds > 0 else None,
+        publish_seconds=publish_seconds,
+        per_worker=per_worker,
+    )
 
 
-def _absent(path: str, database: str, events: int, why: str) -> dict[str, Any]:
-    return {
-        "path": path,
-        "database": database,
-        "events": events,
-        "accepted": 0,
-        "batch": INGEST_BATCH,
-        "seconds": None,
-        "events_per_s": None,
-        "absent": why,
-    }
+def _absent(path: str, database: str, events: int, why: str) -> IngestRow:
+    return IngestRow(
+        path=path,
+        database=database,
+        events=events,
+        accepted=0,
+        batch=INGEST_BATCH,
+        seconds=None,
+        events_per_s=None,
+        absent=why,
+    )
 
 
 STORE_PATH = "Store.ingest"
@@ -130,7 +140,7 @@ def mqtt_path(workers: int) -> str:
     )
 
 
-def bench_ingest_store(events: int, url: str, database: str) -> dict[str, Any]:
+def bench_ingest_store(events: int, url: str, database: str) -> IngestRow:
     """Batches straight into `Store.ingest`."""
     from ivs.hub.store import Store
 
@@ -147,7 +157,7 @@ def bench_ingest_store(events: int, url: str, database: str) -> dict[str, Any]:
     return _rate(STORE_PATH, database, accepted, events, seconds)
 
 
-def bench_ingest_http(events: int, url: str, database: str) -> dict[str, Any]:
+def bench_ingest_http(events: int, url: str, database: str) -> IngestRow:
     """Batches POSTed to the hub's API, one after another on one keep-alive connection."""
     import msgspec
 
@@ -214,7 +224,7 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, procs: list[
         time.sleep(0.05)
 
 
-def bench_ingest_mqtt(events: int, url: str, database: str, workers: int, workdir: Path) -> dict[str, Any]:
+def bench_ingest_mqtt(events: int, url: str, database: str, workers: int, workdir: Path) -> IngestRow:
     """Publishers -> Mosquitto -> `workers` hub processes on one shared subscription -> the
     database; events per second from the first publish until every event is stored."""
     import msgspec
@@ -333,9 +343,9 @@ def _start_workers(
     _wait(subscribed, 60, "the hub workers to subscribe", procs)
 
 
-def bench_ingest(events: int) -> dict[str, Any]:
+def bench_ingest(events: int) -> Ingest:
     """Part e: every path into SQLite and PostgreSQL, each into a fresh database."""
-    rows: list[dict[str, Any]] = []
+    rows: list[IngestRow] = []
     with tempfile.TemporaryDirectory(prefix="ivs-bench-") as tmp:
         pg: LocalPostgres | None = None
         pg_absent = ""
@@ -377,8 +387,8 @@ def bench_ingest(events: int) -> dict[str, Any]:
         finally:
             if pg is not None:
                 pg.stop()
-    return {
-        "target_events_per_s": INGEST_TARGET_EPS,
-        "note": "publishers, broker, hub workers and database share this machine's cores",
-        "rows": rows,
-    }
+    return Ingest(
+        target_events_per_s=INGEST_TARGET_EPS,
+        note="publishers, broker, hub workers and database share this machine's cores",
+        rows=rows,
+    )

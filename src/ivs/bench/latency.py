@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -18,6 +19,7 @@ from ivs.bench.common import (
     latency_stats,
     tflite_path,
 )
+from ivs.bench.results import LatencyRow, Ratio
 from ivs.isp import Isp
 from ivs.package.reader import read_package
 from ivs.package.zoo import resolve
@@ -49,7 +51,7 @@ def _time_run(runner: Runner, tensor: npt.NDArray[Any]) -> float:
 
 def bench_model_latency(
     model: str, cfg: BenchConfig, frame: npt.NDArray[np.uint8], log: Callable[[str], None]
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[list[LatencyRow], list[str]]:
     """Latency rows for one model: every (runtime, precision, threads), their runs interleaved
     in blocks so that a change in the machine's load hits all rows alike."""
     package = read_package(resolve(model))
@@ -104,43 +106,45 @@ def bench_model_latency(
             row.runner.close()
     out = []
     for row in rows:
-        entry: dict[str, Any] = {
-            "key": row.key,
-            "model": row.model,
-            "runtime": row.runtime,
-            "precision": row.precision,
-            "threads": row.threads,
-            "input": f"{m.input.width}x{m.input.height}",
-            **latency_stats(row.samples),
-        }
-        if row.model == "mobilenet-v1":
-            entry["vs_anchor"] = {a: round(entry["median_ms"] / v, 3) for a, v in ANCHORS_MS.items()}
-        out.append(entry)
+        stats = latency_stats(row.samples)
+        anchored = row.model == "mobilenet-v1"
+        out.append(
+            LatencyRow(
+                **msgspec.structs.asdict(stats),
+                key=row.key,
+                model=row.model,
+                runtime=row.runtime,
+                precision=row.precision,
+                threads=row.threads,
+                input=f"{m.input.width}x{m.input.height}",
+                vs_anchor={a: round(stats.median_ms / v, 3) for a, v in ANCHORS_MS.items()} if anchored else None,
+            )
+        )
     return out, skipped
 
 
-def latency_ratios(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def latency_ratios(rows: Sequence[LatencyRow]) -> list[Ratio]:
     """Ratios between rows of the same run: int8 speed-up, thread scaling, runner against runner."""
-    by_key = {r["key"]: r for r in rows}
-    out: list[dict[str, Any]] = []
+    by_key = {r.key: r for r in rows}
+    out: list[Ratio] = []
 
     def add(kind: str, num: str, den: str) -> None:
         if num in by_key and den in by_key and num != den:
-            value = by_key[num]["median_ms"] / by_key[den]["median_ms"]
-            out.append({"kind": kind, "numerator": num, "denominator": den, "value": round(value, 3)})
+            value = by_key[num].median_ms / by_key[den].median_ms
+            out.append(Ratio(kind=kind, numerator=num, denominator=den, value=round(value, 3)))
 
     for r in rows:
-        m, rt, p, t = r["model"], r["runtime"], r["precision"], r["threads"]
+        m, rt, p, t = r.model, r.runtime, r.precision, r.threads
         if p == "int8":
-            add("fp32/int8 (int8 speed-up)", f"{m}/{rt}/fp32/t{t}", r["key"])
+            add("fp32/int8 (int8 speed-up)", f"{m}/{rt}/fp32/t{t}", r.key)
             if rt == "onnxruntime":
-                add("openvino/onnxruntime", f"{m}/openvino/int8/t{t}", r["key"])
+                add("openvino/onnxruntime", f"{m}/openvino/int8/t{t}", r.key)
             if rt == "litert":
-                add("tflite-src/int8 (int8 speed-up, float .tflite)", f"{m}/litert/tflite-src/t{t}", r["key"])
-                add("openvino/litert", f"{m}/openvino/int8/t{t}", r["key"])
+                add("tflite-src/int8 (int8 speed-up, float .tflite)", f"{m}/litert/tflite-src/t{t}", r.key)
+                add("openvino/litert", f"{m}/openvino/int8/t{t}", r.key)
                 if m.endswith("-litert"):  # the same network packaged as ONNX, e.g. face
                     base = m.removesuffix("-litert")
-                    add("int8 TFLite on litert/int8 ONNX on onnxruntime", r["key"], f"{base}/onnxruntime/int8/t{t}")
+                    add("int8 TFLite on litert/int8 ONNX on onnxruntime", r.key, f"{base}/onnxruntime/int8/t{t}")
         if t == 1:
-            add("1 thread/2 threads (thread scaling)", r["key"], f"{m}/{rt}/{p}/t2")
+            add("1 thread/2 threads (thread scaling)", r.key, f"{m}/{rt}/{p}/t2")
     return out

@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from ivs.bench.common import spread
 from ivs.bench.ingest import INGEST_BATCH, INGEST_TARGET_EPS, bench_ingest, ingest_events
+from ivs.bench.results import DeliveryRow, SafetyStop, StopLatency
 from ivs.localnet import LocalMosquitto, mosquitto_path
 
 if TYPE_CHECKING:
@@ -32,12 +35,6 @@ __all__ = ["INGEST_BATCH", "INGEST_TARGET_EPS", "bench_ingest", "bench_safety_st
 
 STOP_TARGET_MS = 10.0
 """The safety stop target: capture to the event at a subscriber."""
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, np.float64)
-    p50, p99 = (float(v) for v in np.percentile(a, [50, 99]))
-    return {"p50_ms": round(p50, 3), "p99_ms": round(p99, 3), "max_ms": round(float(a.max()), 3)}
 
 
 # ---------------------------------------------------------------------------------------- part d
@@ -107,7 +104,7 @@ def cut_walker(video: Path, runtime: str) -> tuple[npt.NDArray[np.uint8], list[i
 
 def bench_safety_stop(
     stops: int, video: Path, runtime: str, threads: int, synchronous: Literal["full", "normal"] = "full"
-) -> dict[str, Any]:
+) -> SafetyStop:
     """Capture to a stop event at an MQTT subscriber, over `stops` entries into the zone.
 
     synchronous: the outbox's durability ("full": every commit waits for the disk)."""
@@ -161,31 +158,29 @@ def bench_safety_stop(
     with lock:
         lat = dict(latencies)
         recs = dict(records)
-    result: dict[str, Any] = {
-        "model": "person",
-        "tiles": [1, 1],
-        "runtime": runtime_used,
-        "threads": threads,
-        "scene": f"{width}x{height} at {fps:.0f} fps (paced), walker {fig_w}x{fig_h} px at {vx:.0f} px/frame, "
+    result = SafetyStop(
+        model="person",
+        tiles=[1, 1],
+        runtime=runtime_used,
+        threads=threads,
+        scene=f"{width}x{height} at {fps:.0f} fps (paced), walker {fig_w}x{fig_h} px at {vx:.0f} px/frame, "
         f"cut from vtest frame 60 box {box}",
-        "zone": "x 320..430, full height; clear after 5 empty frames",
-        "frames": sensor.stats.frames_processed,
-        "dropped": sensor.stats.dropped,
-        "seconds": round(seconds, 1),
-        "stops_sent": app.stops,
-        "stops_received": len(lat),
-        "target_ms": STOP_TARGET_MS,
-        "outbox_synchronous": synchronous,
-        "transport": f"MqttSink (QoS 1, durable SQLite outbox, synchronous={synchronous.upper()}) -> Mosquitto on "
+        zone="x 320..430, full height; clear after 5 empty frames",
+        frames=sensor.stats.frames_processed,
+        dropped=sensor.stats.dropped,
+        seconds=round(seconds, 1),
+        stops_sent=app.stops,
+        stops_received=len(lat),
+        target_ms=STOP_TARGET_MS,
+        outbox_synchronous=synchronous,
+        transport=f"MqttSink (QoS 1, durable SQLite outbox, synchronous={synchronous.upper()}) -> Mosquitto on "
         "127.0.0.1 -> Consumer; frame records sent too, each before its frame's events",
-    }
+    )
     if not lat:
-        result["latency"] = None
         return result
     values = [lat[k] for k in sorted(lat)]
-    result["latency"] = _stats(values)
-    result["latency"]["n"] = len(values)
-    result["within_target"] = round(sum(v <= STOP_TARGET_MS for v in values) / len(values), 3)
+    result.latency = StopLatency(**msgspec.structs.asdict(spread(values)), n=len(values))
+    result.within_target = round(sum(v <= STOP_TARGET_MS for v in values) / len(values), 3)
     # The breakdown from each stop frame's record: capture to the app's event on the sensor,
     # and the rest (outbox commit, publish, broker, subscriber) for delivery.
     parts: dict[str, list[float]] = {k: [] for k in ("queue", "isp", "infer", "decode", "apps", "sensor", "delivery")}
@@ -201,13 +196,13 @@ def bench_safety_stop(
         parts["sensor"].append(sensor_ms)
         parts["delivery"].append(ms - sensor_ms)
     if parts["sensor"]:
-        result["breakdown"] = {k: _stats(v) for k, v in parts.items()}
+        result.breakdown = {k: spread(v) for k, v in parts.items()}
     return result
 
 
 def bench_delivery(
     pairs: int, synchronous: Literal["full", "normal"] = "full", period_s: float = 1 / 30
-) -> dict[str, Any]:
+) -> DeliveryRow:
     """The delivery half of part d alone, without a model: `MqttSink.write` of a frame's two
     messages (a record-sized message, then a `stop`) every `period_s`, to a `Consumer` through
     Mosquitto; `monotonic_ns` at the subscriber minus at `write`. What the outbox's commit, the
@@ -249,8 +244,9 @@ def bench_delivery(
         sink.close(5)
     with lock:
         values = list(latencies)
-    out: dict[str, Any] = {"synchronous": synchronous, "pairs": pairs, "received": len(values)}
+    out = DeliveryRow(synchronous=synchronous, pairs=pairs, received=len(values))
     if values:
-        out.update(_stats(values))
-        out["within_target"] = round(sum(v <= STOP_TARGET_MS for v in values) / len(values), 3)
+        s = spread(values)
+        out.p50_ms, out.p99_ms, out.max_ms = s.p50_ms, s.p99_ms, s.max_ms
+        out.within_target = round(sum(v <= STOP_TARGET_MS for v in values) / len(values), 3)
     return out

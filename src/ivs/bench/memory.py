@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from ivs.bench.results import HubMemory, SensorMemory
 from ivs.localnet import LocalMosquitto, free_port, mosquitto_path
 
 
@@ -108,7 +109,7 @@ def _wait_peak(proc: subprocess.Popen[bytes], result: Path, timeout: float) -> t
     return int(data["code"]), _kib_to_mib(int(data["maxrss_kib"]))
 
 
-def sensor_peak_rss(video: Path, frames: int | None, runtime: str = "auto", timeout: float = 300.0) -> dict[str, Any]:
+def sensor_peak_rss(video: Path, frames: int | None, runtime: str = "auto", timeout: float = 300.0) -> SensorMemory:
     """Peak RSS of `ivs run` (person detector, three apps, JSONL + MQTT sinks) over `video`."""
     with tempfile.TemporaryDirectory(prefix="ivs-bench-rss-") as tmp:
         broker: LocalMosquitto | None = None
@@ -162,19 +163,18 @@ sinks:
         if code != 0:
             raise RuntimeError(f"ivs run exited with {code}: {err[-500:]}")
         lines = (Path(tmp) / "events.jsonl").read_text().count("\n")
-    return {
-        "process": "ivs run",
-        "runtime": runtime,
-        "what": f"person detector ({runtime}) on {video.name}, line + zone + heatmap apps, frame records, JSONL sink"
+    return SensorMemory(
+        runtime=runtime,
+        what=f"person detector ({runtime}) on {video.name}, line + zone + heatmap apps, frame records, JSONL sink"
         + (" and MQTT sink (durable outbox) to a local Mosquitto" if broker is not None else ""),
-        "frames": frames,
-        "messages": lines,
-        "seconds": round(seconds, 1),
-        "peak_rss_mib": peak,
+        frames=frames,
+        messages=lines,
+        seconds=round(seconds, 1),
+        peak_rss_mib=peak,
         # The resident set while frames flow (the later half of the samples): the peak also
         # holds what loading took once (runtime "auto" builds every runner to time them).
-        "rss_running_mib": round(float(np.median(samples[len(samples) // 2 :])), 1) if samples else None,
-    }
+        rss_running_mib=round(float(np.median(samples[len(samples) // 2 :])), 1) if samples else None,
+    )
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -190,7 +190,7 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None
     raise TimeoutError(f"ivs hub serve did not listen on port {port} within {timeout:.0f} s")
 
 
-def hub_peak_rss(events: int, batch: int = 1_000, timeout: float = 300.0) -> dict[str, Any]:
+def hub_peak_rss(events: int, batch: int = 1_000, timeout: float = 300.0) -> HubMemory:
     """Peak RSS of `ivs hub serve` (SQLite) after start and after ingesting `events` over HTTP."""
     from ivs.bench.ingest import ingest_events
     from ivs.hub.store import Store
@@ -235,13 +235,12 @@ def hub_peak_rss(events: int, batch: int = 1_000, timeout: float = 300.0) -> dic
             raise
         proc.send_signal(signal.SIGINT)  # forwarded: uvicorn shuts down cleanly on SIGINT
         code, peak = _wait_peak(proc, result, timeout)
-    return {
-        "process": "ivs hub serve",
-        "what": f"SQLite, {events:,} events posted over HTTP in batches of {batch:,} by one client",
-        "events": events,
-        "accepted": accepted,
-        "seconds": round(seconds, 1),
-        "exit_code": code,
-        "peak_rss_idle_mib": idle,
-        "peak_rss_mib": peak,
-    }
+    return HubMemory(
+        what=f"SQLite, {events:,} events posted over HTTP in batches of {batch:,} by one client",
+        events=events,
+        accepted=accepted,
+        seconds=round(seconds, 1),
+        exit_code=code,
+        peak_rss_idle_mib=idle,
+        peak_rss_mib=peak,
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import cv2
 import msgspec
@@ -23,6 +23,17 @@ from ivs.bench.common import (
     latency_stats,
     media_dir,
 )
+from ivs.bench.results import (
+    DataReduction,
+    DeliveryRow,
+    EndToEndRow,
+    HubMemory,
+    Ingest,
+    NaiveRow,
+    SafetyStop,
+    SensorMemory,
+    SustainedRow,
+)
 from ivs.model import load_model
 from ivs.package.reader import read_package
 from ivs.package.zoo import resolve
@@ -38,7 +49,7 @@ def _e2e_runtime(cfg: BenchConfig) -> str:
 
 def bench_end_to_end(
     model_name: str, cfg: BenchConfig, frames: Sequence[npt.NDArray[np.uint8]], log: Callable[[str], None]
-) -> list[dict[str, Any]]:
+) -> list[EndToEndRow]:
     """Frame to detections for big frames, stage by stage, through `Model.prepare/infer/decode`."""
     rss_before = current_rss_mib()
     model = load_model(model_name, runtime=_e2e_runtime(cfg), threads=max(cfg.threads))
@@ -66,19 +77,19 @@ def bench_end_to_end(
                 detections.append(len(det))
             total = np.asarray(stages["total"])
             out.append(
-                {
-                    "model": model_name,
-                    "runtime": model.runner.name,
-                    "threads": max(cfg.threads),
-                    "frame": f"{w}x{h}",
-                    "size": size,
-                    "tensors_per_frame": len(model.prepare(big[0])),
-                    "frames": cfg.e2e_frames,
-                    "stages": {k: latency_stats(v) for k, v in stages.items()},
-                    "over_deadline": {f"{d}ms": round(float((total > d).mean()), 4) for d in DEADLINES_MS},
-                    "detections_median": float(np.median(detections)),
-                    "rss_growth_on_load_mib": loaded,
-                }
+                EndToEndRow(
+                    model=model_name,
+                    runtime=model.runner.name,
+                    threads=max(cfg.threads),
+                    frame=f"{w}x{h}",
+                    size=size,
+                    tensors_per_frame=len(model.prepare(big[0])),
+                    frames=cfg.e2e_frames,
+                    stages={k: latency_stats(v) for k, v in stages.items()},
+                    over_deadline={f"{d}ms": round(float((total > d).mean()), 4) for d in DEADLINES_MS},
+                    detections_median=float(np.median(detections)),
+                    rss_growth_on_load_mib=loaded,
+                )
             )
             del big
             log(f"b. {model_name} {size}: done")
@@ -101,7 +112,7 @@ class _ListSink:
         pass
 
 
-def bench_data_reduction(cfg: BenchConfig) -> dict[str, Any] | None:
+def bench_data_reduction(cfg: BenchConfig) -> DataReduction | None:
     """Metadata bytes for the person model over vtest.avi against raw and compressed video."""
     path = media_dir() / "vtest.avi"
     if not path.is_file() or cfg.ledger_frames == 0:
@@ -126,24 +137,24 @@ def bench_data_reduction(cfg: BenchConfig) -> dict[str, Any] | None:
     whole_file = cfg.ledger_frames is None or (expected is not None and frames >= expected)
     # The file's bytes for the frames processed: all of it, or its share when only part was read.
     file_share = file_bytes if whole_file or not expected else round(file_bytes * frames / expected)
-    return {
-        "video": path.name,
-        "model": LEDGER_MODEL,
-        "frames": frames,
-        "frames_in_file": expected,
-        "frame": f"{source.width}x{source.height}",
-        "seconds": round(seconds, 2),
-        "metadata_bytes": metadata,
-        "metadata_bytes_per_frame": round(metadata / max(frames, 1), 1),
-        "raw_bytes": sensor.raw_bytes,
-        "compressed_bytes_read": source.compressed_bytes,
-        "file_bytes": file_bytes,
-        "file_bytes_for_frames": file_share,
-        "raw_over_metadata": round(sensor.raw_bytes / max(metadata, 1), 1),
-        "compressed_over_metadata": round(source.compressed_bytes / max(metadata, 1), 2),
-        "file_over_metadata": round(file_share / max(metadata, 1), 2),
-        "records": "JSON FrameRecord per frame as the sensor sends it (ivs.records.encode), no ledger events",
-    }
+    return DataReduction(
+        video=path.name,
+        model=LEDGER_MODEL,
+        frames=frames,
+        frames_in_file=expected,
+        frame=f"{source.width}x{source.height}",
+        seconds=round(seconds, 2),
+        metadata_bytes=metadata,
+        metadata_bytes_per_frame=round(metadata / max(frames, 1), 1),
+        raw_bytes=sensor.raw_bytes,
+        compressed_bytes_read=source.compressed_bytes,
+        file_bytes=file_bytes,
+        file_bytes_for_frames=file_share,
+        raw_over_metadata=round(sensor.raw_bytes / max(metadata, 1), 1),
+        compressed_over_metadata=round(source.compressed_bytes / max(metadata, 1), 2),
+        file_over_metadata=round(file_share / max(metadata, 1), 2),
+        records="JSON FrameRecord per frame as the sensor sends it (ivs.records.encode), no ledger events",
+    )
 
 
 # ---------------------------------------------------------------------------------------- parts d, e
@@ -151,7 +162,7 @@ def bench_data_reduction(cfg: BenchConfig) -> dict[str, Any] | None:
 
 def bench_stop_part(
     cfg: BenchConfig, log: Callable[[str], None], skipped: list[str], synchronous: Literal["full", "normal"] = "full"
-) -> dict[str, Any] | None:
+) -> SafetyStop | None:
     """Part d, or None with the reason in `skipped` (no Mosquitto, no vtest.avi, or stops=0).
 
     synchronous: the outbox's durability; "full" is the sensor's default."""
@@ -171,20 +182,20 @@ def bench_stop_part(
             skipped.append(why)
         return None
     result = bench_safety_stop(cfg.stops, video, _e2e_runtime(cfg), max(cfg.threads), synchronous)
-    log(f"d. safety stop ({synchronous}): {result['stops_received']}/{result['stops_sent']} stops received")
+    log(f"d. safety stop ({synchronous}): {result.stops_received}/{result.stops_sent} stops received")
     return result
 
 
-def bench_delivery_part(cfg: BenchConfig, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def bench_delivery_part(cfg: BenchConfig, log: Callable[[str], None]) -> list[DeliveryRow]:
     """Part d's delivery alone (no model), per outbox durability: where the stop's time goes."""
     from ivs.bench.live import bench_delivery
 
     rows = [bench_delivery(cfg.stops * 15, sync) for sync in ("full", "normal")]
-    log("d. delivery alone: " + ", ".join(f"{r['synchronous']} p99 {r.get('p99_ms')} ms" for r in rows))
+    log("d. delivery alone: " + ", ".join(f"{r.synchronous} p99 {r.p99_ms} ms" for r in rows))
     return rows
 
 
-def bench_ingest_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> dict[str, Any] | None:
+def bench_ingest_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> Ingest | None:
     """Part e, or None with the reason in `skipped`; a row that could not run (no PostgreSQL
     server here, no Mosquitto) says why in its `absent` and in `skipped`."""
     if cfg.ingest_events <= 0:
@@ -193,11 +204,11 @@ def bench_ingest_part(cfg: BenchConfig, log: Callable[[str], None], skipped: lis
     from ivs.bench.ingest import bench_ingest
 
     result = bench_ingest(cfg.ingest_events)
-    for r in result["rows"]:
-        if r.get("absent"):
-            skipped.append(f"e: {r['path']} into {r['database']}: {r['absent']}")
-    measured = [r for r in result["rows"] if not r.get("absent")]
-    log("e. hub ingest: " + ", ".join(f"{r['path']} {r['events_per_s']} events/s" for r in measured))
+    for r in result.rows:
+        if r.absent:
+            skipped.append(f"e: {r.path} into {r.database}: {r.absent}")
+    measured = [r for r in result.rows if not r.absent]
+    log("e. hub ingest: " + ", ".join(f"{r.path} {r.events_per_s} events/s" for r in measured))
     return result
 
 
@@ -224,7 +235,7 @@ def bench_pipeline_parts(
     frames_from: str,
     log: Callable[[str], None],
     skipped: list[str],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[SustainedRow], list[NaiveRow]]:
     """Part b sustained and part c, for every model of part b."""
     from ivs.bench.pipeline import bench_pipeline, make_feeds
 
@@ -236,8 +247,8 @@ def bench_pipeline_parts(
         skipped.append("b/c: vtest.avi not found (scripts/fetch-media.sh fetches it): no sample-video rows")
     sizes = {k: FRAME_SIZES[k] for k in cfg.e2e_sizes}
     feeds = make_feeds(frames, frames_from, video if video.is_file() else None, sizes)
-    sustained: list[dict[str, Any]] = []
-    versus: list[dict[str, Any]] = []
+    sustained: list[SustainedRow] = []
+    versus: list[NaiveRow] = []
     for name in cfg.e2e_models:
         naive: tuple[bytes, str] | None = None
         if cfg.naive_frames > 0:
@@ -262,11 +273,13 @@ def bench_pipeline_parts(
     return sustained, versus
 
 
-def bench_memory_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> list[dict[str, Any]]:
+def bench_memory_part(
+    cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]
+) -> list[SensorMemory | HubMemory]:
     """Part g: peak RSS of a real sensor process and a real hub process."""
     from ivs.bench.memory import hub_peak_rss, sensor_peak_rss
 
-    rows = []
+    rows: list[SensorMemory | HubMemory] = []
     video = media_dir() / "vtest.avi"
     if cfg.rss_frames == 0:
         skipped.append("g: sensor process RSS not asked for (rss_frames=0)")
@@ -275,10 +288,10 @@ def bench_memory_part(cfg: BenchConfig, log: Callable[[str], None], skipped: lis
     else:
         for runtime in cfg.rss_runtimes:
             rows.append(sensor_peak_rss(video.resolve(), cfg.rss_frames, runtime))
-            log(f"g. ivs run ({runtime}): peak RSS {rows[-1]['peak_rss_mib']} MiB")
+            log(f"g. ivs run ({runtime}): peak RSS {rows[-1].peak_rss_mib} MiB")
     if cfg.rss_events <= 0:
         skipped.append("g: hub process RSS not asked for (rss_events=0)")
     else:
         rows.append(hub_peak_rss(cfg.rss_events))
-        log(f"g. ivs hub serve: peak RSS {rows[-1]['peak_rss_mib']} MiB")
+        log(f"g. ivs hub serve: peak RSS {rows[-1].peak_rss_mib} MiB")
     return rows

@@ -24,6 +24,8 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from ivs.bench.common import spread
+from ivs.bench.results import FrameTimes, IspResize, NaiveRow, ResizeDiff, SensorRun, SustainedRow
 from ivs.detections import Detections
 from ivs.frame import Frame
 from ivs.model import Model
@@ -86,15 +88,7 @@ class Feed:
         return LoopSource(self.pixels, fps, count, self.name)
 
 
-def _stage_stats(values: Sequence[float]) -> dict[str, float]:
-    a = np.asarray(values, np.float64)
-    if not len(a):
-        return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-    p50, p99 = (float(v) for v in np.percentile(a, [50, 99]))
-    return {"p50_ms": round(p50, 3), "p99_ms": round(p99, 3), "max_ms": round(float(a.max()), 3)}
-
-
-def run_sensor(model: Model, feed: Feed, fps: float, frames: int) -> tuple[dict[str, Any], list[float], list[float]]:
+def run_sensor(model: Model, feed: Feed, fps: float, frames: int) -> tuple[SensorRun, list[float], list[float]]:
     """One Sensor run over `frames` frames of `feed` at `fps` (0: unpaced, every frame).
 
     Returns the sensor's stats, each record's capture-to-metadata time (ms), and the time each
@@ -124,19 +118,19 @@ def run_sensor(model: Model, feed: Feed, fps: float, frames: int) -> tuple[dict[
     t0 = time.perf_counter()
     stats = sensor.run()
     seconds = time.perf_counter() - t0
-    stages = {s: _stage_stats(list(stats.timings[s])) for s in STAGES if s not in ("classify",)}
-    out = {
-        "frames_offered": stats.frames_read,
-        "frames_processed": stats.frames_processed,
-        "dropped": stats.dropped,
-        "seconds": round(seconds, 3),
-        "stages": stages,
-        "records": sink.messages,
-    }
+    stages = {s: spread(list(stats.timings[s])) for s in STAGES if s not in ("classify",)}
+    out = SensorRun(
+        frames_offered=stats.frames_read,
+        frames_processed=stats.frames_processed,
+        dropped=stats.dropped,
+        seconds=round(seconds, 3),
+        stages=stages,
+        records=sink.messages,
+    )
     return out, latencies, done_at
 
 
-def bench_sustained(model: Model, feed: Feed, seconds: float, rates: Sequence[float] = RATES) -> list[dict[str, Any]]:
+def bench_sustained(model: Model, feed: Feed, seconds: float, rates: Sequence[float] = RATES) -> list[SustainedRow]:
     """Part b for one model and one feed: a paced run per rate."""
     rows = []
     for fps in rates:
@@ -144,25 +138,25 @@ def bench_sustained(model: Model, feed: Feed, seconds: float, rates: Sequence[fl
         run, latencies, _ = run_sensor(model, feed, fps, frames)
         period_ms = 1e3 / fps
         late = int(sum(v > period_ms for v in latencies))
-        offered = run["frames_offered"]
-        misses = late + run["dropped"]
+        offered = run.frames_offered
+        misses = late + run.dropped
         rows.append(
-            {
-                "model": model.manifest.name,
-                "runtime": model.runner.name,
-                "tensors_per_frame": len(model.isp.tile_rects(*_wh(feed.frame))),
-                "feed": feed.name,
-                "frame": feed.frame,
-                "fps_offered": fps,
+            SustainedRow(
+                **msgspec.structs.asdict(run),
+                model=model.manifest.name,
+                runtime=model.runner.name,
+                tensors_per_frame=len(model.isp.tile_rects(*_wh(feed.frame))),
+                feed=feed.name,
+                frame=feed.frame,
+                fps_offered=fps,
                 # Frames that got metadata over the time the source offered them.
-                "fps_sustained": round(run["frames_processed"] / max(offered / fps, 1e-9), 2),
-                "deadline_ms": round(period_ms, 2),
-                "to_metadata": _stage_stats(latencies),
-                "late": late,
-                "deadline_misses": misses,
-                "miss_fraction": round(misses / max(offered, 1), 4),
-                **run,
-            }
+                fps_sustained=round(run.frames_processed / max(offered / fps, 1e-9), 2),
+                deadline_ms=round(period_ms, 2),
+                to_metadata=spread(latencies),
+                late=late,
+                deadline_misses=misses,
+                miss_fraction=round(misses / max(offered, 1), 4),
+            )
         )
     return rows
 
@@ -178,7 +172,7 @@ def bench_versus_naive(
     feed: Feed,
     frames_per_block: int,
     blocks: int,
-) -> dict[str, Any]:
+) -> NaiveRow:
     """Part c for one model and one feed: per-frame time of ivs and of the naive pipeline.
 
     ivs: the Sensor unpaced over the feed (capture thread, ISP, inference, decode, JSON record
@@ -207,17 +201,16 @@ def bench_versus_naive(
         naive_frames += frames_per_block
     ivs_mean = ivs_total / max(ivs_frames, 1) * 1e3
     naive_mean = naive_total / max(naive_frames, 1) * 1e3
-    return {
-        "model": model.manifest.name,
-        "runtime": model.runner.name,
-        "feed": feed.name,
-        "frame": feed.frame,
-        "ivs": {"mean_ms": round(ivs_mean, 3), **_stage_stats(ivs_ms), "n": ivs_frames},
-        "naive": {"mean_ms": round(naive_mean, 3), **_stage_stats(naive_ms), "n": naive_frames},
-        # Below 1: ivs takes less time per frame. naive/ivs is the speed-up.
-        "ivs_over_naive": round(ivs_mean / naive_mean, 3) if naive_mean else None,
-        "speedup": round(naive_mean / ivs_mean, 2) if ivs_mean else None,
-    }
+    return NaiveRow(
+        model=model.manifest.name,
+        runtime=model.runner.name,
+        feed=feed.name,
+        frame=feed.frame,
+        ivs=FrameTimes(mean_ms=round(ivs_mean, 3), **msgspec.structs.asdict(spread(ivs_ms)), n=ivs_frames),
+        naive=FrameTimes(mean_ms=round(naive_mean, 3), **msgspec.structs.asdict(spread(naive_ms)), n=naive_frames),
+        ivs_over_naive=round(ivs_mean / naive_mean, 3) if naive_mean else None,
+        speedup=round(naive_mean / ivs_mean, 2) if ivs_mean else None,
+    )
 
 
 def make_feeds(
@@ -249,14 +242,14 @@ def bench_pipeline(
     naive_frames: int,
     naive_blocks: int,
     log: Callable[[str], None],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[SustainedRow], list[NaiveRow]]:
     """Parts b (sustained, paced) and c (against the naive pipeline) for one model."""
     from ivs.bench.naive import NaivePipeline
     from ivs.model import load_model
 
     model = load_model(model_name, runtime=runtime, threads=threads)
-    sustained: list[dict[str, Any]] = []
-    versus: list[dict[str, Any]] = []
+    sustained: list[SustainedRow] = []
+    versus: list[NaiveRow] = []
     try:
         model(feeds[0].pixels[0])  # warm-up
         if sustain_s > 0:
@@ -274,10 +267,10 @@ def bench_pipeline(
                 for feed in feeds:
                     for m, how in variants:
                         row = bench_versus_naive(m, naive, feed, naive_frames, naive_blocks)
-                        row["naive_model"] = naive_fp32[1]
-                        row["ivs_tiles"] = f"{m.isp.tiles[0]}x{m.isp.tiles[1]} ({how})"
+                        row.naive_model = naive_fp32[1]
+                        row.ivs_tiles = f"{m.isp.tiles[0]}x{m.isp.tiles[1]} ({how})"
                         versus.append(row)
-                        log(f"c. {model_name} {feed.name} {how}: ivs {row['speedup']}x faster than the naive one")
+                        log(f"c. {model_name} {feed.name} {how}: ivs {row.speedup}x faster than the naive one")
             finally:
                 for m, _ in variants[1:]:
                     m.close()
@@ -286,7 +279,7 @@ def bench_pipeline(
     return sustained, versus
 
 
-def bench_area_resize(frames: Sequence[npt.NDArray[np.uint8]], runs: int) -> dict[str, Any]:
+def bench_area_resize(frames: Sequence[npt.NDArray[np.uint8]], runs: int) -> IspResize:
     """The ISP's anti-aliased shrink of a 4K centre crop to 224x224 (MobileNet V1's input) against
     one `cv2.resize(INTER_AREA)` and against `INTER_LINEAR` (fast, aliased), taking turns on the
     same frames; and how far the ISP's output is from the single INTER_AREA's (grey levels)."""
@@ -313,13 +306,11 @@ def bench_area_resize(frames: Sequence[npt.NDArray[np.uint8]], runs: int) -> dic
         for c in crops
     ]
     d = np.concatenate([x.ravel() for x in diffs])
-    return {
-        "crop": "2160x2160 centre of 3840x2160 -> 224x224",
-        "runs": runs,
-        "ms": {k: _stage_stats(v) for k, v in times.items()},
-        "vs_single_area": {
-            "mean_abs": round(float(d.mean()), 3),
-            "p99_abs": float(np.percentile(d, 99)),
-            "max_abs": int(d.max()),
-        },
-    }
+    return IspResize(
+        crop="2160x2160 centre of 3840x2160 -> 224x224",
+        runs=runs,
+        ms={k: spread(v) for k, v in times.items()},
+        vs_single_area=ResizeDiff(
+            mean_abs=round(float(d.mean()), 3), p99_abs=float(np.percentile(d, 99)), max_abs=int(d.max())
+        ),
+    )

@@ -222,13 +222,22 @@ def bench(
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every number as JSON here.")] = None,
     markdown: Annotated[bool, typer.Option(help="Print the results as Markdown tables (docs/benchmarks.md).")] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Measure nothing: print the tables of a results file that --json wrote.", exists=True),
+    ] = None,
 ) -> None:
     """Measure model latency per runtime, frame-to-metadata, data reduction and memory here."""
-    from ivs.bench import markdown_report, run_bench
+    from ivs.bench import markdown_report, print_report, read_results, run_bench
 
     try:
-        result = run_bench(quick, json_out, err_console)
-    except IvsError as err:
+        if report is not None:
+            result = read_results(report)
+            if not markdown:
+                print_report(result, err_console)
+        else:
+            result = run_bench(quick, json_out, err_console)
+    except (IvsError, ValueError) as err:
         raise fail(str(err), 1) from None
     if markdown:
         typer.echo(markdown_report(result))
