@@ -30,7 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ivs.bench import ROOT
+from ivs.bench.results import CountFigures, RssFigures, SoakFigures, SoakSensor
 
 SENSOR_ID = "soak"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -53,7 +56,7 @@ class SoakReport:
     warmup_s: float
     interval_s: float
     samples: list[Sample] = field(default_factory=list)
-    child: dict[str, Any] = field(default_factory=dict)
+    child: SoakSensor | None = None
     """The sensor's own summary (frames read, processed, dropped, events, last seq)."""
     received: int = 0
     duplicates: int = 0
@@ -62,38 +65,39 @@ class SoakReport:
     def after_warmup(self) -> list[Sample]:
         return [s for s in self.samples if s.t >= self.warmup_s]
 
-    def figures(self) -> dict[str, Any]:
-        """Start, after warm-up, end and extremes of each measure; growth in percent."""
+    def figures(self) -> SoakFigures | None:
+        """Start, after warm-up, end and extremes of each measure; growth in percent (None: no
+        sample after the warm-up)."""
         warm = self.after_warmup()
         if not self.samples or not warm:
-            return {}
+            return None
         # "start": the first sample with the sensor delivering (the model loaded, frames flowing).
         first = next((s for s in self.samples if s.frames > 0), self.samples[0])
         w0, last = warm[0], self.samples[-1]
         rss = [s.rss_mib for s in warm]
-        return {
-            "rss_mib": {
-                "start": round(first.rss_mib, 1),
-                "after_warmup": round(w0.rss_mib, 1),
-                "end": round(last.rss_mib, 1),
-                "max_after_warmup": round(max(rss), 1),
-                "growth_pct": round(100 * (last.rss_mib - w0.rss_mib) / w0.rss_mib, 2),
-                "max_growth_pct": round(100 * (max(rss) - w0.rss_mib) / w0.rss_mib, 2),
-            },
-            "fds": {
-                "start": first.fds,
-                "min_after_warmup": min(s.fds for s in warm),
-                "end": last.fds,
-                "max_after_warmup": max(s.fds for s in warm),
-            },
-            "threads": {
-                "start": first.threads,
-                "min_after_warmup": min(s.threads for s in warm),
-                "end": last.threads,
-                "max_after_warmup": max(s.threads for s in warm),
-            },
-            "samples": len(self.samples),
-        }
+        return SoakFigures(
+            rss_mib=RssFigures(
+                start=round(first.rss_mib, 1),
+                after_warmup=round(w0.rss_mib, 1),
+                end=round(last.rss_mib, 1),
+                max_after_warmup=round(max(rss), 1),
+                growth_pct=round(100 * (last.rss_mib - w0.rss_mib) / w0.rss_mib, 2),
+                max_growth_pct=round(100 * (max(rss) - w0.rss_mib) / w0.rss_mib, 2),
+            ),
+            fds=CountFigures(
+                start=first.fds,
+                min_after_warmup=min(s.fds for s in warm),
+                end=last.fds,
+                max_after_warmup=max(s.fds for s in warm),
+            ),
+            threads=CountFigures(
+                start=first.threads,
+                min_after_warmup=min(s.threads for s in warm),
+                end=last.threads,
+                max_after_warmup=max(s.threads for s in warm),
+            ),
+            samples=len(self.samples),
+        )
 
 
 def proc_sample(pid: int) -> tuple[float, int, int]:
@@ -142,16 +146,16 @@ def run_child(config_path: Path) -> int:
     signal.signal(signal.SIGINT, lambda *_: sensor.stop())
     stats = sensor.run()
     built.close()
-    summary = {
-        "frames_read": stats.frames_read,
-        "frames_processed": stats.frames_processed,
-        "dropped": stats.dropped,
-        "events": sensor.events,
-        "last_seq": sensor._seq,
-        "loops": source.loops,
-        "seconds": round(stats.elapsed(), 1),
-    }
-    sys.stdout.write(json.dumps(summary) + "\n")
+    summary = SoakSensor(
+        frames_read=stats.frames_read,
+        frames_processed=stats.frames_processed,
+        dropped=stats.dropped,
+        events=sensor.events,
+        last_seq=sensor._seq,
+        loops=source.loops,
+        seconds=round(stats.elapsed(), 1),
+    )
+    sys.stdout.write(msgspec.json.encode(summary).decode() + "\n")
     sys.stdout.flush()
     return 0
 
@@ -214,10 +218,10 @@ def soak(
         out, _ = child.communicate(timeout=60)
         if child.returncode != 0:
             raise RuntimeError(f"the soak sensor failed ({child.returncode}): {_tail(work / 'sensor.log')}")
-        report.child = json.loads(out.strip().splitlines()[-1])
+        report.child = msgspec.json.decode(out.strip().splitlines()[-1], type=SoakSensor)
         # Wait for the last messages to arrive (the sink drains its outbox before it exits).
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and received[0] < report.child["last_seq"]:
+        while time.monotonic() < deadline and received[0] < report.child.last_seq:
             time.sleep(0.1)
     finally:
         if child.poll() is None:
@@ -257,8 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     report = soak(
         args.minutes * 60, warmup_s=args.warmup, interval_s=args.interval, frames=not args.no_frames, progress=show
     )
-    result = {"figures": report.figures(), "sensor": report.child, "received": report.received,
-              "duplicates": report.duplicates, "rejected": report.rejected}  # fmt: skip
+    result = {
+        "figures": msgspec.to_builtins(report.figures()),
+        "sensor": msgspec.to_builtins(report.child),
+        "received": report.received,
+        "duplicates": report.duplicates,
+        "rejected": report.rejected,
+    }
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
