@@ -15,11 +15,10 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from ivs.apps import App, FrameContext
-from ivs.apps.registry import AppBase, AppEnv, AppSettings, Entity, Point, register
-from ivs.apps.zone import three_points
+from ivs.apps.registry import AppBase, AppEnv, Entity, PolygonSettings, register
 from ivs.events import CrowdCleared, Crowded, Event
 from ivs.geometry import Anchor, anchors, inside_polygon
 
@@ -87,21 +86,17 @@ class Crowding(AppBase):
         return {}
 
 
-class CrowdingSettings(AppSettings):
+class CrowdingSettings(PolygonSettings):
     type: Literal["crowding"]
-    polygon: list[Point] = Field(description="The zone's corners, in order.")
     crowded_at: int = Field(ge=1, description="Head count at or above which the zone is crowded.")
     clear_at: int | None = Field(
         None, ge=0, description="Head count at or below which it is clear again (default: crowded_at - 1)."
     )
     hold_frames: int = Field(3, ge=1, description="Consecutive frames at crowded_at or more before `crowded`.")
     clear_frames: int = Field(10, ge=1, description="Consecutive frames at clear_at or fewer before `crowd_clear`.")
-    classes: list[str] | None = Field(None, description="Labels that count (default: all).")
     anchor: Literal["bottom_center", "center", "top_center"] = Field(
         "bottom_center", description="Point of the box judged."
     )
-
-    _three_points = field_validator("polygon")(three_points)
 
     @model_validator(mode="after")
     def _clear_below_crowded(self) -> CrowdingSettings:
@@ -110,12 +105,6 @@ class CrowdingSettings(AppSettings):
                 f"clear_at {self.clear_at} is not below crowded_at {self.crowded_at}: expected clear_at < crowded_at"
             )
         return self
-
-    def class_names(self) -> list[str] | None:
-        return self.classes
-
-    def points(self) -> list[tuple[str, int | None, Point]]:
-        return [("polygon", k, p) for k, p in enumerate(self.polygon)]
 
 
 @register(CrowdingSettings)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ivs.apps import App, FrameContext
 from ivs.errors import ConfigError
@@ -49,6 +49,28 @@ class AppSettings(BaseModel):
     def problems(self, has_classifier: bool) -> list[tuple[str, str]]:
         """(field, message) of what is wrong with these settings in a sensor (beyond the schema)."""
         return []
+
+
+def three_points(cls: Any, v: list[Point]) -> list[Point]:
+    """A polygon's validator: at least three corners."""
+    if len(v) < 3:
+        raise ValueError(f"a polygon needs at least 3 points, got {len(v)}")
+    return v
+
+
+class PolygonSettings(AppSettings):
+    """What an app over an area has (zone, safety, crowding): its corners and the labels it counts."""
+
+    polygon: list[Point] = Field(description="The zone's corners, in order.")
+    classes: list[str] | None = Field(None, description="Labels that count (default: all).")
+
+    _three_points = field_validator("polygon")(three_points)
+
+    def class_names(self) -> list[str] | None:
+        return self.classes
+
+    def points(self) -> list[tuple[str, int | None, Point]]:
+        return [("polygon", k, p) for k, p in enumerate(self.polygon)]
 
 
 @dataclass(frozen=True)

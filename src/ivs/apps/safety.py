@@ -14,11 +14,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ivs.apps import App, FrameContext
-from ivs.apps.registry import AppBase, AppEnv, AppSettings, Entity, Point, register
-from ivs.apps.zone import three_points
+from ivs.apps.registry import AppBase, AppEnv, Entity, Point, PolygonSettings, register
 from ivs.events import Clear, Event, Stop
 from ivs.geometry import anchors, inside_polygon
 
@@ -111,21 +110,13 @@ class SafetyZone(AppBase):
         return {"stop": "ON" if isinstance(event, Stop) else "OFF"}
 
 
-class SafetySettings(AppSettings):
+class SafetySettings(PolygonSettings):
     type: Literal["safety"]
     polygon: list[Point] = Field(description="The stop zone's corners, in order.")
     classes: list[str] | None = Field(["person"], description="Labels that stop the machine.")
     clear_frames: int = Field(10, ge=1, description="Consecutive empty frames before `clear`.")
     trigger: Literal["overlap", "anchor"] = Field("overlap", description="Any part of the box, or where it stands.")
     min_confidence: float = Field(0.0, ge=0, le=1, description="Ignore detections below this.")
-
-    _three_points = field_validator("polygon")(three_points)
-
-    def class_names(self) -> list[str] | None:
-        return self.classes
-
-    def points(self) -> list[tuple[str, int | None, Point]]:
-        return [("polygon", k, p) for k, p in enumerate(self.polygon)]
 
 
 @register(SafetySettings)

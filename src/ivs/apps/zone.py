@@ -13,10 +13,10 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ivs.apps import App, FrameContext
-from ivs.apps.registry import AppBase, AppEnv, AppSettings, Entity, Point, register
+from ivs.apps.registry import AppBase, AppEnv, Entity, PolygonSettings, register
 from ivs.events import Event, Loiter, ZoneEnter, ZoneLeave
 from ivs.geometry import Anchor, anchors, inside_polygon
 
@@ -147,31 +147,14 @@ class Zone(AppBase):
         return {"occupancy": str(event.occupancy), "occupied": "ON" if event.occupancy > 0 else "OFF"}
 
 
-def three_points(cls: Any, v: list[Point]) -> list[Point]:
-    """A polygon's validator: at least three corners."""
-    if len(v) < 3:
-        raise ValueError(f"a polygon needs at least 3 points, got {len(v)}")
-    return v
-
-
-class ZoneSettings(AppSettings):
+class ZoneSettings(PolygonSettings):
     type: Literal["zone"]
-    polygon: list[Point] = Field(description="The zone's corners, in order.")
-    classes: list[str] | None = Field(None, description="Labels that count (default: all).")
     anchor: Literal["bottom_center", "center", "top_center"] = Field(
         "bottom_center", description="Point of the box judged."
     )
     enter_frames: int = Field(2, ge=1, description="Consecutive frames inside before `zone_enter`.")
     leave_frames: int = Field(5, ge=1, description="Consecutive frames outside before `zone_leave`.")
     loiter_s: float | None = Field(None, gt=0, description="Send `loiter` once a visit lasts this long (seconds).")
-
-    _three_points = field_validator("polygon")(three_points)
-
-    def class_names(self) -> list[str] | None:
-        return self.classes
-
-    def points(self) -> list[tuple[str, int | None, Point]]:
-        return [("polygon", k, p) for k, p in enumerate(self.polygon)]
 
 
 @register(ZoneSettings)
