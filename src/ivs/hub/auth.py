@@ -33,6 +33,17 @@ def caller(request: Request, token: str) -> str | None:
     return f"device:{device}" if device is not None else None
 
 
+def require_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """Who calls (see `caller`): the admin or an active device; a 401 for anyone else."""
+    token = bearer(authorization)
+    if token is None:
+        raise unauthorized("expected `Authorization: Bearer <device token>`")
+    who = caller(request, token)
+    if who is None:
+        raise unauthorized("unknown or revoked token")
+    return who
+
+
 def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     """The admin token, or a 401 (no or unknown token) or 403 (a device's token; no admin token set)."""
     if not request.app.state.admin_token:

@@ -27,12 +27,12 @@ import zipfile
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
 from ivs.config import parse as parse_config
-from ivs.hub.auth import bearer, caller, require_admin, require_device, unauthorized
+from ivs.hub.auth import require_admin, require_caller, require_device
 from ivs.hub.body import read_body
 from ivs.hub.store import (
     NAME_PATTERN,
@@ -353,17 +353,11 @@ def list_packages(request: Request) -> list[PackageOut]:
 def download_package(
     request: Request,
     sha256: Annotated[str, Path(pattern=_SHA256, description="the package's sha256")],
-    authorization: Annotated[str | None, Header()] = None,
+    who: Annotated[str, Depends(require_caller)],
 ) -> Response:
     """The package file. The admin token downloads any; a device token only the package
     assigned to that device."""
     store: Store = request.app.state.store
-    token = bearer(authorization)
-    if token is None:
-        raise unauthorized("expected `Authorization: Bearer <device token>`")
-    who = caller(request, token)
-    if who is None:
-        raise unauthorized("unknown or revoked token")
     sha = sha256.lower()
     if who != "admin":
         name = who.removeprefix("device:")
