@@ -120,3 +120,26 @@ def test_classifier_cat_and_espresso(classifier_model):
     # The box of a classification is the region it saw: the centred square of the frame.
     h, w = data.coffee().shape[:2]
     assert coffee.xyxy[0].tolist() == [(w - h) / 2, 0.0, (w + h) / 2, float(h)]
+
+
+STILLS = json.loads((DATA / "still_people.json").read_text())
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("image", STILLS["images"], ids=lambda im: im["file"])
+def test_large_and_small_people_are_one_box_each(runtime: str, image: dict, media: Path):
+    """Hand-labelled stills (test only, tests/data/README.md): messi5's player, larger than the
+    tiles' overlap, is one box; both people in each basketball frame are found; nothing else."""
+    import cv2
+
+    from ivs.model import load_model
+
+    pixels = cv2.cvtColor(cv2.imread(str(media / image["file"])), cv2.COLOR_BGR2RGB)
+    model = load_model("person", runtime=runtime)
+    try:
+        assert model.isp.tiles == (2, 1) and model.isp.full_frame  # the shipped layout
+        det = model(pixels)
+    finally:
+        model.close()
+    recall, fps = evaluate({"frames": [{"index": 0, "people": image["people"]}]}, {0: det.xyxy})
+    assert recall == 1.0 and fps == {0: 0}, (image["file"], det.xyxy.tolist())

@@ -108,8 +108,9 @@ def build_sensor(config: SensorConfig, options: RunOptions | None = None) -> Bui
     def load(path: Path) -> Model:
         if on_sensor:  # the network runs on the IMX500; the package gives decoder and labels
             return load_sensor_model(path, roi=region, keyring=ring, allow_unsigned=options.allow_unsigned)
-        return load_model(path, runtime=mc.runtime, roi=region, tiles=mc.tiles, threads=mc.threads, keyring=ring,
-                          allow_unsigned=options.allow_unsigned, retime=options.retime)  # fmt: skip
+        return load_model(path, runtime=mc.runtime, roi=region, tiles=mc.tiles, full_frame=mc.full_frame,
+                          threads=mc.threads, keyring=ring, allow_unsigned=options.allow_unsigned,
+                          retime=options.retime)  # fmt: skip
 
     package = resolve(mc.name)
     model = load(package)

@@ -78,7 +78,14 @@ class ModelConfig(_Model):
     name: str = Field(description="Zoo name or .ivsm package path.")
     runtime: Literal["auto", "onnxruntime", "openvino", "litert"] = Field("auto", description="Inference engine.")
     roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest x, y, w, h in pixels.")
-    tiles: tuple[int, int] | None = Field(None, description="Columns, rows of overlapping tiles.")
+    tiles: tuple[int, int] | None = Field(
+        None, description="Columns, rows of overlapping tiles (default: the package's hint)."
+    )
+    full_frame: bool | None = Field(
+        None,
+        description="With tiles, also one pass over the whole frame, so that an object larger than a tile's "
+        "overlap stays one box (default: the package's hint; on where it says nothing).",
+    )
     threads: int | None = Field(None, gt=0, description="Inference threads.")
     classify_with: str | None = Field(None, description="Second-stage classifier run on each detection's crop.")
 

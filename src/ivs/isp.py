@@ -124,6 +124,9 @@ class Isp:
     tiles: (columns, rows): the region is cut into this grid of overlapping tiles, each scaled
         to the model input on its own, so that small objects keep more pixels (at the cost of
         one inference per tile). `overlap` is the fraction of a tile shared with its neighbour.
+    full_frame: with tiles, also one pass over the whole region, first: an object larger than
+        a tile's overlap is seen whole there, and its pieces cut by the tiles' inner edges are
+        dropped when merging (`ivs.model.merge_tiles`).
 
     >>> spec = InputSpec(name="x", width=4, height=4, layout="NCHW", mean=(0, 0, 0), std=(255, 255, 255))
     >>> out = Isp(spec).process(np.full((8, 16, 3), 255, np.uint8))
@@ -137,6 +140,7 @@ class Isp:
         roi: Roi | None = None,
         tiles: tuple[int, int] = (1, 1),
         overlap: float = 0.25,
+        full_frame: bool = False,
     ) -> None:
         if tiles[0] < 1 or tiles[1] < 1:
             raise ConfigError(f"tiles {tiles[0]}x{tiles[1]}: expected at least 1x1")
@@ -146,6 +150,7 @@ class Isp:
         self.roi = roi
         self.tiles = tiles
         self.overlap = overlap
+        self.full_frame = full_frame and tiles != (1, 1)
         self._mean = np.asarray(spec.mean, np.float32)
         self._inv_std = (1.0 / np.asarray(spec.std, np.float32)).astype(np.float32)
 
@@ -177,7 +182,8 @@ class Isp:
         if self.tiles == (1, 1):
             return [self.process(pixels)]
         fh, fw = pixels.shape[:2]
-        return [self._prepare(pixels, *rect) for rect in self.tile_rects(fw, fh)]
+        tiles = [self._prepare(pixels, *rect) for rect in self.tile_rects(fw, fh)]
+        return [self.process(pixels), *tiles] if self.full_frame else tiles
 
     def _prepare(self, pixels: npt.NDArray[np.uint8], rx: int, ry: int, rw: int, rh: int) -> IspOutput:
         fh, fw = pixels.shape[:2]

@@ -80,7 +80,8 @@ class Model:
             parts.append(det.with_boxes(box_map.to_frame(det.xyxy), keypoints))
         if len(parts) == 1:
             return parts[0]
-        return merge_tiles(parts, inputs, float(self.manifest.decoder.params.get("iou_threshold", 0.5)))
+        iou = float(self.manifest.decoder.params.get("iou_threshold", 0.5))
+        return merge_tiles(parts, inputs, iou, full_frame=self.isp.full_frame)
 
     def __call__(self, pixels: npt.NDArray[np.uint8]) -> Detections:
         """All three stages at once, for scripts and tests."""
@@ -97,6 +98,7 @@ def load_model(
     runtime: str = "auto",
     roi: Roi | None = None,
     tiles: tuple[int, int] | None = None,
+    full_frame: bool | None = None,
     threads: int | None = None,
     keyring: Keyring | None = None,
     allow_unsigned: bool = False,
@@ -104,7 +106,9 @@ def load_model(
 ) -> Model:
     """Resolve a zoo name or package path, verify it, and make it runnable. `runtime="auto"`:
     the runtime remembered for this network on this machine, else the fastest, timed now
-    (`retime`: time again; `ivs.runtime.choice`)."""
+    (`retime`: time again; `ivs.runtime.choice`). `tiles` (default: the package's hint) cuts each
+    frame into overlapping tiles; `full_frame` adds one pass over the whole frame to a tiled layout
+    (default: the package's `full_frame` hint, on where it says nothing)."""
     package = read_package(resolve(str(model)), keyring, allow_unsigned=allow_unsigned)
     m = package.manifest
     if threads is None:
@@ -112,7 +116,9 @@ def load_model(
     if tiles is None:
         hint = m.runtime_hints.get("tiles", [1, 1])
         tiles = (int(hint[0]), int(hint[1]))
-    isp = Isp(m.input, roi, tiles)
+    if full_frame is None:  # the package's hint; a tiled layout gets the whole-frame pass unless it says no
+        full_frame = bool(m.runtime_hints.get("full_frame", True))
+    isp = Isp(m.input, roi, tiles, full_frame=full_frame)
     sample = Isp(m.input).process(np.zeros((m.input.height, m.input.width, 3), np.uint8)).tensor
     weights = package.members[m.model.weights] if m.model.weights else None
     name, how = choose(runtime, package.model_bytes, m.model.format, m.input.name, sample, threads, weights,
@@ -127,44 +133,94 @@ def load_model(
     return Model(package, runner, isp, decode.get(m.decoder.name), ctx, how)
 
 
-def merge_tiles(parts: list[Detections], inputs: list[IspOutput], iou_threshold: float) -> Detections:
-    """One detection per object across overlapping tiles.
+def _ios(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Intersection of each box of `a` with each box of `b`, over the area of the `a` box."""
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    return np.asarray(inter / _area(a)[:, None], np.float32)
+
+
+FRAGMENT_IOS = 0.7
+"""A tile's box this much inside a large whole-frame box is a piece of that object..."""
+FRAGMENT_AREA = 0.2
+"""...when it is also at least this share of the large box (a small person in front is not)."""
+
+
+def merge_tiles(
+    parts: list[Detections], inputs: list[IspOutput], iou_threshold: float, full_frame: bool = False
+) -> Detections:
+    """One detection per object across overlapping tiles (and the whole-frame pass, first in
+    `parts` when `full_frame`).
 
     A box touching a tile's inner edge may be an object cut by that edge. Where a box that
-    is not cut covers most of it (the neighbouring tile saw the object whole, thanks to the
-    overlap), the cut one is dropped; an object larger than the overlap keeps its cut boxes.
-    Then class-wise NMS removes the copies of objects seen whole by two tiles.
+    is not cut covers most of it (the neighbouring tile or the whole-frame pass saw the object
+    whole), the cut one is dropped. The whole-frame pass speaks only for large objects, those
+    that no tile holds whole: its other boxes are dropped (a tile saw those objects with more
+    pixels), and a tile's box lying inside one of its large boxes is a piece of that object and
+    dropped too. Then class-wise NMS removes the copies of objects seen whole by two tiles.
     """
-    cut_flags = []
-    for det, isp in zip(parts, inputs, strict=True):
-        m = isp.box_map
-        x0, y0 = m.origin_x, m.origin_y
-        x1, y1 = x0 + isp.region.shape[1], y0 + isp.region.shape[0]
-        margin = 2.0
-        cut = np.zeros(len(det), bool)
-        # Only edges inside the frame are inner edges; the frame's own edges cut nothing.
-        if x0 > 0:
-            cut |= det.xyxy[:, 0] <= x0 + margin
-        if y0 > 0:
-            cut |= det.xyxy[:, 1] <= y0 + margin
-        if x1 < m.frame_width:
-            cut |= det.xyxy[:, 2] >= x1 - margin
-        if y1 < m.frame_height:
-            cut |= det.xyxy[:, 3] >= y1 - margin
-        cut_flags.append(cut)
+    if full_frame:
+        # A whole-frame box that some tile holds whole (inside it, clear of its inner edges).
+        held = np.zeros(len(parts[0]), bool)
+        for isp in inputs[1:]:
+            held |= _within(parts[0].xyxy, isp) & ~_cut(parts[0].xyxy, isp)
+        parts = [parts[0][~held], *parts[1:]]
     merged = Detections.merge(parts)
     if len(merged) == 0:
         return merged
-    cut = np.concatenate(cut_flags)
+    drop = np.zeros(len(merged), bool)
+    cut = np.concatenate([_cut(det.xyxy, isp) for det, isp in zip(parts, inputs, strict=True)])
     whole = merged.xyxy[~cut]
     if cut.any() and len(whole):
-        c = merged.xyxy[cut]
-        tl = np.maximum(c[:, None, :2], whole[None, :, :2])
-        br = np.minimum(c[:, None, 2:], whole[None, :, 2:])
-        inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-        area = np.prod(np.clip(c[:, 2:] - c[:, :2], 1e-6, None), axis=1)
-        covered = (inter / area[:, None]).max(axis=1) >= 0.5
-        drop = np.zeros(len(merged), bool)
+        covered = _ios(merged.xyxy[cut], whole).max(axis=1) >= 0.5
         drop[np.nonzero(cut)[0][covered]] = True
-        merged = merged[~drop]
+    n_big = len(parts[0]) if full_frame else 0
+    if n_big and len(merged) > n_big:
+        large, rest = merged.xyxy[:n_big], merged.xyxy[n_big:]
+        share = _area(rest)[:, None] / _area(large)[None, :]
+        same_class = merged.class_id[n_big:, None] == merged.class_id[None, :n_big]
+        piece = (_ios(rest, large) >= FRAGMENT_IOS) & (share >= FRAGMENT_AREA) & same_class
+        drop[n_big:] |= piece.any(axis=1)
+    merged = merged[~drop]
     return merged[batched_nms(merged.xyxy, merged.confidence, merged.class_id, iou_threshold)]
+
+
+_EDGE = 2.0
+"""Pixels from a tile's edge within which a box touches it."""
+
+
+def _area(xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    return np.asarray(np.prod(np.clip(xyxy[:, 2:] - xyxy[:, :2], 1e-6, None), axis=1), np.float32)
+
+
+def _bounds(isp: IspOutput) -> tuple[float, float, float, float]:
+    """The frame area an input saw: x0, y0, x1, y1."""
+    m = isp.box_map
+    return m.origin_x, m.origin_y, m.origin_x + isp.region.shape[1], m.origin_y + isp.region.shape[0]
+
+
+def _cut(xyxy: npt.NDArray[np.float32], isp: IspOutput) -> npt.NDArray[np.bool_]:
+    """Boxes touching an inner edge of the area the input saw (the frame's own edges cut nothing)."""
+    x0, y0, x1, y1 = _bounds(isp)
+    m = isp.box_map
+    cut = np.zeros(len(xyxy), bool)
+    if x0 > 0:
+        cut |= xyxy[:, 0] <= x0 + _EDGE
+    if y0 > 0:
+        cut |= xyxy[:, 1] <= y0 + _EDGE
+    if x1 < m.frame_width:
+        cut |= xyxy[:, 2] >= x1 - _EDGE
+    if y1 < m.frame_height:
+        cut |= xyxy[:, 3] >= y1 - _EDGE
+    return cut
+
+
+def _within(xyxy: npt.NDArray[np.float32], isp: IspOutput) -> npt.NDArray[np.bool_]:
+    x0, y0, x1, y1 = _bounds(isp)
+    return np.asarray(
+        (xyxy[:, 0] >= x0 - _EDGE)
+        & (xyxy[:, 1] >= y0 - _EDGE)
+        & (xyxy[:, 2] <= x1 + _EDGE)
+        & (xyxy[:, 3] <= y1 + _EDGE)
+    )

@@ -45,6 +45,9 @@ def run(
         str | None,
         typer.Option(help="Cut the region into CxR overlapping tiles (default: the package's hint)."),
     ] = None,
+    full_frame: Annotated[
+        bool | None, typer.Option(help="With tiles, also one pass over the whole frame (default: the package's).")
+    ] = None,
     fps: Annotated[
         float | None,
         typer.Option(help="Pace at this rate (default: the source's); 0 = every frame, unpaced."),
@@ -75,8 +78,8 @@ def run(
     from ivs.run_view import RunView, print_summary
 
     try:
-        cfg, out = _run_config(config, source, model, roi, tiles, fps, max_frames, out, runtime, threads,
-                               classify_with, sensor_id, keyring)  # fmt: skip
+        cfg, out = _run_config(config, source, model, roi, (tiles, full_frame), fps, max_frames, out, runtime,
+                               threads, classify_with, sensor_id, keyring)  # fmt: skip
         if allow_unsigned:
             err_console.print("[bold yellow]WARNING: --allow-unsigned: unsigned or untrusted model packages "
                               "will run. Development only.[/]")  # fmt: skip
@@ -136,7 +139,7 @@ def _run_config(
     source: str | None,
     model: str | None,
     roi: str | None,
-    tiles: str | None,
+    layout: tuple[str | None, bool | None],
     fps: float | None,
     max_frames: int | None,
     out: str | None,
@@ -159,6 +162,7 @@ def _run_config(
     if fps is not None and fps < 0:
         raise ConfigError(f"--fps {fps}: expected 0 (unpaced) or a positive rate")
     region = Roi.parse(roi) if roi is not None else None
+    tiles, full_frame = layout
     grid = _parse_tiles(tiles) if tiles is not None else None
     jsonl = [JsonlSinkConfig(type="jsonl", path=out)] if out is not None else []
     if config is None:
@@ -167,8 +171,8 @@ def _run_config(
         roi_box = (region.x, region.y, region.w, region.h) if region else None
         cfg = SensorConfig(
             id=sensor_id, source=SourceConfig(url=source, fps=fps, max_frames=max_frames), frames=True, sinks=jsonl,
-            model=ModelConfig(name=model, runtime=runtime, roi=roi_box, tiles=grid, threads=threads,  # type: ignore[arg-type]
-                              classify_with=classify_with),
+            model=ModelConfig(name=model, runtime=runtime, roi=roi_box, tiles=grid, full_frame=full_frame,  # type: ignore[arg-type]
+                              threads=threads, classify_with=classify_with),
             keyring=str(keyring) if keyring is not None else None,
         )  # fmt: skip
         return cfg, out
@@ -184,7 +188,8 @@ def _run_config(
     src = cfg.source.model_copy(update={"fps": cfg.source.fps if fps is None else fps, "max_frames": frames})
     mc = cfg.model.model_copy(
         update={"roi": cfg.model.roi or ((region.x, region.y, region.w, region.h) if region else None),
-                "tiles": cfg.model.tiles or grid}
+                "tiles": cfg.model.tiles or grid,
+                "full_frame": cfg.model.full_frame if full_frame is None else full_frame}
     )  # fmt: skip
     update: dict[str, Any] = {"source": src, "model": mc, "keyring": cfg.keyring or (str(keyring) if keyring else None)}
     if jsonl:  # --out replaces the config's sinks
