@@ -63,6 +63,61 @@ def test_line_out_is_the_other_way_and_back_and_forth_counts_each_crossing():
     assert app.state() == {"in": {"person": 1}, "out": {"person": 1}}
 
 
+def test_two_people_crossing_as_one_box_count_twice_and_their_parting_not_again():
+    """Track 2 walks beside track 1, is hidden in 1's box (the tracker says so) while the box
+    crosses, and comes out on the far side: two crossings, and none when they part."""
+    import dataclasses
+
+    app = LineCounter("door", *LINE)
+    events = []
+    for i, x in enumerate(range(250, 300, 10)):  # side by side, left of the line
+        events += app.update(ctx(i, [feet_at(x, 300), feet_at(x + 12, 300)], ids=[1, 2]))
+    for i, x in enumerate(range(300, 360, 10), start=5):  # one box; 2 hidden in it
+        events += app.update(dataclasses.replace(ctx(i, [feet_at(x + 6, 300)], ids=[1]), hidden={2: 1}))
+    for i, x in enumerate(range(360, 400, 10), start=11):  # they part, right of the line
+        events += app.update(ctx(i, [feet_at(x, 300), feet_at(x + 14, 300)], ids=[1, 2]))
+    assert [(e.track_id, e.direction) for e in events] == [(1, "in"), (2, "in")]
+    assert app.state() == {"in": {"person": 2}, "out": {}}
+
+
+def test_a_hidden_track_last_seen_on_the_far_side_is_not_counted_with_the_box():
+    import dataclasses
+
+    app = LineCounter("door", *LINE)
+    app.update(ctx(0, [feet_at(250, 300), feet_at(400, 300)], ids=[1, 2]))  # 2 is already in
+    events = []
+    for i, x in enumerate(range(260, 360, 10), start=1):
+        events += app.update(dataclasses.replace(ctx(i, [feet_at(x, 300)], ids=[1]), hidden={2: 1}))
+    assert [(e.track_id, e.direction) for e in events] == [(1, "in")]
+
+
+def test_a_zone_member_hidden_in_anothers_box_stays_and_their_parting_enters_nobody():
+    import dataclasses
+
+    zone = Zone("plaza", np.array([[300, 0], [639, 0], [639, 479], [300, 479]], np.float32), enter_frames=2,
+                leave_frames=3)  # fmt: skip
+    events = []
+    for i, x in enumerate(range(310, 350, 10)):  # side by side, inside: two entries
+        events += zone.update(ctx(i, [feet_at(x, 300), feet_at(x + 12, 300)], ids=[1, 2]))
+    for i, x in enumerate(range(350, 450, 10), start=4):  # one box for ten frames; 2 hidden in it
+        events += zone.update(dataclasses.replace(ctx(i, [feet_at(x + 6, 300)], ids=[1]), hidden={2: 1}))
+    assert zone.occupancy == 2  # no leave while hidden
+    for i, x in enumerate(range(450, 490, 10), start=14):  # they part inside: nothing new
+        events += zone.update(ctx(i, [feet_at(x, 300), feet_at(x + 20, 300)], ids=[1, 2]))
+    assert [(type(e).__name__, e.track_id) for e in events] == [("ZoneEnter", 1), ("ZoneEnter", 2)]
+    # Without the tracker's word, the hidden one leaves after leave_frames and enters again.
+    zone = Zone("plaza", np.array([[300, 0], [639, 0], [639, 479], [300, 479]], np.float32), enter_frames=2,
+                leave_frames=3)  # fmt: skip
+    events = []
+    for i, x in enumerate(range(310, 350, 10)):
+        events += zone.update(ctx(i, [feet_at(x, 300), feet_at(x + 12, 300)], ids=[1, 2]))
+    for i, x in enumerate(range(350, 450, 10), start=4):
+        events += zone.update(ctx(i, [feet_at(x + 6, 300)], ids=[1]))
+    for i, x in enumerate(range(450, 490, 10), start=14):
+        events += zone.update(ctx(i, [feet_at(x, 300), feet_at(x + 20, 300)], ids=[1, 2]))
+    assert [type(e).__name__ for e in events].count("ZoneEnter") == 3
+
+
 def test_loitering_on_the_line_is_counted_once():
     app = LineCounter("door", *LINE, hysteresis=6.0)
     # Arrive from the left, then jitter around the line (within the dead band) for 50 frames,

@@ -113,7 +113,7 @@ def test_ivs_run_on_the_street_video_sends_what_its_own_records_imply(tmp_path: 
 
     expected, crowded, streak = [], False, 0
     for r in records:
-        n = sum(1 for d in r["detections"] if d.get("track_id") is not None)
+        n = sum(1 + len(d.get("hides", [])) for d in r["detections"] if d.get("track_id") is not None)
         beyond = n <= 4 if crowded else n >= 6
         streak = streak + 1 if beyond else 0
         if streak >= (5 if crowded else 3):
@@ -129,3 +129,14 @@ def test_the_console_line_of_each_event() -> None:
     (cleared,) = app.update(frame(4, 0))
     assert app.describe(crowded) == "CROWDED: 3 in the zone (at 2 or more)"
     assert app.describe(cleared) == "clear: 0 in the zone after 0.3 s crowded"
+
+
+def test_a_head_hidden_in_anothers_box_counts():
+    import dataclasses
+
+    app = Crowding("queue", ZONE, crowded_at=2, clear_at=1, hold_frames=1)
+    assert app.update(frame(0, 1)) == [] and app.count == 1
+    (crowded,) = app.update(dataclasses.replace(frame(1, 1), hidden={7: 1}))  # 7 is hidden in 1's box, inside
+    assert crowded.count == 2
+    app = Crowding("queue", ZONE, crowded_at=2, clear_at=1, hold_frames=1)
+    assert app.update(dataclasses.replace(frame(0, 1), hidden={7: 2})) == [] and app.count == 1  # 2 is outside

@@ -88,3 +88,18 @@ def test_without_the_whole_frame_pass_inputs_are_the_tiles():
     spec = InputSpec(name="x", width=100, height=100, layout="NHWC")
     assert len(Isp(spec, tiles=(2, 1)).process_tiles(np.zeros((480, 640, 3), np.uint8))) == 2
     assert len(Isp(spec, tiles=(1, 1), full_frame=True).process_tiles(np.zeros((480, 640, 3), np.uint8))) == 1
+
+
+def test_the_package_layout_has_the_whole_frame_pass_and_a_forced_grid_has_not():
+    from ivs.model import load_model
+
+    shipped = load_model("person", runtime="onnxruntime")
+    forced = load_model("person", runtime="onnxruntime", tiles=(3, 2))
+    both = load_model("person", runtime="onnxruntime", tiles=(3, 2), full_frame=True)
+    none = load_model("person", runtime="onnxruntime", full_frame=False)
+    frame = np.zeros((576, 768, 3), np.uint8)
+    try:
+        assert [len(m.prepare(frame)) for m in (shipped, forced, both, none)] == [3, 6, 7, 2]
+    finally:
+        for m in (shipped, forced, both, none):
+            m.close()

@@ -84,7 +84,8 @@ class ModelConfig(_Model):
     full_frame: bool | None = Field(
         None,
         description="With tiles, also one pass over the whole frame, so that an object larger than a tile's "
-        "overlap stays one box (default: the package's hint; on where it says nothing).",
+        "overlap stays one box (default: with the package's tiles, its hint, on where it says nothing; with `tiles` "
+        "set, off).",
     )
     threads: int | None = Field(None, gt=0, description="Inference threads.")
     classify_with: str | None = Field(None, description="Second-stage classifier run on each detection's crop.")

@@ -108,16 +108,17 @@ def load_model(
     the runtime remembered for this network on this machine, else the fastest, timed now
     (`retime`: time again; `ivs.runtime.choice`). `tiles` (default: the package's hint) cuts each
     frame into overlapping tiles; `full_frame` adds one pass over the whole frame to a tiled layout
-    (default: the package's `full_frame` hint, on where it says nothing)."""
+    (default: with the package's tiles, its `full_frame` hint, on where it says nothing; with
+    `tiles` given, off: they force exactly that grid)."""
     package = read_package(resolve(str(model)), keyring, allow_unsigned=allow_unsigned)
     m = package.manifest
     if threads is None:
         threads = int(m.runtime_hints.get("threads", min(2, os.cpu_count() or 1)))
+    if full_frame is None:  # the package's layout: its tiles and, unless it says no, the whole frame
+        full_frame = tiles is None and bool(m.runtime_hints.get("full_frame", True))
     if tiles is None:
         hint = m.runtime_hints.get("tiles", [1, 1])
         tiles = (int(hint[0]), int(hint[1]))
-    if full_frame is None:  # the package's hint; a tiled layout gets the whole-frame pass unless it says no
-        full_frame = bool(m.runtime_hints.get("full_frame", True))
     isp = Isp(m.input, roi, tiles, full_frame=full_frame)
     sample = Isp(m.input).process(np.zeros((m.input.height, m.input.width, 3), np.uint8)).tensor
     weights = package.members[m.model.weights] if m.model.weights else None

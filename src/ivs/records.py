@@ -27,6 +27,9 @@ class DetectionRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     top_k: list[ClassScore] | None = None
     attributes: dict[str, ClassScore] | None = None
     """Second-stage answers about this object, by model name (e.g. {"mask": ...})."""
+    hides: list[int] | None = None
+    """Ids of tracks hidden in this box (two people walking together, one box for both); the
+    apps count them where this box goes."""
 
 
 class Timings(msgspec.Struct, frozen=True, omit_defaults=True):

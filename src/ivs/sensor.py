@@ -46,6 +46,10 @@ class Tracker(Protocol):
 
     def update(self, det: Detections, pixels: npt.NDArray[np.uint8] | None = None) -> Detections: ...
 
+    def hidden(self) -> dict[int, int]:
+        """Ids of lost tracks hidden in a tracked one's box -> that track's id."""
+        ...
+
 
 class Sensor:
     """Runs a model on every frame of a source and sends one metadata record per frame.
@@ -367,6 +371,7 @@ class Sensor:
             labels=self.model.labels,
             detections=det,
             tracked=tracked,
+            hidden=self.tracker.hidden() if self.tracker is not None else {},
         )
 
     def _run_apps(self, frame: Frame, det: Detections, tracked: Detections) -> list[Event]:
@@ -396,6 +401,9 @@ class Sensor:
         top_ids = det.data.get("top_k_class_id")
         top_scores = det.data.get("top_k_confidence")
         rows = []
+        carried: dict[int, list[int]] = {}
+        for hid, carrier in sorted((self.tracker.hidden() if self.tracker is not None else {}).items()):
+            carried.setdefault(carrier, []).append(hid)
         for i in range(len(det)):
             cid = int(det.class_id[i])
             top_k = None
@@ -424,6 +432,7 @@ class Sensor:
                     track_id=tid if tid >= 0 else None,
                     top_k=top_k,
                     attributes=attributes or None,
+                    hides=carried.get(tid) if tid >= 0 else None,
                 )
             )
         roi = self.model.isp.roi

@@ -7,8 +7,8 @@ documented in docs/apps.md.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ivs.detections import Detections
@@ -22,6 +22,8 @@ class FrameContext:
     detections: everything the model found (full-frame pixels), before tracking: what a
         safety stop must react to without waiting for a track to be confirmed.
     tracked: the detections that belong to confirmed tracks, with `tracker_id` set.
+    hidden: tracks not seen this frame because they are hidden in another track's box (two
+        people walking together, one box for both): hidden id -> the id of the box's track.
     t_source: the source's clock in seconds (video pts; else monotonic capture time), which
         dwell times and periods use, so offline runs give the same answers as live ones.
     """
@@ -35,6 +37,7 @@ class FrameContext:
     labels: list[str]
     detections: Detections
     tracked: Detections
+    hidden: Mapping[int, int] = field(default_factory=dict)
 
     def event_fields(self, app: str) -> dict[str, Any]:
         return {

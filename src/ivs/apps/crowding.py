@@ -50,7 +50,10 @@ class Crowding(AppBase):
         det = ctx.tracked
         if self.classes is not None:
             det = det[np.isin(det.class_id, list(self.classes))]
-        self.count = int(inside_polygon(anchors(det.xyxy, self.anchor), self.polygon).sum())
+        inside = inside_polygon(anchors(det.xyxy, self.anchor), self.polygon)
+        # Heads hidden in another's box (walking together) are where that box is.
+        carriers = {int(t) for t, ok in zip(det.tracker_id, inside, strict=True) if ok}
+        self.count = int(inside.sum()) + sum(1 for c in ctx.hidden.values() if c in carriers)
         # Frames in a row on the far side of the threshold that would change the state.
         beyond = self.count <= self.clear_at if self.crowded else self.count >= self.crowded_at
         self._streak = self._streak + 1 if beyond else 0

@@ -10,6 +10,11 @@ A track first seen inside the dead band came into view on the line: out of a box
 with someone else (two people walking together are often one box until they part), or from
 behind something. People do not start on a line, so it is counted once, in the direction in
 which it leaves the band, as one that walked in from the other side would be.
+
+Two people who cross together are often one box: the tracker keeps the one hidden in the
+other's box (`FrameContext.hidden`). When a box crosses, each track hidden in it that was last
+seen on the side the box came from is counted too, and moved to the new side, so that when the
+two part later nobody is counted again.
 """
 
 from __future__ import annotations
@@ -85,25 +90,42 @@ class LineCounter(AppBase):
                 continue
             # The anchor is clearly on the other side now.
             if on_segment:
-                direction = "in" if side > 0 else "out"
-                label = ctx.label(int(det.class_id[i]))
-                self.counts[direction][label] = self.counts[direction].get(label, 0) + 1
-                events.append(
-                    Count(
-                        **ctx.event_fields(self.name),
-                        track_id=tid,
-                        class_id=int(det.class_id[i]),
-                        label=label,
-                        direction=direction,
-                        anchor_from=state.point,
-                        anchor_to=point,
-                        totals={k: dict(v) for k, v in self.counts.items()},
-                    )
-                )
+                class_id = int(det.class_id[i])
+                events.append(self._count(ctx, tid, class_id, side, state.point, point))
+                # Those hidden in this box (walking together) crossed with it; when they part
+                # later they are on this side already and are not counted again.
+                for hid in sorted(h for h, carrier in ctx.hidden.items() if carrier == tid):
+                    carried = self._tracks.get(hid)
+                    if carried is not None and carried.side == state.side != 0:
+                        events.append(self._count(ctx, hid, class_id, side, carried.point, point))
+                        carried.side, carried.point, carried.last_seen = side, point, ctx.index
             state.side, state.point = side, point
         for tid in [t for t, s in self._tracks.items() if ctx.index - s.last_seen > self.forget_frames]:
             del self._tracks[tid]
         return events
+
+    def _count(
+        self,
+        ctx: FrameContext,
+        tid: int,
+        class_id: int,
+        side: int,
+        start: tuple[float, float],
+        end: tuple[float, float],
+    ) -> Count:
+        direction = "in" if side > 0 else "out"
+        label = ctx.label(class_id)
+        self.counts[direction][label] = self.counts[direction].get(label, 0) + 1
+        return Count(
+            **ctx.event_fields(self.name),
+            track_id=tid,
+            class_id=class_id,
+            label=label,
+            direction=direction,
+            anchor_from=start,
+            anchor_to=end,
+            totals={k: dict(v) for k, v in self.counts.items()},
+        )
 
     def state(self) -> dict[str, Any]:
         return {"in": dict(self.counts["in"]), "out": dict(self.counts["out"])}

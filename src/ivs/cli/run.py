@@ -46,7 +46,8 @@ def run(
         typer.Option(help="Cut the region into CxR overlapping tiles (default: the package's hint)."),
     ] = None,
     full_frame: Annotated[
-        bool | None, typer.Option(help="With tiles, also one pass over the whole frame (default: the package's).")
+        bool | None,
+        typer.Option(help="With tiles, also one pass over the whole frame (default: the package's; off with --tiles)."),
     ] = None,
     fps: Annotated[
         float | None,

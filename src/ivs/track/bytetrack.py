@@ -189,6 +189,16 @@ class ByteTracker:
             )
         return tuple(out)
 
+    def hidden(self) -> dict[int, int]:
+        """Lost tracks taken to be hidden in a tracked one's box (two people walking together,
+        one box for both): their id -> the id of the track whose box holds them. Apps count
+        them where that box goes (a line crossed, a zone entered)."""
+        return {
+            t.id: t.hidden_by.id
+            for t in self._tracks
+            if t.state is TrackState.LOST and t.hidden_by is not None and t.hidden_by.state is TrackState.TRACKED
+        }
+
     def update(self, det: Detections, pixels: UInt8Array | None = None) -> Detections:
         """Advance one frame: every detection, with `tracker_id` its confirmed track's id or -1.
 
