@@ -188,3 +188,33 @@ def test_fewer_than_10_percent_of_hand_checked_tracks_switch_id(run):
     _, probe = run
     switched, total = id_switches(probe)
     assert total >= 10 and switched / total < 0.10
+
+
+@pytest.mark.slow
+def test_tracking_metrics_on_the_hand_labelled_tracks(run):
+    """IDF1 and ID switches (motmetrics) on the 10 hand-labelled people: floors, not targets."""
+    from ivs.bench.tracking import track_identity
+
+    _, probe = run
+    m = track_identity(probe.tracked, TRACKS, "3x2 tiles")
+    print(m)
+    assert m.people == 10 and m.labelled_boxes == 50
+    assert m.matched_boxes >= 45
+    assert m.idf1 >= 0.8 and m.id_switches <= 3
+
+
+def test_tracking_metrics_see_an_id_switch_and_a_miss():
+    from ivs.bench.tracking import track_identity
+
+    labels = {"tracks": [{"boxes": [{"frame": f, "box": [10 * f, 0, 10 * f + 20, 50]} for f in range(4)]}]}
+
+    def boxes(f: int, tid: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([[10 * f, 0, 10 * f + 20, 50], [300, 0, 320, 50]], np.float32), np.array([tid, 99])
+
+    same = track_identity({f: boxes(f, 1) for f in range(4)}, labels, "same id")
+    assert (same.idf1, same.id_switches, same.unlabelled_boxes_left_out) == (1.0, 0, 4)
+    switch = track_identity({f: boxes(f, 1 if f < 2 else 2) for f in range(4)}, labels, "switch")
+    assert switch.id_switches == 1 and switch.idf1 == 0.5
+    missed = {f: boxes(f, 1) for f in range(4)}
+    missed[3] = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    assert track_identity(missed, labels, "miss").idr == 0.75

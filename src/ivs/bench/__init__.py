@@ -12,7 +12,9 @@ d. safety stop latency: capture to a `stop` event at an MQTT subscriber, through
 e. hub ingest: events per second into SQLite and PostgreSQL through `Store.ingest`, the HTTP API and MQTT;
 f. data reduction: bytes of metadata records against raw frames and the compressed file;
 g. memory: the peak resident set of the bench process, and of a real `ivs run` and a real
-   `ivs hub serve` process (`ivs.bench.memory`).
+   `ivs hub serve` process (`ivs.bench.memory`);
+h. tracking: IDF1 and ID switches on the hand-labelled tracks of the sample video
+   (`ivs.bench.tracking`).
 
 Absolute times depend on the machine and on whatever else runs on it; compare rows as ratios
 measured in the same run.
@@ -46,6 +48,7 @@ from ivs.bench.parts import (
     bench_memory_part,
     bench_pipeline_parts,
     bench_stop_part,
+    bench_tracking_part,
     naive_model_bytes,
 )
 from ivs.bench.report import markdown_report, print_report
@@ -121,6 +124,7 @@ def run_bench(
     reduction = bench_data_reduction(cfg)
     if reduction is None:
         skipped.append("f: vtest.avi not found (scripts/fetch-media.sh fetches it) or skipped")
+    tracking = bench_tracking_part(cfg, log, skipped)
     memory.after_data_reduction_mib = peak_rss_mib()
     memory.current_rss_mib = current_rss_mib()
     memory.processes = bench_memory_part(cfg, log, skipped)
@@ -148,6 +152,7 @@ def run_bench(
         hub_ingest=ingest,
         data_reduction=reduction,
         memory=memory,
+        tracking=tracking,
         not_measured=[
             "g: RSS over a long run is the soak's (python -m ivs.bench.soak --minutes 30; docs/reliability.md)",
         ],

@@ -17,6 +17,7 @@ from ivs.bench.common import (
     DEADLINES_MS,
     FRAME_SIZES,
     LEDGER_MODEL,
+    ROOT,
     BenchConfig,
     current_rss_mib,
     fp32_path,
@@ -33,6 +34,7 @@ from ivs.bench.results import (
     SafetyStop,
     SensorMemory,
     SustainedRow,
+    TrackIdentity,
 )
 from ivs.model import load_model
 from ivs.package.reader import read_package
@@ -295,3 +297,32 @@ def bench_memory_part(
         rows.append(hub_peak_rss(cfg.rss_events))
         log(f"g. ivs hub serve: peak RSS {rows[-1].peak_rss_mib} MiB")
     return rows
+
+
+# ---------------------------------------------------------------------------------------- part h
+
+
+def bench_tracking_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> TrackIdentity | None:
+    """Part h, or None with the reason in `skipped`."""
+    video = media_dir() / "vtest.avi"
+    labels = ROOT / "tests" / "data" / "vtest_tracks.json"
+    why = None
+    if not cfg.tracking:
+        why = "h: tracking metrics not asked for (the full run measures them)"
+    elif not video.is_file():
+        why = "h: vtest.avi not found (scripts/fetch-media.sh fetches it)"
+    elif not labels.is_file():
+        why = "h: tests/data/vtest_tracks.json not here (a source checkout has it)"
+    else:
+        try:
+            import motmetrics  # noqa: F401
+        except ImportError:
+            why = "h: motmetrics not installed (it is in the dev extra: pip install -e '.[dev]')"
+    if why is not None:
+        skipped.append(why)
+        return None
+    from ivs.bench.tracking import bench_tracking
+
+    result = bench_tracking(video, labels, _e2e_runtime(cfg), max(cfg.threads))
+    log(f"h. tracking: IDF1 {result.idf1}, {result.id_switches} ID switches")
+    return result

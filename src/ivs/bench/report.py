@@ -146,6 +146,13 @@ def _print_footprint(result: BenchResult, console: Console) -> None:
     for p in mem.processes:
         idle = f" ({p.peak_rss_idle_mib} MiB idle after start)" if isinstance(p, HubMemory) else ""
         console.print(f"[bold]g. memory[/]: {p.process} peak RSS {p.peak_rss_mib} MiB{idle}: {p.what}")
+    tr = result.tracking
+    if tr is not None:
+        console.print(
+            f"[bold]h. tracking[/] ({tr.how}): IDF1 {tr.idf1:.3f} (IDP {tr.idp:.3f}, IDR {tr.idr:.3f}), "
+            f"{tr.id_switches} ID switches, {tr.matched_boxes}/{tr.labelled_boxes} labelled boxes matched, "
+            f"{tr.people} people"
+        )
 
 
 def _sustained_cells(r: SustainedRow) -> list[str]:
@@ -283,6 +290,12 @@ def markdown_report(result: BenchResult) -> str:
         lines += _markdown_rows(("delivery alone: outbox", "stops", "p50 ms", "p99 ms", "max ms"), rows, left=1)
     lines += _markdown_ingest(result.hub_ingest)
     lines += _markdown_memory(result.memory)
+    tr = result.tracking
+    if tr is not None:
+        row = [tr.how, f"{tr.people}", f"{tr.matched_boxes} / {tr.labelled_boxes}", f"{tr.idf1:.3f}",
+                 f"{tr.idp:.3f}", f"{tr.idr:.3f}", f"{tr.id_switches}"]  # fmt: skip
+        cols = ("tracking", "people", "boxes matched", "IDF1", "IDP", "IDR", "ID switches")
+        lines += _markdown_rows(cols, [row], left=1)
     return "\n".join(lines) + "\n"
 
 

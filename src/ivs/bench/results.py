@@ -314,6 +314,24 @@ class Memory(msgspec.Struct, kw_only=True):
     processes: list[SensorMemory | HubMemory] = msgspec.field(default_factory=list)
 
 
+# ---------------------------------------------------------------------------------------- part h
+
+
+class TrackIdentity(msgspec.Struct, kw_only=True):
+    """How well the tracker keeps identities on the hand-labelled tracks (`ivs.bench.tracking`)."""
+
+    how: str
+    people: int
+    labelled_boxes: int
+    matched_boxes: int
+    idf1: float
+    idp: float
+    idr: float
+    id_switches: int
+    unlabelled_boxes_left_out: int
+    """Tracked boxes overlapping no labelled box: people nobody labelled, left out."""
+
+
 # ---------------------------------------------------------------------------------------- the run
 
 
@@ -339,6 +357,7 @@ class BenchResult(msgspec.Struct, kw_only=True):
     hub_ingest: Ingest | None
     data_reduction: DataReduction | None
     memory: Memory
+    tracking: TrackIdentity | None = None
     not_measured: list[str]
     notes: dict[str, str]
     skipped: list[str]
