@@ -33,7 +33,7 @@ def test_a_config_builds_a_sensor_that_runs_and_closes(tmp_path: Path, vtest: Pa
 
 def test_the_flags_make_the_config_a_file_would(tmp_path: Path) -> None:
     flags, out = _run_config(
-        None, "synthetic:160x120@20:10", "classifier", "10,10,100,80", None, 0.0, 10, "-", "onnxruntime", 2, None,
+        None, "synthetic:160x120@20:10", "classifier", "10,10,100,80", (None, None), 0.0, 10, "-", "onnxruntime", 2, None,
         "cam-1", None,
     )  # fmt: skip
     yaml = tmp_path / "cam-1.yaml"
@@ -42,6 +42,6 @@ def test_the_flags_make_the_config_a_file_would(tmp_path: Path) -> None:
         "model: {name: classifier, runtime: onnxruntime, roi: [10, 10, 100, 80], threads: 2}\n"
         "frames: true\nsinks:\n  - {type: jsonl, path: '-'}\n"
     )
-    from_file, out_file = _run_config(yaml, None, None, None, None, None, None, None, "auto", None, None, "ivs",
-                                      None)  # fmt: skip
+    from_file, out_file = _run_config(yaml, None, None, None, (None, None), None, None, None, "auto", None, None,
+                                      "ivs", None)  # fmt: skip
     assert isinstance(flags, SensorConfig) and flags == from_file and out == out_file == "-"

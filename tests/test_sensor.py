@@ -39,6 +39,21 @@ def test_slot_keeps_only_the_newest_frame_and_counts_the_rest():
     assert slot.get() is None
 
 
+def test_a_waiting_frame_is_not_overwritten_when_the_sensor_stops():
+    """Unpaced, the capture waits for the unread frame; stopped meanwhile, it must not replace
+    the frame in the slot (that frame was lost without a word): the new one is not taken."""
+    slot = FrameSlot(replace=False)
+    stop = threading.Event()
+    assert slot.put(_Captured(Frame(None, 0), 0.0), stop)  # type: ignore[arg-type]
+    taken: list[bool] = []
+    waiting = threading.Thread(target=lambda: taken.append(slot.put(_Captured(Frame(None, 1), 0.0), stop)))  # type: ignore[arg-type]
+    waiting.start()
+    stop.set()
+    waiting.join(5)
+    item = slot.get()
+    assert item is not None and item.frame.index == 0 and taken == [False] and slot.dropped == 0
+
+
 def test_unpaced_processes_every_frame_in_order(classifier_model):
     sink = ListSink()
     src = SyntheticSource(320, 240, fps=30, frames=12)

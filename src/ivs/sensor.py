@@ -195,9 +195,10 @@ class Sensor:
                 if frame is None:
                     break
                 read_ms = (time.perf_counter() - t) * 1e3
+                if not self._slot.put(_Captured(frame, read_ms), self._stop):
+                    break  # stopped: the frame waiting in the slot is the last one
                 self.stats.frames_read += 1
                 self.raw_bytes += frame.pixels.nbytes
-                self._slot.put(_Captured(frame, read_ms), self._stop)
         except IvsError as err:
             self._error = err
         except Exception as err:  # a source bug must end the run with a reason, not hang it

@@ -27,7 +27,8 @@ class FrameSlot:
         self._cond = threading.Condition()
         self.dropped = 0
 
-    def put(self, item: _Captured, stop: threading.Event) -> None:
+    def put(self, item: _Captured, stop: threading.Event) -> bool:
+        """Hand over a frame; False when stopped while an unread frame waits (this one is not taken)."""
         with self._cond:
             if self._item is not None:
                 if self._replace:
@@ -35,8 +36,13 @@ class FrameSlot:
                 else:
                     while self._item is not None and not stop.is_set():
                         self._cond.wait(0.1)
+                    if self._item is not None:
+                        # Stopped with a frame still unread: that one is processed, this one
+                        # is not taken. (Overwriting the older one lost it without a word.)
+                        return False
             self._item = item
             self._cond.notify_all()
+            return True
 
     def get(self) -> _Captured | None:
         """The next frame, or None once the slot is closed and empty."""
