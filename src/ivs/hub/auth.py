@@ -33,27 +33,29 @@ def caller(request: Request, token: str) -> str | None:
     return f"device:{device}" if device is not None else None
 
 
-def require_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
-    """Who calls (see `caller`): the admin or an active device; a 401 for anyone else."""
+def _identify(request: Request, authorization: str | None, expected: str, unknown: str) -> str:
+    """`caller` of the request's bearer token, or a 401 saying what was expected."""
     token = bearer(authorization)
     if token is None:
-        raise unauthorized("expected `Authorization: Bearer <device token>`")
+        raise unauthorized(f"expected `Authorization: Bearer <{expected}>`")
     who = caller(request, token)
     if who is None:
-        raise unauthorized("unknown or revoked token")
+        raise unauthorized(unknown)
     return who
+
+
+def require_caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """Who calls (see `caller`): the admin or an active device; a 401 for anyone else."""
+    return _identify(request, authorization, "device token", "unknown or revoked token")
 
 
 def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     """The admin token, or a 401 (no or unknown token) or 403 (a device's token; no admin token set)."""
     if not request.app.state.admin_token:
         raise HTTPException(403, detail="management over HTTP is off: start the hub with an admin token")
-    token = bearer(authorization)
-    if token is None:
-        raise unauthorized("expected `Authorization: Bearer <admin token>`")
-    who = caller(request, token)
-    if who is None:
-        raise unauthorized("the token is neither this hub's admin token nor an active device's")
+    who = _identify(
+        request, authorization, "admin token", "the token is neither this hub's admin token nor an active device's"
+    )
     if who != "admin":
         raise HTTPException(
             403,
