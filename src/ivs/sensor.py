@@ -240,7 +240,9 @@ class Sensor:
         if self.tracker is not None:
             det = self.tracker.update(det, pixels)
         tracked = det.tracked() if self.tracker is not None else det
-        events = self._run_apps(frame, det, tracked)
+        # Asked once a frame: the apps and the record must say the same.
+        hidden = self.tracker.hidden() if self.tracker is not None else {}
+        events = self._run_apps(frame, det, tracked, hidden)
         t_apps = time.monotonic_ns()
 
         timings = Timings(
@@ -257,7 +259,7 @@ class Sensor:
         artifact = self.artifacts.write(frame, inputs, det) if self.artifacts is not None else None
         dropped_total = self._slot.dropped
         self._report_gaps(frame)
-        record = self._record(frame, det, timings, dropped_total, artifact)
+        record = self._record(frame, det, timings, dropped_total, artifact, hidden)
         if self.emit_frames:
             self._emit(record)
         for event in events:
@@ -360,7 +362,7 @@ class Sensor:
             self._ledger_at = t
             self._emit(self.ledger(frame))
 
-    def _context(self, frame: Frame, det: Detections, tracked: Detections) -> FrameContext:
+    def _context(self, frame: Frame, det: Detections, tracked: Detections, hidden: dict[int, int]) -> FrameContext:
         t_source = self._t_source(frame)
         return FrameContext(
             index=frame.index,
@@ -372,13 +374,13 @@ class Sensor:
             labels=self.model.labels,
             detections=det,
             tracked=tracked,
-            hidden=self.tracker.hidden() if self.tracker is not None else {},
+            hidden=hidden,
         )
 
-    def _run_apps(self, frame: Frame, det: Detections, tracked: Detections) -> list[Event]:
+    def _run_apps(self, frame: Frame, det: Detections, tracked: Detections, hidden: dict[int, int]) -> list[Event]:
         if not self.apps:
             return []
-        ctx = self._context(frame, det, tracked)
+        ctx = self._context(frame, det, tracked, hidden)
         self._last_ctx = ctx
         return [event for app in self.apps for event in app.update(ctx)]
 
@@ -396,6 +398,7 @@ class Sensor:
         timings: Timings,
         dropped_total: int,
         artifact: str | None,
+        hidden: dict[int, int],
     ) -> FrameRecord:
         m = self.model.manifest
         labels = m.labels
@@ -403,7 +406,7 @@ class Sensor:
         top_scores = det.data.get("top_k_confidence")
         rows = []
         carried: dict[int, list[int]] = {}
-        for hid, carrier in sorted((self.tracker.hidden() if self.tracker is not None else {}).items()):
+        for hid, carrier in sorted(hidden.items()):
             carried.setdefault(carrier, []).append(hid)
         for i in range(len(det)):
             cid = int(det.class_id[i])
