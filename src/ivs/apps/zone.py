@@ -74,21 +74,20 @@ class Zone(AppBase):
 
     def update(self, ctx: FrameContext) -> list[Event]:
         det = self._select(ctx)
-        ids = [int(t) for t in det.tracker_id]
-        rows = list(range(len(det)))
+        row_of = {int(t): i for i, t in enumerate(det.tracker_id)}
+        judged = list(row_of.items())  # (track id, the det row whose anchor says where it is)
         # A member hidden in another's box (walking together) is where that box is: it stays
         # while hidden, and is not counted again when the two part. One not yet a member
         # enters when it is seen itself (see the module docstring).
         for hid, carrier in sorted(ctx.hidden.items()):
             visit = self._visits.get(hid)
-            if carrier in ids and hid not in ids and visit is not None and visit.member:
-                ids.append(hid)
-                rows.append(ids.index(carrier))
+            if carrier in row_of and hid not in row_of and visit is not None and visit.member:
+                judged.append((hid, row_of[carrier]))
         points = anchors(det.xyxy, self.anchor)
         inside = inside_polygon(points, self.polygon)
         events: list[Event] = []
         seen: set[int] = set()
-        for tid, i in zip(ids, rows, strict=True):
+        for tid, i in judged:
             seen.add(tid)
             visit = self._visits.get(tid)
             if not inside[i]:
