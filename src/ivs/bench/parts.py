@@ -4,6 +4,7 @@ how the driver calls it and what it keeps)."""
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -313,11 +314,8 @@ def bench_tracking_part(cfg: BenchConfig, log: Callable[[str], None], skipped: l
         why = "h: vtest.avi not found (scripts/fetch-media.sh fetches it)"
     elif not labels.is_file():
         why = "h: tests/data/vtest_tracks.json not here (a source checkout has it)"
-    else:
-        try:
-            import motmetrics  # noqa: F401
-        except ImportError:
-            why = "h: motmetrics not installed (it is in the dev extra: pip install -e '.[dev]')"
+    elif importlib.util.find_spec("motmetrics") is None:
+        why = "h: motmetrics not installed (it is in the dev extra: pip install -e '.[dev]')"
     if why is not None:
         skipped.append(why)
         return None
