@@ -18,8 +18,8 @@ def print_report(result: BenchResult, console: Console) -> None:
     m = result.machine
     console.print(f"[bold]ivs bench[/] on {m.cpu} ({m.cpus_usable} usable CPUs); {result.seconds} s")
     _print_models(result, console)
-    _print_sustained(result.sustained or [], console)
-    _print_naive(result.versus_naive or [], console)
+    _print_sustained(result.sustained, console)
+    _print_naive(result.versus_naive, console)
     _print_live(result, console)
     _print_footprint(result, console)
     for key in ("mobilenet-v1", "litert", "fp32", "timing"):
