@@ -149,10 +149,16 @@ def _print_footprint(result: BenchResult, console: Console) -> None:
     tr = result.tracking
     if tr is not None:
         console.print(
-            f"[bold]h. tracking[/] ({tr.how}): IDF1 {tr.idf1:.3f} (IDP {tr.idp:.3f}, IDR {tr.idr:.3f}), "
+            f"[bold]h. tracking[/] ({tr.how}): HOTA {_opt(tr.hota)} (DetA {_opt(tr.deta)}, AssA {_opt(tr.assa)}), "
+            f"IDF1 {tr.idf1:.3f} (IDP {tr.idp:.3f}, IDR {tr.idr:.3f}), "
             f"{tr.id_switches} ID switches, {tr.matched_boxes}/{tr.labelled_boxes} labelled boxes matched, "
             f"{tr.people} people"
         )
+
+
+def _opt(v: float | None) -> str:
+    """A metric to three places, or "-" where a saved run did not measure it."""
+    return "-" if v is None else f"{v:.3f}"
 
 
 def _sustained_cells(r: SustainedRow) -> list[str]:
@@ -292,9 +298,9 @@ def markdown_report(result: BenchResult) -> str:
     lines += _markdown_memory(result.memory)
     tr = result.tracking
     if tr is not None:
-        row = [tr.how, f"{tr.people}", f"{tr.matched_boxes} / {tr.labelled_boxes}", f"{tr.idf1:.3f}",
-                 f"{tr.idp:.3f}", f"{tr.idr:.3f}", f"{tr.id_switches}"]  # fmt: skip
-        cols = ("tracking", "people", "boxes matched", "IDF1", "IDP", "IDR", "ID switches")
+        row = [tr.how, f"{tr.people}", f"{tr.matched_boxes} / {tr.labelled_boxes}", _opt(tr.hota), _opt(tr.deta),
+               _opt(tr.assa), f"{tr.idf1:.3f}", f"{tr.idp:.3f}", f"{tr.idr:.3f}", f"{tr.id_switches}"]  # fmt: skip
+        cols = ("tracking", "people", "boxes matched", "HOTA", "DetA", "AssA", "IDF1", "IDP", "IDR", "ID switches")
         lines += _markdown_rows(cols, [row], left=1)
     return "\n".join(lines) + "\n"
 

@@ -324,6 +324,12 @@ class TrackIdentity(msgspec.Struct, kw_only=True):
     people: int
     labelled_boxes: int
     matched_boxes: int
+    hota: float | None = None
+    """HOTA averaged over IoU 0.05..0.95 (None in results saved before it was measured)."""
+    deta: float | None = None
+    """HOTA's detection accuracy."""
+    assa: float | None = None
+    """HOTA's association accuracy."""
     idf1: float
     idp: float
     idr: float

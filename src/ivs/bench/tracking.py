@@ -1,7 +1,9 @@
 """Part h of `ivs bench`: how well the tracker keeps identities, in the field's metrics.
 
-IDF1, ID precision and recall and ID switches (Ristani et al. 2016; as `motmetrics` computes
-them, the py-motmetrics package from PyPI, a dev dependency) against the hand-labelled tracks of
+HOTA with its detection and association parts (Luiten et al. 2020; TrackEval's code, the
+`trackeval` package from PyPI, a dev dependency), and IDF1, ID precision and recall and ID
+switches (Ristani et al. 2016; as `motmetrics` computes them, the py-motmetrics package from
+PyPI, a dev dependency) against the hand-labelled tracks of
 `tests/data/vtest_tracks.json`: 10 people, 5 boxes each over 40-160 frames (tests/data/README.md).
 
 Those labels are complete for the 10 people, not for each frame: other people walk by
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -30,10 +32,17 @@ Tracked = Mapping[int, tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]]
 """Frame index -> the tracked boxes (xyxy) and their track ids on that frame."""
 
 
-def track_identity(tracked: Tracked, labels: dict[str, Any], how: str) -> TrackIdentity:
-    """IDF1, IDP, IDR and ID switches of `tracked` against hand-labelled tracks."""
-    import motmetrics as mm
+class _Frame(NamedTuple):
+    """One labelled frame: the labelled people and the tracked boxes kept for scoring."""
 
+    gt_ids: list[int]
+    track_ids: list[int]
+    iou: npt.NDArray[np.float32]
+    """labelled x kept tracked boxes."""
+
+
+def _frames(tracked: Tracked, labels: dict[str, Any]) -> tuple[dict[int, _Frame], int]:
+    """The labelled frames with the tracked boxes on labelled people, and how many were left out."""
     by_frame: dict[int, list[tuple[int, list[float]]]] = {}
     for gt_id, track in enumerate(labels["tracks"], start=1):
         for b in track["boxes"]:
@@ -41,10 +50,9 @@ def track_identity(tracked: Tracked, labels: dict[str, Any], how: str) -> TrackI
     missing = sorted(set(by_frame) - set(tracked))
     if missing:
         raise ValueError(f"no tracked boxes for labelled frames {missing[:5]}: expected every frame of the clip")
-    acc = mm.MOTAccumulator(auto_id=False)
+    frames: dict[int, _Frame] = {}
     ignored = 0
     for frame in sorted(by_frame):
-        gt_ids = [g for g, _ in by_frame[frame]]
         gt = np.array([b for _, b in by_frame[frame]], np.float32)
         xyxy, ids = tracked[frame]
         if len(xyxy):
@@ -54,16 +62,57 @@ def track_identity(tracked: Tracked, labels: dict[str, Any], how: str) -> TrackI
             iou, ids = iou[:, keep], ids[keep]
         else:
             iou = np.zeros((len(gt), 0), np.float32)
-        dist = np.where(iou >= MATCH_IOU, 1.0 - iou, np.nan)
-        acc.update(gt_ids, [int(i) for i in ids], dist, frameid=frame)
+        frames[frame] = _Frame([g for g, _ in by_frame[frame]], [int(i) for i in ids], iou)
+    return frames, ignored
+
+
+def _hota(frames: dict[int, _Frame]) -> tuple[float, float, float]:
+    """HOTA, DetA and AssA (Luiten et al. 2020), each averaged over TrackEval's 19 IoU
+    thresholds 0.05..0.95, as TrackEval's own `HOTA` metric computes them."""
+    from trackeval.metrics import HOTA
+
+    def dense(ids: list[list[int]]) -> list[npt.NDArray[np.int64]]:
+        # TrackEval wants ids 0..n-1 within the sequence.
+        index = {i: k for k, i in enumerate(sorted({i for f in ids for i in f}))}
+        return [np.array([index[i] for i in f], np.int64) for f in ids]
+
+    ordered = [frames[f] for f in sorted(frames)]
+    gt_ids = dense([f.gt_ids for f in ordered])
+    track_ids = dense([f.track_ids for f in ordered])
+    data = {
+        "num_gt_ids": len({i for f in ordered for i in f.gt_ids}),
+        "num_tracker_ids": len({i for f in ordered for i in f.track_ids}),
+        "num_gt_dets": sum(len(f.gt_ids) for f in ordered),
+        "num_tracker_dets": sum(len(f.track_ids) for f in ordered),
+        "gt_ids": gt_ids,
+        "tracker_ids": track_ids,
+        "similarity_scores": [f.iou.astype(np.float64) for f in ordered],
+    }
+    res = HOTA().eval_sequence(data)
+    return tuple(round(float(np.mean(res[k])), 4) for k in ("HOTA", "DetA", "AssA"))  # type: ignore[return-value]
+
+
+def track_identity(tracked: Tracked, labels: dict[str, Any], how: str) -> TrackIdentity:
+    """HOTA (DetA, AssA), IDF1, IDP, IDR and ID switches of `tracked` against hand-labelled tracks."""
+    import motmetrics as mm
+
+    frames, ignored = _frames(tracked, labels)
+    acc = mm.MOTAccumulator(auto_id=False)
+    for index, f in frames.items():
+        dist = np.where(f.iou >= MATCH_IOU, 1.0 - f.iou, np.nan)
+        acc.update(f.gt_ids, f.track_ids, dist, frameid=index)
     mh = mm.metrics.create()
     summary = mh.compute(acc, metrics=["idf1", "idp", "idr", "num_switches", "num_matches", "num_objects"], name="ivs")
     row = summary.loc["ivs"]
+    hota, deta, assa = _hota(frames)
     return TrackIdentity(
         how=how,
         people=len(labels["tracks"]),
         labelled_boxes=int(row["num_objects"]),
         matched_boxes=int(row["num_matches"]),
+        hota=hota,
+        deta=deta,
+        assa=assa,
         idf1=round(float(row["idf1"]), 4),
         idp=round(float(row["idp"]), 4),
         idr=round(float(row["idr"]), 4),
