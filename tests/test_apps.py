@@ -127,6 +127,22 @@ def test_loitering_on_the_line_is_counted_once():
     assert [e.direction for e in events] == ["in"]
 
 
+def test_a_tall_person_stepping_onto_the_line_and_back_is_not_counted():
+    """The dead band grows with the box (hysteresis_height): 12 px past the line is a step
+    onto it for someone 200 px tall (band 24 px), a crossing for someone 80 px tall (band 9.6)."""
+
+    def turn_back(h: float) -> list:
+        app = LineCounter("door", *LINE, hysteresis=6.0, hysteresis_height=0.12)
+        xs = [280, 295, 310, 325, 332, 332, 325, 310, 295, 280]
+        out = []
+        for i, x in enumerate(xs):
+            out += app.update(ctx(i, [feet_at(x, 300, h=h)], ids=[1]))
+        return out
+
+    assert turn_back(200) == []
+    assert [e.direction for e in turn_back(80)] == ["in", "out"]
+
+
 def test_crossing_beyond_the_segment_ends_does_not_count():
     app = LineCounter("door", *LINE)
     assert walk(app, range(250, 400, 10), y=470) == []  # below p1 (y=400) + margin

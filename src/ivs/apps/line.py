@@ -1,10 +1,13 @@
 """Line crossing counts: in and out, per class, one event per crossing.
 
 A track's side of the line is judged by its anchor point (bottom centre by default). Inside
-a dead band of `hysteresis` pixels around the line a track keeps the side it had, so a
-person loitering on the line, or a box that jitters across it, is counted once, when the
-anchor is clearly on the other side. Only the segment p1-p2 counts (with `margin` pixels of
-slack at its ends), not the infinite line.
+a dead band around the line a track keeps the side it had, so a person loitering on the line,
+or a box that jitters across it, is counted once, when the anchor is clearly on the other
+side; someone who steps onto the line and turns back is not counted at all. The band's
+half-width is `hysteresis` pixels or `hysteresis_height` of the box's height, whichever is
+wider: a near person is tall, and their feet move and jitter by more pixels than a far one's.
+Only the segment p1-p2 counts (with `margin` pixels of slack at its ends), not the infinite
+line.
 
 A track first seen inside the dead band came into view on the line: out of a box it shared
 with someone else (two people walking together are often one box until they part), or from
@@ -47,6 +50,9 @@ class LineCounter(AppBase):
     is left to right.
     classes: class ids to count (None: all).
     hysteresis: half-width in pixels of the dead band around the line.
+    hysteresis_height: the dead band's half-width as a fraction of the box's height, where that
+        is wider than `hysteresis`: a near person's feet move more pixels, and jitter more, than
+        a far one's.
     forget_frames: a track unseen this long is forgotten (its side too).
     """
 
@@ -56,6 +62,7 @@ class LineCounter(AppBase):
     classes: set[int] | None = None
     anchor: Anchor = "bottom_center"
     hysteresis: float = 6.0
+    hysteresis_height: float = 0.12
     margin: float = 20.0
     forget_frames: int = 100
     counts: dict[str, dict[str, int]] = field(default_factory=lambda: {"in": {}, "out": {}})
@@ -71,10 +78,11 @@ class LineCounter(AppBase):
         pos = along(points, self.p1, self.p2)
         length = float(np.hypot(self.p2[0] - self.p1[0], self.p2[1] - self.p1[1]))
         slack = self.margin / max(length, 1e-9)
+        band = np.maximum(self.hysteresis, self.hysteresis_height * (det.xyxy[:, 3] - det.xyxy[:, 1]))
         for i in range(len(det)):
             tid = int(det.tracker_id[i])
             point = (round(float(points[i, 0]), 1), round(float(points[i, 1]), 1))
-            side = 1 if dist[i] > self.hysteresis else -1 if dist[i] < -self.hysteresis else 0
+            side = 1 if dist[i] > band[i] else -1 if dist[i] < -band[i] else 0
             on_segment = -slack <= pos[i] <= 1 + slack
             state = self._tracks.get(tid)
             if state is None:
@@ -151,6 +159,12 @@ class LineSettings(AppSettings):
         "bottom_center", description="Point of the box judged."
     )
     hysteresis: float = Field(6.0, ge=0, description="Dead band in pixels each side of the line.")
+    hysteresis_height: float = Field(
+        0.12,
+        ge=0,
+        le=1,
+        description="Dead band as a fraction of the box's height, where wider than `hysteresis` (near people).",
+    )
 
     def class_names(self) -> list[str] | None:
         return self.classes
@@ -165,4 +179,4 @@ class LineSettings(AppSettings):
 @register(LineSettings)
 def _build(s: LineSettings, env: AppEnv) -> App:
     p1, p2 = env.scale([s.p1, s.p2], s.coords)
-    return LineCounter(s.name, p1, p2, env.class_ids(s.classes), s.anchor, s.hysteresis)
+    return LineCounter(s.name, p1, p2, env.class_ids(s.classes), s.anchor, s.hysteresis, s.hysteresis_height)
