@@ -11,53 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivs.detections import box_iou
+from ivs.bench.layouts import HELD_OUT, evaluate
 from tests.conftest import DATA, read_frames
-
-
-def match(gt: np.ndarray, det: np.ndarray, iou_min: float) -> list[tuple[int, int]]:
-    """Greedy one-to-one matching, highest IoU first (the usual detection-metric rule)."""
-    if len(gt) == 0 or len(det) == 0:
-        return []
-    iou = box_iou(gt, det)
-    pairs = []
-    used_g, used_d = set(), set()
-    for flat in np.argsort(-iou, axis=None):
-        g, d = divmod(int(flat), iou.shape[1])
-        if iou[g, d] < iou_min:
-            break
-        if g not in used_g and d not in used_d:
-            pairs.append((g, d))
-            used_g.add(g)
-            used_d.add(d)
-    return pairs
-
-
-def evaluate(labels: dict, detections: dict[int, np.ndarray], iou_min: float = 0.5):
-    """Recall over non-difficult people, and false positives per frame. A detection matched
-    to a person marked difficult is neither a hit nor a false positive."""
-    hits = total = 0
-    fps: dict[int, int] = {}
-    for frame in labels["frames"]:
-        people = frame["people"]
-        gt = np.array([p["box"] for p in people], np.float32).reshape(-1, 4)
-        difficult = np.array([p["difficult"] for p in people], bool)
-        det = detections[frame["index"]]
-        pairs = match(gt, det, iou_min)
-        matched_gt = {g for g, _ in pairs}
-        matched_det = {d for _, d in pairs}
-        hits += sum(1 for g in matched_gt if not difficult[g])
-        total += int((~difficult).sum())
-        fps[frame["index"]] = len(det) - len(matched_det)
-    return hits / total, fps
 
 
 @pytest.fixture(scope="module")
 def labels() -> dict:
     return json.loads((DATA / "vtest_people.json").read_text())
-
-
-HELD_OUT = {125, 385, 645}  # labelled after tiling and threshold were chosen on the others
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
@@ -74,9 +34,8 @@ def test_person_detector_finds_the_walkers(runtime: str, vtest: Path, labels: di
         assert set(det.class_id.tolist()) <= {0}
         detections[i] = det.xyxy
     model.close()
-    recall, fps = evaluate(labels, detections)
-    held_out = {"frames": [f for f in labels["frames"] if f["index"] in HELD_OUT]}
-    held_recall, _ = evaluate(held_out, detections)
+    recall, fps = evaluate(labels["frames"], detections)
+    held_recall, _ = evaluate([f for f in labels["frames"] if f["index"] in HELD_OUT], detections)
     print(f"{runtime}: person recall {recall:.3f} (held-out {held_recall:.3f}), false positives per frame {fps}")
     assert recall >= 0.8
     assert held_recall >= 0.8
@@ -85,20 +44,18 @@ def test_person_detector_finds_the_walkers(runtime: str, vtest: Path, labels: di
 
 def test_evaluation_can_fail():
     # The metric itself: boxes shifted by half their width match nothing.
-    labels = {
-        "frames": [
-            {
-                "index": 0,
-                "people": [
-                    {"box": [0, 0, 10, 20], "difficult": False},
-                    {"box": [50, 0, 60, 20], "difficult": True},
-                ],
-            }
-        ]
-    }
-    recall, fps = evaluate(labels, {0: np.array([[5, 0, 15, 20], [50, 0, 60, 20]], np.float32)})
+    frames = [
+        {
+            "index": 0,
+            "people": [
+                {"box": [0, 0, 10, 20], "difficult": False},
+                {"box": [50, 0, 60, 20], "difficult": True},
+            ],
+        }
+    ]
+    recall, fps = evaluate(frames, {0: np.array([[5, 0, 15, 20], [50, 0, 60, 20]], np.float32)})
     assert recall == 0.0 and fps == {0: 1}
-    recall, fps = evaluate(labels, {0: np.array([[1, 0, 10, 20]], np.float32)})
+    recall, fps = evaluate(frames, {0: np.array([[1, 0, 10, 20]], np.float32)})
     assert recall == 1.0 and fps == {0: 0}
 
 
@@ -141,5 +98,20 @@ def test_large_and_small_people_are_one_box_each(runtime: str, image: dict, medi
         det = model(pixels)
     finally:
         model.close()
-    recall, fps = evaluate({"frames": [{"index": 0, "people": image["people"]}]}, {0: det.xyxy})
+    recall, fps = evaluate([{"index": 0, "people": image["people"]}], {0: det.xyxy})
     assert recall == 1.0 and fps == {0: 0}, (image["file"], det.xyxy.tolist())
+
+
+def test_layout_table_reports_every_layout_on_both_label_sets(media: Path):
+    """`python -m ivs.bench.layouts`: the shipped layout holds on tuning, held-out and still
+    labels; tiles alone break messi5's player into pieces, which the whole-frame pass mends."""
+    from ivs.bench.layouts import LAYOUTS, bench_layouts, markdown
+
+    rows = bench_layouts(media, DATA, ("onnxruntime",))
+    assert [(r.tiles, r.full_frame) for r in rows] == list(LAYOUTS)
+    shipped = next(r for r in rows if r.tiles == (2, 1) and r.full_frame)
+    assert shipped.tuning_recall >= 0.8 and shipped.held_out_recall >= 0.8 and shipped.tuning_worst_fp <= 1
+    assert (shipped.stills_recall, shipped.stills_fp, shipped.messi_boxes) == (1.0, 0, 1)
+    tiles_alone = next(r for r in rows if r.tiles == (2, 1) and not r.full_frame)
+    assert tiles_alone.messi_boxes > 1
+    assert "| onnxruntime | 2x1 + whole frame |" in markdown(rows)
