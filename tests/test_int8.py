@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
+from ivs.bench.layouts import match
 from ivs.errors import ModelError
 from ivs.isp import InputSpec
 from ivs.model import load_model
@@ -24,7 +25,6 @@ from ivs.package.budget import DEFAULT_BUDGET, budget_report
 from ivs.package.quantize import calibration_tensors, quantize_onnx
 from ivs.package.reader import read_package
 from ivs.package.zoo import names, resolve
-from tests.test_accuracy import match
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "zoo"))

@@ -104,7 +104,7 @@ def test_ivs_run_on_litert_finds_the_faces_of_real_images(media, tmp_path):
     import cv2
     from skimage import data
 
-    from tests.test_accuracy import match
+    from ivs.bench.layouts import match
 
     folder = tmp_path / "images"
     folder.mkdir()
