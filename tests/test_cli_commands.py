@@ -56,6 +56,7 @@ COVERED_ELSEWHERE = {
     "model pack": "tests/test_pack.py",
     "model export-imx500": "tests/test_imx500.py",
     "config check": "tests/test_config.py",
+    "node": "tests/test_node.py",
     "hub serve": "tests/test_faults.py",
     "hub certs": "tests/test_security.py",
     "hub mqtt-auth": "tests/test_security.py",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ivs.apps import App, registry, uses_tracks
 from ivs.apps.registry import AppEnv
@@ -61,6 +62,14 @@ def check_file(path: Path) -> tuple[SensorConfig | None, list[Problem]]:
     config, problems, node = load(path)
     if config is None:
         return None, problems
+    problems = check_sensor(config, node)
+    return (config if not problems else None), problems
+
+
+def check_sensor(config: SensorConfig, node: Any) -> list[Problem]:
+    """The checks that need the world: the source opens and says its frame size, the model's
+    package reads and has the labels the apps name, every point is inside the frame."""
+    problems: list[Problem] = []
     size = labels = None
     try:
         src = open_configured_source(config.source)
@@ -73,8 +82,7 @@ def check_file(path: Path) -> tuple[SensorConfig | None, list[Problem]]:
         labels = read_package(resolve(config.model.name), keyring).manifest.labels
     except IvsError as err:
         problems.append(Problem(("model", "name"), str(err), _line(node, ("model", "name"))))
-    problems += check_against(config, node, size, labels)
-    return (config if not problems else None), problems
+    return problems + check_against(config, node, size, labels)
 
 
 def _line(node: object, loc: tuple[str | int, ...]) -> int | None:

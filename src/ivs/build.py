@@ -29,6 +29,7 @@ from ivs.isp import Roi
 from ivs.model import Model, load_model
 from ivs.package.signing import Keyring
 from ivs.package.zoo import resolve
+from ivs.runtime.shared import RunnerPool
 from ivs.sensor import Sensor
 from ivs.sinks import Sink
 from ivs.sinks.mqtt import MqttSink
@@ -61,6 +62,8 @@ class RunOptions:
     """Where a swap, a refused package or a deploy is said (the console, a log)."""
     source: Source | None = None
     """An already open source to use instead of the config's (a benchmark's looped video)."""
+    runners: RunnerPool | None = None
+    """A node's shared inference services: the sensor's networks run there, not on runners of its own."""
 
 
 @dataclass
@@ -110,17 +113,25 @@ def build_sensor(config: SensorConfig, options: RunOptions | None = None) -> Bui
             return load_sensor_model(path, roi=region, keyring=ring, allow_unsigned=options.allow_unsigned)
         return load_model(path, runtime=mc.runtime, roi=region, tiles=mc.tiles, full_frame=mc.full_frame,
                           threads=mc.threads, keyring=ring, allow_unsigned=options.allow_unsigned,
-                          retime=options.retime)  # fmt: skip
+                          retime=options.retime, pool=options.runners)  # fmt: skip
 
     package = resolve(mc.name)
     model = load(package)
-    second = [] if mc.classify_with is None else [_second_stage(mc.classify_with, config, ring, options)]
-    source = options.source or open_configured_source(config.source)
-    if region is not None and source.width and source.height:
-        region.check_inside(source.width, source.height)
-    if on_sensor:
-        attach(source, model)
-    assembly = assemble(config, source=source, model=model, second_stage=second)
+    second: list[Model] = []
+    try:
+        if mc.classify_with is not None:
+            second.append(_second_stage(mc.classify_with, config, ring, options))
+        source = options.source or open_configured_source(config.source)
+        if region is not None and source.width and source.height:
+            region.check_inside(source.width, source.height)
+        if on_sensor:
+            attach(source, model)
+        assembly = assemble(config, source=source, model=model, second_stage=second)
+    except BaseException:
+        # Nothing half-built stays behind: a node retries a sensor whose camera is not up yet.
+        for m in (model, *second):
+            m.close()
+        raise
     live_apps = LiveApps(assembly.apps) if config.deploy is not None else None  # a deploy replaces them
     writer = ArtifactWriter(options.mode, options.artifacts, model.labels) if options.mode != "metadata" else None
     sensor = Sensor(
@@ -153,7 +164,7 @@ def build_sensor(config: SensorConfig, options: RunOptions | None = None) -> Bui
 def _second_stage(name: str, config: SensorConfig, ring: Keyring | None, options: RunOptions) -> Model:
     mc = config.model
     model = load_model(name, runtime=mc.runtime, threads=mc.threads, keyring=ring,
-                       allow_unsigned=options.allow_unsigned, roi=None, tiles=(1, 1))  # fmt: skip
+                       allow_unsigned=options.allow_unsigned, roi=None, tiles=(1, 1), pool=options.runners)  # fmt: skip
     if model.manifest.task != "classification":
         model.close()
         raise ConfigError(

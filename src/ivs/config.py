@@ -11,6 +11,7 @@ know is caught before the sensor starts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -289,13 +290,13 @@ def _structure_problems(text: str) -> list[Problem]:
     return problems
 
 
-def parse(text: str) -> tuple[SensorConfig | None, list[Problem], yaml.Node | None]:
-    """`load` for YAML text (a config the hub deploys): the config (None if invalid), every
-    problem, the YAML tree."""
+def read_yaml(text: str) -> tuple[Any, yaml.Node | None, list[Problem]]:
+    """The YAML document as data and as a tree (for line numbers), or the problems that stop
+    it being read: nesting too deep, a key set twice, not valid YAML."""
     try:
         structure = _structure_problems(text)
         if structure:
-            return None, structure, None
+            return None, None, structure
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -306,7 +307,28 @@ def parse(text: str) -> tuple[SensorConfig | None, list[Problem], yaml.Node | No
             line = text[: err.position].count("\n") + 1
             code = err.character if isinstance(err.character, int) else ord(err.character)
             why = f"character #x{code:04x}: {err.reason}"
-        return None, [Problem((), f"not valid YAML: {' '.join(why.split())}", line)], None
+        return None, None, [Problem((), f"not valid YAML: {' '.join(why.split())}", line)]
+    return data, node, []
+
+
+def validation_problems(err: ValidationError, line: Callable[[tuple[str | int, ...]], int | None]) -> list[Problem]:
+    """pydantic's errors as problems, each with its YAML line (`line` finds it for a location)."""
+    problems = []
+    for e in err.errors():
+        loc = _clean_loc(tuple(e["loc"]))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown key {loc[-1]!r}: expected one of the documented keys (ivs config schema)"
+        problems.append(Problem(loc, msg, line(loc)))
+    return problems
+
+
+def parse(text: str) -> tuple[SensorConfig | None, list[Problem], yaml.Node | None]:
+    """`load` for YAML text (a config the hub deploys): the config (None if invalid), every
+    problem, the YAML tree."""
+    data, node, problems = read_yaml(text)
+    if problems:
+        return None, problems, None
     if not isinstance(data, dict):
         return (
             None,
@@ -316,14 +338,7 @@ def parse(text: str) -> tuple[SensorConfig | None, list[Problem], yaml.Node | No
     try:
         return SensorConfig.model_validate(data), [], node
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            loc = _clean_loc(tuple(e["loc"]))
-            msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] == "extra_forbidden":
-                msg = f"unknown key {loc[-1]!r}: expected one of the documented keys (ivs config schema)"
-            problems.append(Problem(loc, msg, _line_of(node, loc)))
-        return None, problems, node
+        return None, validation_problems(err, lambda loc: _line_of(node, loc)), node
 
 
 def check_against(

@@ -5,7 +5,7 @@ ivs run --config sensor.yaml --metrics-port 9108      # then scrape http://127.0
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -16,59 +16,63 @@ from ivs.sensor import STAGES, Sensor
 
 
 class SensorCollector(Collector):
-    """Frames, drops, fps, stage latencies, events, bytes, and each sink's outbox."""
+    """Frames, drops, fps, stage latencies, events, bytes, and each sink's outbox, of every
+    sensor `sensors()` returns (one for `ivs run`, a node's for `ivs node`), labelled by id."""
 
-    def __init__(self, sensor: Sensor) -> None:
-        self.sensor = sensor
+    def __init__(self, sensors: Callable[[], Sequence[Sensor]]) -> None:
+        self.sensors = sensors
 
     def collect(self) -> Iterator[Metric]:
-        s, st = self.sensor, self.sensor.stats
+        sensors = list(self.sensors())
         labels = ["sensor"]
-        sid = [s.sensor_id]
 
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+        def counter(name: str, doc: str, value: Callable[[Sensor], float]) -> CounterMetricFamily:
             c = CounterMetricFamily(name, doc, labels=labels)
-            c.add_metric(sid, value)
+            for s in sensors:
+                c.add_metric([s.sensor_id], value(s))
             return c
 
-        yield counter("ivs_sensor_frames_read", "Frames read from the source.", st.frames_read)
-        yield counter("ivs_sensor_frames_processed", "Frames the model ran on.", st.frames_processed)
-        yield counter("ivs_sensor_frames_dropped", "Frames dropped because the model was busy.", st.dropped)
-        yield counter("ivs_sensor_events", "Events the apps sent.", s.events)
-        yield counter("ivs_sensor_metadata_bytes", "Bytes of metadata sent (JSON).", s.metadata_bytes)
-        yield counter("ivs_sensor_raw_frame_bytes", "Bytes of the frames read, as raw RGB.", s.raw_bytes)
+        yield counter("ivs_sensor_frames_read", "Frames read from the source.", lambda s: s.stats.frames_read)
+        yield counter("ivs_sensor_frames_processed", "Frames the model ran on.", lambda s: s.stats.frames_processed)
+        yield counter(
+            "ivs_sensor_frames_dropped", "Frames dropped because the model was busy.", lambda s: s.stats.dropped
+        )
+        yield counter("ivs_sensor_events", "Events the apps sent.", lambda s: s.events)
+        yield counter("ivs_sensor_metadata_bytes", "Bytes of metadata sent (JSON).", lambda s: s.metadata_bytes)
+        yield counter("ivs_sensor_raw_frame_bytes", "Bytes of the frames read, as raw RGB.", lambda s: s.raw_bytes)
         fps = GaugeMetricFamily("ivs_sensor_fps", "Frames processed per second, recent.", labels=labels)
-        fps.add_metric(sid, st.recent_fps())
-        yield fps
         stage = GaugeMetricFamily(
             "ivs_sensor_stage_ms",
             "Per-frame stage time in ms (quantile over the run).",
             labels=[*labels, "stage", "quantile"],
         )
-        for name in STAGES:
-            for q, quantile in ((50, "0.5"), (99, "0.99")):
-                stage.add_metric([s.sensor_id, name, quantile], st.percentile(name, q))
-        yield stage
-        m = s.model.manifest
         info = GaugeMetricFamily(
             "ivs_sensor_model_info", "The model running now.", labels=[*labels, "model", "version", "runtime"]
         )
-        info.add_metric([s.sensor_id, m.name, m.version, s.model.runner.name], 1)
+        for s in sensors:
+            fps.add_metric([s.sensor_id], s.stats.recent_fps())
+            for name in STAGES:
+                for q, quantile in ((50, "0.5"), (99, "0.99")):
+                    stage.add_metric([s.sensor_id, name, quantile], s.stats.percentile(name, q))
+            m = s.model.manifest
+            info.add_metric([s.sensor_id, m.name, m.version, s.model.runner.name], 1)
+        yield fps
+        yield stage
         yield info
-        depth = GaugeMetricFamily(
-            "ivs_sensor_outbox_depth", "Messages waiting in a sink's outbox.", labels=[*labels, "sink"]
-        )
-        shed = CounterMetricFamily(
-            "ivs_sensor_outbox_shed", "Messages shed from a full outbox.", labels=[*labels, "sink"]
-        )
-        rejected = CounterMetricFamily(
-            "ivs_sensor_sink_rejected", "Batches or messages a receiver refused.", labels=[*labels, "sink"]
-        )
-        lost = CounterMetricFamily(
-            "ivs_sensor_outbox_write_failures",
-            "Messages lost because the outbox could not store them (a full disk).",
-            labels=[*labels, "sink"],
-        )
+        yield from _outboxes(sensors)
+
+
+def _outboxes(sensors: Sequence[Sensor]) -> Iterator[Metric]:
+    labels = ["sensor", "sink"]
+    depth = GaugeMetricFamily("ivs_sensor_outbox_depth", "Messages waiting in a sink's outbox.", labels=labels)
+    shed = CounterMetricFamily("ivs_sensor_outbox_shed", "Messages shed from a full outbox.", labels=labels)
+    rejected = CounterMetricFamily("ivs_sensor_sink_rejected", "Batches or messages a receiver refused.", labels=labels)
+    lost = CounterMetricFamily(
+        "ivs_sensor_outbox_write_failures",
+        "Messages lost because the outbox could not store them (a full disk).",
+        labels=labels,
+    )
+    for s in sensors:
         for i, sink in enumerate(s.sinks):
             box: Any = getattr(sink, "outbox", None)
             if box is None:
@@ -79,16 +83,22 @@ class SensorCollector(Collector):
             rejected.add_metric([s.sensor_id, name], float(getattr(sink, "rejected", 0)))
             # Lost where the write failed: in the sensor's loop, or in a sink that commits on its own thread.
             lost.add_metric([s.sensor_id, name], s.messages_lost.get(i, 0) + int(getattr(sink, "lost", 0)))
-        yield depth
-        yield shed
-        yield rejected
-        yield lost
+    yield depth
+    yield shed
+    yield rejected
+    yield lost
 
 
-def serve_metrics(sensor: Sensor, port: int, host: str = "127.0.0.1") -> Any:
+def serve_metrics(sensor: Sensor, port: int, host: str = "127.0.0.1", *extra: Collector) -> Any:
     """Serve /metrics for `sensor` on host:port from a background thread; returns the server
     (`.shutdown()` and `.server_close()` stop it)."""
+    return serve_collectors(port, host, SensorCollector(lambda: [sensor]), *extra)
+
+
+def serve_collectors(port: int, host: str, *collectors: Collector) -> Any:
+    """Serve /metrics from these collectors on host:port (a background thread); the server."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SensorCollector(sensor))
+    for c in collectors:
+        registry.register(c)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ivs.package.zoo import resolve
 from ivs.runtime import choose, create
 from ivs.runtime.base import Runner
 from ivs.runtime.choice import Choice
+from ivs.runtime.shared import RunnerPool
 
 
 @dataclass
@@ -103,13 +105,15 @@ def load_model(
     keyring: Keyring | None = None,
     allow_unsigned: bool = False,
     retime: bool = False,
+    pool: RunnerPool | None = None,
 ) -> Model:
     """Resolve a zoo name or package path, verify it, and make it runnable. `runtime="auto"`:
     the runtime remembered for this network on this machine, else the fastest, timed now
     (`retime`: time again; `ivs.runtime.choice`). `tiles` (default: the package's hint) cuts each
     frame into overlapping tiles; `full_frame` adds one pass over the whole frame to a tiled layout
     (default: with the package's tiles, its `full_frame` hint, on where it says nothing; with
-    `tiles` given, off: they force exactly that grid)."""
+    `tiles` given, off: they force exactly that grid). `pool`: run the network on the node's
+    shared inference service for it (`ivs.runtime.shared`) instead of a runner of its own."""
     package = read_package(resolve(str(model)), keyring, allow_unsigned=allow_unsigned)
     m = package.manifest
     if threads is None:
@@ -124,9 +128,17 @@ def load_model(
     weights = package.members[m.model.weights] if m.model.weights else None
     name, how = choose(runtime, package.model_bytes, m.model.format, m.input.name, sample, threads, weights,
                        retime=retime)  # fmt: skip
-    runner = create(name, package.model_bytes, m.model.format, m.input.name, threads, weights)
+    runner: Runner
+    if pool is None:
+        runner = create(name, package.model_bytes, m.model.format, m.input.name, threads, weights)
+    else:
+        digest = hashlib.sha256(package.model_bytes).hexdigest()
+        runner = pool.runner(
+            digest, name, lambda t: create(name, package.model_bytes, m.model.format, m.input.name, t, weights)
+        )
     missing = set(m.outputs.values()) - set(runner.run(sample))
     if missing:
+        runner.close()
         raise ModelError(
             f"model {m.name}: outputs {sorted(missing)} named in the manifest are not produced by the network"
         )

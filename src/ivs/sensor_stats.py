@@ -23,6 +23,10 @@ class RateMeter:
     def tick(self) -> None:
         self._t.append(time.monotonic())
 
+    def last(self) -> float | None:
+        """Monotonic time of the last tick (None: none yet)."""
+        return self._t[-1] if self._t else None
+
     def rate(self, window: int) -> float:
         t = list(self._t)[-window:]
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else 0.0

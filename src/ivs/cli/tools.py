@@ -164,10 +164,23 @@ def keys_generate(
 
 
 @config_app.command("check")
-def config_check(path: Annotated[Path, typer.Argument(help="Sensor YAML file.")]) -> None:
-    """Validate a sensor config: every error with its line number; exit 0 only when clean."""
+def config_check(path: Annotated[Path, typer.Argument(help="Sensor or node YAML file.")]) -> None:
+    """Validate a sensor or node config: every error with its line number; exit 0 only when clean."""
     from ivs.assemble import check_file
+    from ivs.node_config import check_node_file, is_node_file
 
+    if is_node_file(path):
+        try:
+            node_cfg, problems = check_node_file(path)
+        except IvsError as err:
+            raise fail(str(err), 2) from None
+        for problem in problems:
+            err_console.print(Text(f"ivs: error: {problem.format(str(path))}", style="bold red"), soft_wrap=True)
+        if node_cfg is None:
+            raise typer.Exit(1)
+        ids = ", ".join(s.id for s in node_cfg.sensors)
+        typer.echo(f"OK {path}: node {node_cfg.node.id}, {len(node_cfg.sensors)} sensors: {ids}")
+        return
     try:
         cfg, problems = check_file(path)
     except IvsError as err:
