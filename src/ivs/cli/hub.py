@@ -18,6 +18,22 @@ from ivs.cli.app import (
 )
 from ivs.errors import IvsError
 
+HUB_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "psycopg")
+"""What the hub needs beyond a sensor: the `hub` extra (`pip install 'ivs[hub]'`)."""
+
+
+@hub_app.callback()
+def _hub_installed() -> None:
+    import importlib.util
+
+    missing = [m for m in HUB_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise fail(
+            f"the hub's packages are not installed ({', '.join(missing)}): a sensor or node needs only `ivs`; "
+            "expected `pip install 'ivs[hub]'` on the hub's machine",
+            2,
+        )
+
 
 @hub_app.command("serve")
 def hub_serve(
