@@ -125,3 +125,31 @@ def test_ivs_run_on_litert_finds_the_faces_of_real_images(media, tmp_path):
         box = np.array([rec["detections"][0]["box"]], np.float32)
         assert len(match(np.array([want], np.float32), box, 0.8)) == 1, (box, want)
         assert rec["detections"][0]["score"] > 0.75
+
+
+def test_the_gpu_runtime_is_skipped_without_a_gpu_and_refused_with_the_reason():
+    from ivs.errors import ModelError
+    from ivs.model import load_model
+    from ivs.runtime import _ort_providers, available
+
+    if "CUDAExecutionProvider" in _ort_providers():
+        pytest.skip("a GPU is here: test_the_gpu_runtime_answers_as_the_cpu runs it")
+    assert "onnxruntime-cuda" not in available("onnx")  # auto never times it here
+    with pytest.raises(ModelError, match=r"no CUDAExecutionProvider here \(it needs onnxruntime-gpu"):
+        load_model("face", runtime="onnxruntime-cuda")
+
+
+@pytest.mark.hardware
+def test_the_gpu_runtime_answers_as_the_cpu(media):
+    import cv2
+
+    from ivs.model import load_model
+    from ivs.runtime import _ort_providers
+
+    if "CUDAExecutionProvider" not in _ort_providers():
+        pytest.skip("no CUDA execution provider here (onnxruntime-gpu and an NVIDIA GPU)")
+    pixels = cv2.cvtColor(cv2.imread(str(media / "messi5.jpg")), cv2.COLOR_BGR2RGB)
+    cpu, gpu = load_model("person", runtime="onnxruntime"), load_model("person", runtime="onnxruntime-cuda")
+    a, b = cpu(pixels), gpu(pixels)
+    assert gpu.runner.name == "onnxruntime-cuda" and len(a) == len(b)
+    np.testing.assert_allclose(a.xyxy, b.xyxy, atol=2.0)

@@ -33,7 +33,7 @@ hub_app.add_typer(package_app, name="package")
 app.add_typer(config_app, name="config")
 
 err_console = Console(stderr=True)
-RUNTIMES = ("auto", "onnxruntime", "openvino", "litert")
+RUNTIMES = ("auto", "onnxruntime", "openvino", "litert", "onnxruntime-cuda")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

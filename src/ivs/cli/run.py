@@ -12,13 +12,12 @@ import typer
 from rich.text import Text
 
 from ivs.cli.app import (
+    RUNTIMES,
     app,
     err_console,
     fail,
 )
 from ivs.errors import ConfigError, IvsError
-
-RUNTIMES = ("auto", "onnxruntime", "openvino", "litert")
 
 
 @app.command()
@@ -60,7 +59,7 @@ def run(
         str | None,
         typer.Option(help="Second stage: a classifier (zoo name or package) run on each detection's crop."),
     ] = None,
-    runtime: Annotated[str, typer.Option(help="auto | onnxruntime | openvino | litert.")] = "auto",
+    runtime: Annotated[str, typer.Option(help="auto | onnxruntime | openvino | litert | onnxruntime-cuda.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads (default: the package's hint, or 2).")] = None,
     sensor_id: Annotated[str, typer.Option(help="This sensor's id in every record.")] = "ivs",
     keyring: Annotated[Path | None, typer.Option(help="Folder of trusted .pub keys (default: the zoo key).")] = None,

@@ -16,22 +16,41 @@ from ivs.runtime.choice import Choice
 
 log = logging.getLogger(__name__)
 
-RuntimeName = Literal["auto", "onnxruntime", "openvino", "litert"]
+RuntimeName = Literal["auto", "onnxruntime", "openvino", "litert", "onnxruntime-cuda"]
 _FORMATS = {
     "onnxruntime": {"onnx"},
     "openvino": {"onnx", "openvino", "tflite"},
     "litert": {"tflite"},
+    "onnxruntime-cuda": {"onnx"},
 }
-_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "litert": "ai_edge_litert"}
+_MODULES = {
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "litert": "ai_edge_litert",
+    "onnxruntime-cuda": "onnxruntime",
+}
+_PROVIDERS = {"onnxruntime-cuda": "CUDAExecutionProvider"}
+"""Runtimes that need an onnxruntime execution provider besides the CPU's: onnxruntime-gpu
+installed (it replaces onnxruntime) on a machine with an NVIDIA GPU and its CUDA libraries."""
+NAMES = ", ".join(_FORMATS)
 
 
 def available(model_format: str) -> list[str]:
-    """Runners installed here that can read this model format."""
+    """Runners installed here that can read this model format (a GPU runtime only where its
+    execution provider is there: skipped, not failed, on a machine without one)."""
     return [
         name
         for name, formats in _FORMATS.items()
-        if model_format in formats and importlib.util.find_spec(_MODULES[name]) is not None
+        if model_format in formats
+        and importlib.util.find_spec(_MODULES[name]) is not None
+        and (name not in _PROVIDERS or _PROVIDERS[name] in _ort_providers())
     ]
+
+
+def _ort_providers() -> list[str]:
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
 
 
 def create(
@@ -46,6 +65,10 @@ def create(
         from ivs.runtime.onnxruntime import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(model, input_name, threads)
+    if name == "onnxruntime-cuda":
+        from ivs.runtime.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(model, input_name, threads, provider=_PROVIDERS[name], name=name)
     if name == "openvino":
         from ivs.runtime.openvino import OpenVinoRunner
 
@@ -54,7 +77,7 @@ def create(
         from ivs.runtime.litert import LiteRtRunner
 
         return LiteRtRunner(model, input_name, threads)
-    raise ModelError(f"unknown runtime {name!r}: expected auto, onnxruntime, openvino or litert")
+    raise ModelError(f"unknown runtime {name!r}: expected auto or one of {NAMES}")
 
 
 def choose(
@@ -74,13 +97,17 @@ def choose(
     candidates = available(model_format)
     if runtime != "auto":
         if runtime not in _FORMATS:
-            raise ModelError(f"unknown runtime {runtime!r}: expected auto, onnxruntime, openvino or litert")
+            raise ModelError(f"unknown runtime {runtime!r}: expected auto or one of {NAMES}")
         if runtime not in candidates:
-            why = (
-                f"it cannot read {model_format} models"
-                if model_format not in _FORMATS[runtime]
-                else f"the {_MODULES[runtime]} package is not installed"
-            )
+            if model_format not in _FORMATS[runtime]:
+                why = f"it cannot read {model_format} models"
+            elif runtime in _PROVIDERS and importlib.util.find_spec(_MODULES[runtime]) is not None:
+                why = (
+                    f"onnxruntime has no {_PROVIDERS[runtime]} here (it needs onnxruntime-gpu and an NVIDIA GPU "
+                    "with its CUDA libraries)"
+                )
+            else:
+                why = f"the {_MODULES[runtime]} package is not installed"
             raise ModelError(f"runtime {runtime!r} cannot run this model: {why}; expected one of {candidates}")
         return runtime, None
     if not candidates:

@@ -11,16 +11,21 @@ from ivs.errors import ModelError
 
 
 class OnnxRuntimeRunner:
-    name = "onnxruntime"
+    """onnxruntime on the CPU, or on a GPU's execution provider (`provider`, with the CPU's for
+    the nodes it cannot run)."""
 
-    def __init__(self, model: bytes, input_name: str, threads: int) -> None:
+    def __init__(
+        self, model: bytes, input_name: str, threads: int, provider: str | None = None, name: str = "onnxruntime"
+    ) -> None:
+        self.name = name
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+            providers = [provider, "CPUExecutionProvider"] if provider else ["CPUExecutionProvider"]
+            self._session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as err:
             raise ModelError(f"onnxruntime cannot load the model: {err}") from None
         inputs = [i.name for i in self._session.get_inputs()]
