@@ -7,7 +7,10 @@ and a real hub storing what they send."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ from tests.stream_server import make_clip
 from tests.test_faults import listening, metric, scrape, stored
 from tests.test_rtsp import rtsp_server
 from tests.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SITE = """\
 node:
@@ -56,7 +61,11 @@ def test_a_node_file_merges_its_defaults_into_each_sensor():
             6,
             "taken by sensor 'door': expected one per sensor (put {id}",
         ),
-        (("runtime: onnxruntime", "runtime: tpu"), 4, "'auto', 'onnxruntime', 'openvino' or 'litert'"),
+        (
+            ("runtime: onnxruntime", "runtime: tpu"),
+            4,
+            "'auto', 'onnxruntime', 'openvino', 'litert' or 'onnxruntime-cuda'",
+        ),
         (("model: {name: person}", "model: {name: person, tiles: 3}"), 12, "tuple"),
         (("  - id: door\n", "  - id: door\n    colour: red\n"), 9, "unknown key 'colour'"),
     ],
@@ -183,3 +192,47 @@ def _four_sensors(vtest: Path, tmp_path: Path, procs: list[Proc], broker: LocalM
         assert seqs_once_in_order(db, s), s  # the outbox's messages and the new ones: one seq line, nothing twice
     node2.interrupt()
     assert hub.alive()
+
+
+def test_the_example_site_checks_clean():
+    result = CliRunner().invoke(cli.app, ["config", "check", str(ROOT / "examples" / "node" / "site.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "node shop-1, 2 sensors: entrance, floor" in result.output
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
+def test_the_systemd_unit_verifies(tmp_path: Path):
+    """deploy/ivs-node.service as systemd itself reads it: no error and no warning. Its ExecStart
+    points at this checkout's ivs (systemd checks that the program exists)."""
+    unit = (ROOT / "deploy" / "ivs-node.service").read_text()
+    assert "ExecStart=/opt/ivs/bin/ivs node --config /etc/ivs/site.yaml" in unit
+    here = tmp_path / "ivs-node.service"
+    here.write_text(unit.replace("/opt/ivs/bin/ivs", str(Path(sys.executable).parent / "ivs")))
+    ok = subprocess.run(["systemd-analyze", "verify", str(here)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stderr.strip() == "", ok.stderr
+    here.write_text(here.read_text().replace("Type=simple", "Type=simpel"))  # the check can fail
+    bad = subprocess.run(["systemd-analyze", "verify", str(here)], capture_output=True, text=True, timeout=60)
+    assert "simpel" in bad.stderr
+
+
+def test_the_stream_count_search_finds_the_largest_that_drops_nothing():
+    from ivs.bench.results import StreamsTrial
+    from ivs.bench.streams import most_streams, streams_row
+
+    def box(n: int) -> StreamsTrial:  # a box that keeps up with 11 streams
+        return StreamsTrial(streams=n, dropped=0 if n <= 11 else 5 * (n - 11), frames=100 * n, min_frames=100,
+                            rss_mib=200.0 + 20 * n)  # fmt: skip
+
+    trials = most_streams(box)
+    assert [t.streams for t in trials] == [1, 2, 4, 8, 16, 12, 10, 11]
+    row = streams_row("fake", trials)
+    assert (row.max_streams, row.rss_mib_at_max) == (11, 420.0)
+
+
+@pytest.mark.slow
+def test_a_stream_trial_runs_a_real_node(vtest: Path):
+    from ivs.bench.streams import node_trial
+
+    t = node_trial(vtest, 2.0, "onnxruntime")(2)
+    assert (t.streams, t.frames, t.min_frames) == (2, 40, 20)
+    assert t.rss_mib > 50

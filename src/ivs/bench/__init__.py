@@ -48,6 +48,7 @@ from ivs.bench.parts import (
     bench_memory_part,
     bench_pipeline_parts,
     bench_stop_part,
+    bench_streams_part,
     bench_tracking_part,
     naive_model_bytes,
 )
@@ -125,6 +126,7 @@ def run_bench(
     if reduction is None:
         skipped.append("f: vtest.avi not found (scripts/fetch-media.sh fetches it) or skipped")
     tracking = bench_tracking_part(cfg, log, skipped)
+    streams = bench_streams_part(cfg, log, skipped)
     memory.after_data_reduction_mib = peak_rss_mib()
     memory.current_rss_mib = current_rss_mib()
     memory.processes = bench_memory_part(cfg, log, skipped)
@@ -153,6 +155,7 @@ def run_bench(
         data_reduction=reduction,
         memory=memory,
         tracking=tracking,
+        streams=streams,
         not_measured=[
             "g: RSS over a long run is the soak's (python -m ivs.bench.soak --minutes 30; docs/reliability.md)",
         ],
@@ -185,6 +188,7 @@ def _config_summary(cfg: BenchConfig) -> RunConfig:
         rss_frames=cfg.rss_frames,
         rss_events=cfg.rss_events,
         rss_runtimes=list(cfg.rss_runtimes),
+        streams_s=cfg.streams_s,
     )
 
 

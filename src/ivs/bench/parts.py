@@ -34,6 +34,7 @@ from ivs.bench.results import (
     NaiveRow,
     SafetyStop,
     SensorMemory,
+    StreamsRow,
     SustainedRow,
     TrackIdentity,
 )
@@ -324,3 +325,22 @@ def bench_tracking_part(cfg: BenchConfig, log: Callable[[str], None], skipped: l
     result = bench_tracking(video, labels, _e2e_runtime(cfg), max(cfg.threads))
     log(f"h. tracking: IDF1 {result.idf1}, {result.id_switches} ID switches")
     return result
+
+
+# ---------------------------------------------------------------------------------------- part i
+
+
+def bench_streams_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> list[StreamsRow]:
+    """Part i, or nothing with the reason in `skipped`."""
+    video = media_dir() / "vtest.avi"
+    if cfg.streams_s <= 0:
+        skipped.append("i: camera streams per box not asked for (the full run measures them)")
+        return []
+    if not video.is_file():
+        skipped.append("i: vtest.avi not found (scripts/fetch-media.sh fetches it)")
+        return []
+    from ivs.bench.streams import bench_streams
+
+    rows = bench_streams(video, cfg.streams_s, _e2e_runtime(cfg), log)
+    log("i. streams: " + ", ".join(f"{r.how} {r.max_streams}" for r in rows))
+    return rows

@@ -22,6 +22,7 @@ def print_report(result: BenchResult, console: Console) -> None:
     _print_naive(result.versus_naive, console)
     _print_live(result, console)
     _print_footprint(result, console)
+    _print_streams(result, console)
     for key in ("mobilenet-v1", "litert", "fp32", "timing"):
         console.print(f"[dim]note ({key}): {result.notes[key]}[/]")
     for s in result.skipped:
@@ -154,6 +155,23 @@ def _print_footprint(result: BenchResult, console: Console) -> None:
             f"{tr.id_switches} ID switches, {tr.matched_boxes}/{tr.labelled_boxes} labelled boxes matched, "
             f"{tr.people} people"
         )
+
+
+def _print_streams(result: BenchResult, console: Console) -> None:
+    for r in result.streams:
+        rss = f", {r.rss_mib_at_max} MiB RSS" if r.rss_mib_at_max is not None else ""
+        tried = ", ".join(f"{t.streams}: {t.dropped} dropped" for t in r.trials)
+        console.print(f"[bold]i. streams[/] {r.how}: {r.max_streams} streams at 10 fps with 0 drops{rss} ({tried})")
+
+
+def _markdown_streams(result: BenchResult) -> list[str]:
+    if not result.streams:
+        return []
+    rows = [[r.how, f"{r.max_streams}", "-" if r.rss_mib_at_max is None else f"{r.rss_mib_at_max}",
+             ", ".join(f"{t.streams}: {t.dropped}" for t in r.trials)] for r in result.streams]  # fmt: skip
+    return _markdown_rows(
+        ("vtest.avi streams at 10 fps", "most with 0 drops", "RSS MiB there", "tried: dropped"), rows, left=1
+    )
 
 
 def _opt(v: float | None) -> str:
@@ -302,6 +320,7 @@ def markdown_report(result: BenchResult) -> str:
                _opt(tr.assa), f"{tr.idf1:.3f}", f"{tr.idp:.3f}", f"{tr.idr:.3f}", f"{tr.id_switches}"]  # fmt: skip
         cols = ("tracking", "people", "boxes matched", "HOTA", "DetA", "AssA", "IDF1", "IDP", "IDR", "ID switches")
         lines += _markdown_rows(cols, [row], left=1)
+    lines += _markdown_streams(result)
     return "\n".join(lines) + "\n"
 
 

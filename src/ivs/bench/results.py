@@ -64,6 +64,7 @@ class RunConfig(msgspec.Struct, kw_only=True):
     rss_frames: int | None
     rss_events: int
     rss_runtimes: list[str]
+    streams_s: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------- part a
@@ -338,6 +339,29 @@ class TrackIdentity(msgspec.Struct, kw_only=True):
     """Tracked boxes overlapping no labelled box: people nobody labelled, left out."""
 
 
+class StreamsTrial(msgspec.Struct, kw_only=True):
+    """N streams of the sample video at 10 fps for the part's seconds (`ivs.bench.streams`)."""
+
+    streams: int
+    dropped: int
+    """Frames dropped by all streams together (the trial passes at 0)."""
+    frames: int
+    """Frames processed by all streams together."""
+    min_frames: int
+    """Frames processed by the stream that processed fewest."""
+    rss_mib: float
+    """Peak resident set: the node's, or the sum of the separate processes' peaks."""
+
+
+class StreamsRow(msgspec.Struct, kw_only=True):
+    """How many streams one box sustains with no frame dropped, one way of running them."""
+
+    how: str
+    max_streams: int
+    rss_mib_at_max: float | None
+    trials: list[StreamsTrial]
+
+
 # ---------------------------------------------------------------------------------------- the run
 
 
@@ -364,6 +388,7 @@ class BenchResult(msgspec.Struct, kw_only=True):
     data_reduction: DataReduction | None
     memory: Memory
     tracking: TrackIdentity | None = None
+    streams: list[StreamsRow] = []
     not_measured: list[str]
     notes: dict[str, str]
     skipped: list[str]

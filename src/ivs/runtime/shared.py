@@ -13,8 +13,8 @@ the sensors' queues, so a sensor with many tiles waiting cannot starve one with 
 input. Pacing and drops stay each sensor's own: while the service is busy, that sensor's next
 frame waits in its one-frame slot, where a frame replaced is counted as its drop.
 
-No batching: every zoo network has a fixed batch of 1, and runs that take a batch across
-streams were not measured to pay here (docs/deploy.md, sizing).
+No batching across streams: measured per zoo network (`python -m ivs.bench.batching`), a batch
+saves nothing worth its wait but for one network on one runtime (docs/deploy.md, sizing).
 """
 
 from __future__ import annotations
