@@ -6,6 +6,7 @@ import itertools
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -114,3 +115,41 @@ def procs() -> Iterator[list[Proc]]:
     yield started
     for p in started:
         p.close()
+
+
+@pytest.fixture(scope="session")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The classifier re-signed by a test key as 1.0.0, 2.0.0 and 3.0.0; 3.0.0 then tampered:
+    one byte of the network flipped and the zip rebuilt with the signed manifest unchanged."""
+    import shutil
+    import zipfile
+
+    from ivs.package.reader import read_package
+    from ivs.package.signing import generate, key_id, load_private
+    from ivs.package.writer import write_package
+    from ivs.package.zoo import resolve
+
+    d = tmp_path_factory.mktemp("deploy")
+    (d / "ring").mkdir()
+    generate(d / "k.key")
+    shutil.move(d / "k.pub", d / "ring" / "k.pub")
+    key = load_private(d / "k.key")
+    src = read_package(resolve("classifier"))
+    fields = src.manifest.model_dump(mode="json", exclude_none=True)
+    out: dict[str, Any] = {"ring": d / "ring", "key_id": key_id(key.public_key())}
+    for version in ("1.0.0", "2.0.0", "3.0.0"):
+        fields["version"] = version
+        out[version] = d / f"classifier-{version}.ivsm"
+        write_package(out[version], fields, src.members, key)
+    network = src.manifest.model.path
+    tampered = d / "classifier-3.0.0-tampered.ivsm"
+    with zipfile.ZipFile(out["3.0.0"]) as zin, zipfile.ZipFile(tampered, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == network:
+                flipped = bytearray(data)
+                flipped[len(flipped) // 2] ^= 0xFF
+                data = bytes(flipped)
+            zout.writestr(info.filename, data)
+    out["tampered"] = tampered
+    return out

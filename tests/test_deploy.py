@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,9 +38,7 @@ from ivs.hub.store import SCHEMA_VERSION, Store
 from ivs.localnet import ServerThread
 from ivs.model import Model, load_model
 from ivs.package.reader import read_package
-from ivs.package.signing import Keyring, generate, key_id, load_private
-from ivs.package.writer import write_package
-from ivs.package.zoo import resolve
+from ivs.package.signing import Keyring
 from ivs.records import FrameRecord
 from ivs.sensor import Sensor
 from ivs.sources.synthetic import SyntheticSource
@@ -51,44 +48,14 @@ ADMIN = "admin-secret"
 WAIT_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def signed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The classifier re-signed by a test key as 1.0.0, 2.0.0 and 3.0.0; 3.0.0 then tampered:
-    one byte of the network flipped and the zip rebuilt with the signed manifest unchanged."""
-    d = tmp_path_factory.mktemp("deploy")
-    (d / "ring").mkdir()
-    generate(d / "k.key")
-    shutil.move(d / "k.pub", d / "ring" / "k.pub")
-    key = load_private(d / "k.key")
-    src = read_package(resolve("classifier"))
-    fields = src.manifest.model_dump(mode="json", exclude_none=True)
-    out: dict[str, Any] = {"ring": d / "ring", "key_id": key_id(key.public_key())}
-    for version in ("1.0.0", "2.0.0", "3.0.0"):
-        fields["version"] = version
-        out[version] = d / f"classifier-{version}.ivsm"
-        write_package(out[version], fields, src.members, key)
-    network = src.manifest.model.path
-    tampered = d / "classifier-3.0.0-tampered.ivsm"
-    with zipfile.ZipFile(out["3.0.0"]) as zin, zipfile.ZipFile(tampered, "w") as zout:
-        for info in zin.infolist():
-            data = zin.read(info.filename)
-            if info.filename == network:
-                flipped = bytearray(data)
-                flipped[len(flipped) // 2] ^= 0xFF
-                data = bytes(flipped)
-            zout.writestr(info.filename, data)
-    out["tampered"] = tampered
-    return out
-
-
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class Hub(ServerThread):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, push_desired: Any = None) -> None:
         self.store = store
-        super().__init__(create_app(store, ADMIN), timeout_graceful_shutdown=3)
+        super().__init__(create_app(store, ADMIN, push_desired=push_desired), timeout_graceful_shutdown=3)
 
     def call(
         self, method: str, path: str, token: str | None, body: bytes | dict[str, Any] | None = None

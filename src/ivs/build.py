@@ -158,6 +158,9 @@ def build_sensor(config: SensorConfig, options: RunOptions | None = None) -> Bui
         except Exception:
             built.close()
             raise
+        mqtt = next((s for s in sensor.sinks if isinstance(s, MqttSink)), None)
+        if config.deploy is not None and config.deploy.push and mqtt is not None:
+            mqtt.listen(f"ivs/{config.id}/desired", built.agent.nudge)
     return built
 
 

@@ -77,7 +77,9 @@ class SourceConfig(_Model):
 
 class ModelConfig(_Model):
     name: str = Field(description="Zoo name or .ivsm package path.")
-    runtime: Literal["auto", "onnxruntime", "openvino", "litert"] = Field("auto", description="Inference engine.")
+    runtime: Literal["auto", "onnxruntime", "openvino", "litert", "onnxruntime-cuda"] = Field(
+        "auto", description="Inference engine (onnxruntime-cuda: an NVIDIA GPU, where onnxruntime-gpu is installed)."
+    )
     roi: tuple[int, int, int, int] | None = Field(None, description="Region of interest x, y, w, h in pixels.")
     tiles: tuple[int, int] | None = Field(
         None, description="Columns, rows of overlapping tiles (default: the package's hint)."
@@ -160,6 +162,11 @@ class DeployConfig(_Model):
     )
     folder: str = Field("ivs-deploy", description="Where downloaded packages and the deployed config are kept.")
     interval_s: float = Field(10.0, gt=0, le=86400, description="How often to ask the hub for the desired state.")
+    push: bool = Field(
+        True,
+        description="Also act at once when the hub publishes a new desired revision on MQTT (retained "
+        "`ivs/ID/desired`, through the first MQTT sink's connection); polling stays as the fallback.",
+    )
 
 
 def _stdout() -> list[JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig]:

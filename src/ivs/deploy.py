@@ -306,6 +306,9 @@ class DeployAgent:
         self._unsent: dict[str, Any] | None = None
         self._shas: dict[tuple[str, int, int], str | None] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.nudges = 0
+        """Desired revisions the hub pushed (MQTT) that woke the agent before its next poll."""
         self._thread = threading.Thread(target=self._run, name="ivs-deploy", daemon=True)
 
     def start(self) -> DeployAgent:
@@ -314,17 +317,31 @@ class DeployAgent:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=max(5.0, self.client.timeout + 5))
+
+    def nudge(self, payload: bytes) -> None:
+        """The hub published a desired revision (`{"revision": N}`, MQTT): poll now if it is new.
+        Only a wake-up: what to run still comes from the hub over HTTPS, verified as always."""
+        try:
+            revision = int(json.loads(payload)["revision"])
+        except (ValueError, KeyError, TypeError):
+            log.warning('deploy: ignored a pushed desired state that is not {"revision": N}: %r', payload[:80])
+            return
+        if revision != self.revision:
+            self.nudges += 1
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 self.poll()
             except DeployError as err:
                 log.warning("deploy: %s; trying again in %g s", err, self.interval_s)
             except Exception:  # the agent must outlive a bug in one poll: the sensor keeps running
                 log.exception("deploy poll failed")
-            self._stop.wait(self.interval_s)
+            self._wake.wait(self.interval_s)
 
     def running(self) -> Running:
         """The model the sensor runs now, with the sha256 of its package file."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -145,10 +146,13 @@ def create_app(
     max_messages: int = MAX_MESSAGES,
     max_bytes: int = MAX_BYTES,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    push_desired: Callable[[str, int], None] | None = None,
 ) -> FastAPI:
     """The hub's API over `store`. `admin_token` guards /api/v1/devices and the operator's deploy
     endpoints (empty: management over HTTP is off; use `Store.add_device`). `metrics` defaults to
-    a new `HubMetrics` (its own registry); pass the one an `MqttIngest` in this process also counts in."""
+    a new `HubMetrics` (its own registry); pass the one an `MqttIngest` in this process also counts in.
+    `push_desired(device, revision)`: tell a device its new desired revision at once (the MQTT
+    ingest's `push_desired`); None: devices find it at their next poll."""
     app = FastAPI(
         title="ivs hub",
         summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
@@ -159,6 +163,7 @@ def create_app(
     app.state.metrics = metrics if metrics is not None else HubMetrics(store)
     app.state.max_messages, app.state.max_bytes = max_messages, max_bytes
     app.state.max_upload_bytes = max_upload_bytes
+    app.state.push_desired = push_desired
     app.include_router(router)
     app.include_router(dashboard_router)
     app.include_router(deploy_router)

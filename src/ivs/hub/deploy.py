@@ -384,8 +384,9 @@ def download_package(
     },
 )
 def set_desired(request: Request, name: Annotated[str, Path(pattern=NAME_PATTERN)], desired: DesiredIn) -> DesiredOut:
-    """Assign a package (and optionally a sensor config) to a device: its next revision. The
-    device picks it up at its next poll, verifies it, swaps, and reports."""
+    """Assign a package (and optionally a sensor config) to a device: its next revision. A hub
+    with MQTT pushes the revision to the device at once (retained `ivs/NAME/desired`); the device
+    fetches it, verifies it, swaps, and reports. Without MQTT it does so at its next poll."""
     store: Store = request.app.state.store
     if desired.config is not None:
         config, problems, _ = parse_config(desired.config)
@@ -401,6 +402,9 @@ def set_desired(request: Request, name: Annotated[str, Path(pattern=NAME_PATTERN
         raise HTTPException(404, detail=str(err)) from None
     except HubError as err:
         raise HTTPException(409, detail=str(err)) from None
+    push = request.app.state.push_desired
+    if push is not None:  # a hub with MQTT tells the device at once; others wait for its poll
+        push(name, assignment.revision)
     return desired_out(name, assignment)
 
 

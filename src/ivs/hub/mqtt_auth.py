@@ -90,13 +90,15 @@ def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
 
 
 def acl_text(devices: list[str], *, hub_user: str = HUB_USER, ha_prefix: str = "homeassistant") -> str:
-    """The Mosquitto ACL: each device its own subtree, the hub user read-only on every sensor."""
+    """The Mosquitto ACL: each device its own subtree; the hub user reads every sensor and
+    writes only their desired state (`ivs/+/desired`, what it pushes)."""
     lines = [
         "# written by `ivs hub mqtt-auth`: regenerate it, do not edit it",
         "# No rules before the first `user`: anonymous clients get nothing (and are refused anyway).",
         "",
         f"user {hub_user}",
         "topic read ivs/#",
+        "topic write ivs/+/desired",
     ]
     for name in devices:
         lines += ["", f"user {name}", f"topic readwrite ivs/{name}/#"]

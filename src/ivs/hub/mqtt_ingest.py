@@ -276,6 +276,13 @@ class MqttIngest:
             self.metrics.duplicates.inc(duplicates)
 
     # control
+    def push_desired(self, device: str, revision: int) -> None:
+        """Publish a device's new desired revision, retained on `ivs/DEVICE/desired`: a connected
+        sensor acts on it at once, one that connects later finds it there. It carries only the
+        revision; the sensor fetches the desired state itself over HTTP(S) with its token."""
+        payload = json.dumps({"revision": revision, "time": round(time.time(), 3)})
+        self._status.publish(f"ivs/{device}/desired", payload, qos=1, retain=True)
+
     def wait_connected(self, timeout: float = 10.0) -> bool:
         """Wait until both subscriptions are connected; False on timeout."""
         deadline = time.monotonic() + timeout

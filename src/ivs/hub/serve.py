@@ -70,7 +70,9 @@ def serve(
                 tls_key=mqtt_tls_key,
             )
             log.info("MQTT ingest from %s:%d (%s)", mqtt_host, mqtt_port, "TLS" if mqtt_tls_ca else "no TLS")
-        app = create_app(store, admin_token, metrics=metrics)
+        app = create_app(
+            store, admin_token, metrics=metrics, push_desired=ingest.push_desired if ingest is not None else None
+        )
         scheme = "https" if tls_cert else "http"
         log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)
         uvicorn.run(app, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)

@@ -92,6 +92,7 @@ class MqttSink:
         self._acked_seqs: list[int] = []  # PUBACKed, not yet deleted from the outbox
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._listeners: dict[str, Callable[[bytes], None]] = {}
 
         client = settings.client(f"ivs-sensor-{sensor_id}")
         client.will_set(self.availability, "offline", qos=1, retain=True)
@@ -114,6 +115,8 @@ class MqttSink:
             return
         self.connects += 1
         client.publish(self.availability, "online", qos=1, retain=True)
+        for topic in list(self._listeners):  # a new session has no subscriptions: ask again
+            client.subscribe(topic, qos=1)
         with self._lock:
             # Whatever was in flight may be lost: publish everything unacknowledged again.
             self._inflight.clear()
@@ -124,6 +127,26 @@ class MqttSink:
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.connect_failures += 1
+
+    def listen(self, topic: str, callback: Callable[[bytes], None]) -> None:
+        """Call `callback(payload)` (on paho's thread) for every message on `topic`, a topic
+        filter under this sensor's own `ivs/ID/`, subscribed again at every reconnect. What the
+        hub pushes to the sensor (its desired state) arrives on this connection."""
+        if not topic.startswith(f"ivs/{self.sensor_id}/"):
+            raise ValueError(
+                f"topic {topic!r}: expected one under ivs/{self.sensor_id}/ (the broker lets a sensor only there)"
+            )
+
+        def deliver(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+            try:
+                callback(bytes(msg.payload))
+            except Exception:  # a listener's bug must not take paho's network thread down
+                log.exception("MQTT listener for %s failed", topic)
+
+        self._listeners[topic] = callback
+        self._client.message_callback_add(topic, deliver)
+        if self.connected.is_set():
+            self._client.subscribe(topic, qos=1)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not self.connected.is_set() and not self._stop.is_set():
