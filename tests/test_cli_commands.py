@@ -62,6 +62,7 @@ COVERED_ELSEWHERE = {
     "hub mqtt-auth": "tests/test_security.py",
     "hub deploy": "tests/test_deploy.py",
     "hub deploy-status": "tests/test_deploy.py",
+    "hub command": "tests/test_fleet.py",
 }
 
 runner = CliRunner()

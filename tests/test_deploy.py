@@ -53,9 +53,10 @@ def sha(path: Path) -> str:
 
 
 class Hub(ServerThread):
-    def __init__(self, store: Store, push_desired: Any = None) -> None:
+    def __init__(self, store: Store, push_desired: Any = None, command: Any = None) -> None:
         self.store = store
-        super().__init__(create_app(store, ADMIN, push_desired=push_desired), timeout_graceful_shutdown=3)
+        app = create_app(store, ADMIN, push_desired=push_desired, command=command)
+        super().__init__(app, timeout_graceful_shutdown=3)
 
     def call(
         self, method: str, path: str, token: str | None, body: bytes | dict[str, Any] | None = None

@@ -3,13 +3,16 @@ acts on it at once, with no polling."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from ivs import cli
 from ivs.build import RunOptions, build_sensor
 from ivs.config import parse
 from ivs.hub.mqtt_auth import acl_text
@@ -69,7 +72,100 @@ def test_a_desired_change_reaches_a_connected_sensor_over_mqtt_without_polling(
         store.close()
 
 
-def test_the_hub_may_write_only_desired_states_on_the_broker():
+def test_the_hub_may_write_only_desired_states_and_commands_on_the_broker():
     acl = acl_text(["cam-1"])
     hub_rules = acl.split("user ivs-hub\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert hub_rules == ["topic read ivs/#", "topic write ivs/+/desired"]
+    assert hub_rules == ["topic read ivs/#", "topic write ivs/+/desired", "topic write ivs/+/commands"]
+
+
+def test_commands_reach_a_sensor_and_one_offline_times_out_with_a_clear_error(
+    broker: LocalMosquitto, tmp_path: Path
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    ingest = MqttIngest(store, "127.0.0.1", broker.port)
+    hub = Hub(store, push_desired=ingest.push_desired, command=ingest.command)
+    try:
+        store.add_device("cam-c")
+        store.add_device("cam-gone")
+        text = (
+            "id: cam-c\nsource: {url: 'synthetic:160x120@10'}\nmodel: {name: face, runtime: onnxruntime}\n"
+            "apps: [{type: zone, name: door, polygon: [[0, 0], [80, 0], [80, 60]]}]\n"
+            f"sinks: [{{type: mqtt, port: {broker.port}, outbox: '{tmp_path / 'outbox.sqlite'}'}}]\n"
+        )
+        config, problems, _ = parse(text)
+        assert config is not None, problems
+        built = build_sensor(config, RunOptions(watch=False, ledger_period_s=None))
+        runner = threading.Thread(target=built.sensor.run, daemon=True)
+        runner.start()
+
+        def command(device: str, name: str, args: dict[str, Any] | None = None, timeout_s: float = 5) -> Any:
+            return hub.call("POST", f"/api/v1/devices/{device}/commands", ADMIN,
+                            {"name": name, "args": args or {}, "timeout_s": timeout_s})  # fmt: skip
+
+        try:
+            # The first may be sent before the sensor's subscription stands (commands are not kept).
+            status, ping = wait_for(lambda: (r := command("cam-c", "ping", timeout_s=1))[0] == 200 and r, WAIT_S,
+                                    "the sensor answering ping")  # fmt: skip
+            assert ping["ok"] and ping["result"]["model"] == "face" and ping["result"]["apps"] == {"door": True}
+            print(f"ping answered in {ping['ms']} ms")
+            status, off = command("cam-c", "app", {"name": "door", "enabled": False})
+            assert status == 200 and off["ok"] and built.sensor.disabled_apps == {"door"}
+            status, bad = command("cam-c", "app", {"name": "till", "enabled": True})
+            assert status == 200 and not bad["ok"] and "expected one of this sensor's apps ['door']" in bad["error"]
+            status, restart = command("cam-c", "restart")
+            assert status == 200 and not restart["ok"] and "runs alone (ivs run)" in restart["error"]
+            status, lines = command("cam-c", "log", {"lines": 10})
+            assert status == 200 and lines["ok"] and isinstance(lines["result"]["lines"], list)
+            assert any("app door disabled by a command" in line for line in lines["result"]["lines"])
+            status, gone = command("cam-gone", "ping", timeout_s=1)
+            assert (
+                status == 504 and gone["detail"] == "cam-gone did not answer 'ping' within 1 s: it is offline or busy"
+            )
+            status, missing = command("nobody", "ping")
+            assert status == 404 and "no device named 'nobody'" in missing["detail"]
+            result = CliRunner().invoke(cli.app, ["hub", "command", "cam-c", "app", "--arg", "name=door", "--arg",
+                                                  "enabled=true", "--hub", hub.url, "--admin-token", ADMIN])  # fmt: skip
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.output)["result"] == {"app": "door", "enabled": True}
+            assert built.sensor.disabled_apps == set()
+        finally:
+            built.sensor.stop()
+            runner.join(30)
+            built.close()
+    finally:
+        assert hub.stop()
+        ingest.close()
+        store.close()
+
+
+def test_a_nodes_sensor_restarts_on_command(broker: LocalMosquitto, tmp_path: Path) -> None:
+    from ivs.node import Node
+    from ivs.node_config import parse_node
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    ingest = MqttIngest(store, "127.0.0.1", broker.port)
+    hub = Hub(store, command=ingest.command)
+    site, problems, _ = parse_node(
+        "defaults: {model: {name: face, runtime: onnxruntime}}\n"
+        f"sensors: [{{id: cam-n, source: {{url: 'synthetic:160x120@10'}}, sinks: [{{type: mqtt, port: {broker.port}, "
+        f"outbox: '{tmp_path / 'n.sqlite'}'}}]}}]\n"
+    )
+    assert site is not None, problems
+    store.add_device("cam-n")
+    node = Node(site).start()
+    try:
+
+        def command(name: str) -> Any:
+            status, answer = hub.call("POST", "/api/v1/devices/cam-n/commands", ADMIN, {"name": name, "timeout_s": 1})
+            return answer if status == 200 else None
+
+        wait_for(lambda: command("ping"), WAIT_S, "the node's sensor answering ping")
+        answer = command("restart")
+        assert answer is not None and answer["ok"] and answer["result"] == {"restarting": True}
+        wait_for(lambda: node.health()[0].restarts == 1 and node.health()[0].state == "running", WAIT_S, "restarted")
+        wait_for(lambda: node.health()[0].frames >= 3, WAIT_S, "frames after the restart")
+    finally:
+        node.stop()
+        assert hub.stop()
+        ingest.close()
+        store.close()

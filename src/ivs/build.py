@@ -19,6 +19,7 @@ from typing import Any
 
 from ivs.artifacts import ArtifactWriter, Mode
 from ivs.assemble import assemble, build_app, open_configured_source, source_size
+from ivs.commands import Commands
 from ivs.config import SensorConfig
 from ivs.deploy import DeployAgent, HubClient, LiveApps, LiveConfig
 from ivs.errors import ConfigError
@@ -64,6 +65,8 @@ class RunOptions:
     """An already open source to use instead of the config's (a benchmark's looped video)."""
     runners: RunnerPool | None = None
     """A node's shared inference services: the sensor's networks run there, not on runners of its own."""
+    restart: Callable[[], None] | None = None
+    """How the `restart` command restarts this sensor (a node's); None: it cannot (`ivs run`)."""
 
 
 @dataclass
@@ -143,6 +146,8 @@ def build_sensor(config: SensorConfig, options: RunOptions | None = None) -> Bui
     for sink in sensor.sinks:
         if isinstance(sink, MqttSink):
             sink.state = sensor.state  # the retained state topic says what this sensor runs and did
+    if live_apps is not None:
+        live_apps.disabled = sensor.disabled_apps  # one set: a command turns an app off in either
 
     def swap(new: Model) -> None:
         nm = new.manifest
@@ -158,10 +163,31 @@ def build_sensor(config: SensorConfig, options: RunOptions | None = None) -> Bui
         except Exception:
             built.close()
             raise
-        mqtt = next((s for s in sensor.sinks if isinstance(s, MqttSink)), None)
-        if config.deploy is not None and config.deploy.push and mqtt is not None:
+    mqtt = next((s for s in sensor.sinks if isinstance(s, MqttSink)), None)
+    if mqtt is not None:
+        if built.agent is not None and config.deploy is not None and config.deploy.push:
             mqtt.listen(f"ivs/{config.id}/desired", built.agent.nudge)
+        _listen_for_commands(built, mqtt, live_apps, options)
     return built
+
+
+def _listen_for_commands(built: BuiltSensor, mqtt: MqttSink, live_apps: LiveApps | None, options: RunOptions) -> None:
+    """The hub's direct methods (`ivs.commands`) on the sensor's MQTT connection."""
+    sensor, agent = built.sensor, built.agent
+
+    def reload() -> None:
+        built.reload()
+        if agent is not None:
+            agent.wake()
+
+    def app_names() -> list[str]:
+        return [a.name for a in (live_apps.apps if live_apps is not None else sensor.apps)]
+
+    def respond(payload: bytes) -> None:
+        mqtt.publish(f"ivs/{sensor.sensor_id}/responses", payload)
+
+    handler = Commands(sensor, respond, reload=reload, app_names=app_names, restart=options.restart)
+    mqtt.listen(f"ivs/{sensor.sensor_id}/commands", handler)
 
 
 def _second_stage(name: str, config: SensorConfig, ring: Keyring | None, options: RunOptions) -> Model:

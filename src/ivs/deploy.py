@@ -166,8 +166,10 @@ class LiveApps:
 
     name = "live-apps"
 
-    def __init__(self, apps: Sequence[App] = ()) -> None:
+    def __init__(self, apps: Sequence[App] = (), disabled: set[str] | None = None) -> None:
         self.apps: list[App] = list(apps)
+        self.disabled = disabled if disabled is not None else set()
+        """Names of apps turned off (the sensor's `disabled_apps`: the same set)."""
         self._next: list[App] | None = None
         self._lock = threading.Lock()
         self.replaced = 0
@@ -188,7 +190,8 @@ class LiveApps:
 
     def update(self, ctx: FrameContext) -> list[Event]:
         owed = self._take(ctx)
-        return owed + [event for app in self.apps for event in app.update(ctx)]
+        off = self.disabled
+        return owed + [event for app in self.apps if app.name not in off for event in app.update(ctx)]
 
     def state(self) -> dict[str, Any]:
         return {app.name: app.state() for app in self.apps}
@@ -319,6 +322,10 @@ class DeployAgent:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=max(5.0, self.client.timeout + 5))
+
+    def wake(self) -> None:
+        """Ask the hub for the desired state now, not at the next poll."""
+        self._wake.set()
 
     def nudge(self, payload: bytes) -> None:
         """The hub published a desired revision (`{"revision": N}`, MQTT): poll now if it is new.

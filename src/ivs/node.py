@@ -64,6 +64,8 @@ class _Slot:
         self.error: str | None = None
         self.restarts = 0
         self.stop = threading.Event()
+        self.restart = threading.Event()
+        """Asked to restart (the `restart` command): stop the run, build it again at once."""
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
 
@@ -182,7 +184,14 @@ class Node:
     def _supervise(self, slot: _Slot) -> None:
         """Build and run one sensor until it ends or is stopped; a failure restarts it later."""
         sid = slot.config.id
-        options = replace(self.options, on_message=lambda msg: log.warning("%s: %s", sid, msg))
+
+        def restart() -> None:
+            slot.restart.set()
+            with slot.lock:
+                if slot.built is not None:
+                    slot.built.sensor.stop()
+
+        options = replace(self.options, on_message=lambda msg: log.warning("%s: %s", sid, msg), restart=restart)
         while not slot.stop.is_set():
             slot.state = "starting"
             try:
@@ -201,13 +210,18 @@ class Node:
             log.info("%s: running %s on %s", sid, slot.config.model.name, slot.config.source.url)
             try:
                 built.sensor.run()
-                slot.state = "stopped" if slot.stop.is_set() else "ended"
+                slot.state = "stopped" if slot.stop.is_set() or slot.restart.is_set() else "ended"
             except Exception as err:  # its source gave up, an app raised: this sensor only
                 self._failed(slot, err)
             finally:
                 with slot.lock:
                     slot.built = None
                 built.close()
+            if slot.restart.is_set() and not slot.stop.is_set():
+                slot.restart.clear()
+                slot.restarts += 1
+                log.warning("%s: restarting, as a command asked", sid)
+                continue
             if slot.state == "ended" or slot.stop.wait(self.config.node.restart_s):
                 break
             slot.restarts += 1

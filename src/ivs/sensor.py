@@ -93,6 +93,8 @@ class Sensor:
         self.max_frames, self.on_record = max_frames, on_record
         self.second_stage = list(second_stage)
         self.apps = list(apps)
+        self.disabled_apps: set[str] = set()
+        """Apps turned off by a command: they see no frames and send nothing until turned on."""
         # Apps reason about objects over time: they need track ids (all but the safety stop).
         self.tracker = tracker if tracker is not None or not uses_tracks(self.apps) else ByteTracker()
         self.emit_frames = emit_frames
@@ -382,7 +384,8 @@ class Sensor:
             return []
         ctx = self._context(frame, det, tracked, hidden)
         self._last_ctx = ctx
-        return [event for app in self.apps for event in app.update(ctx)]
+        off = self.disabled_apps
+        return [event for app in self.apps if app.name not in off for event in app.update(ctx)]
 
     def _finish_apps(self) -> None:
         """Events the apps owe at the end of a run (e.g. the last heatmap)."""

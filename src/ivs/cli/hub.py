@@ -322,3 +322,37 @@ def hub_deploy_status(
     typer.echo(json.dumps(state, indent=2))
     if state["status"] == "failed":
         raise fail(f"{device}: the deploy failed: {state['reported']['error']}", 1)
+
+
+@hub_app.command("command")
+def hub_command(
+    device: Annotated[str, typer.Argument(help="The device (sensor id).")],
+    name: Annotated[str, typer.Argument(help="ping | reload | app | log | restart (docs/fleet.md).")],
+    arg: Annotated[
+        list[str] | None, typer.Option("--arg", help="KEY=VALUE, a JSON value or a string; repeat for more.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the device's answer.")] = 5.0,
+    hub: HubUrl = "http://127.0.0.1:8080",
+    admin_token: AdminToken = None,
+    ca_file: HubCa = None,
+) -> None:
+    """Send a device a command over MQTT and print its answer (JSON); exit 1 when it could not
+    do it, or did not answer in time."""
+    args: dict[str, Any] = {}
+    for item in arg or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise fail(f"--arg {item!r}: expected KEY=VALUE", 2)
+        try:
+            args[key] = json.loads(value)
+        except ValueError:
+            args[key] = value
+    client = _hub_client(hub, admin_token, ca_file)
+    try:
+        answer = client.send("POST", f"/api/v1/devices/{device}/commands", {"name": name, "args": args,
+                                                                             "timeout_s": timeout})  # fmt: skip
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    typer.echo(json.dumps(answer, indent=2))
+    if not answer.get("ok"):
+        raise typer.Exit(1)

@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ivs.consumer import Message, decode_message
 from ivs.hub.auth import bearer, require_admin, unauthorized
 from ivs.hub.body import read_body
+from ivs.hub.commands import router as commands_router
 from ivs.hub.dashboard import router as dashboard_router
 from ivs.hub.deploy import MAX_UPLOAD_BYTES
 from ivs.hub.deploy import router as deploy_router
@@ -147,12 +148,14 @@ def create_app(
     max_bytes: int = MAX_BYTES,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     push_desired: Callable[[str, int], None] | None = None,
+    command: Callable[[str, str, dict[str, Any], float], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The hub's API over `store`. `admin_token` guards /api/v1/devices and the operator's deploy
     endpoints (empty: management over HTTP is off; use `Store.add_device`). `metrics` defaults to
     a new `HubMetrics` (its own registry); pass the one an `MqttIngest` in this process also counts in.
     `push_desired(device, revision)`: tell a device its new desired revision at once (the MQTT
-    ingest's `push_desired`); None: devices find it at their next poll."""
+    ingest's `push_desired`); None: devices find it at their next poll. `command(device, name, args,
+    timeout_s)`: relay a direct method (the MQTT ingest's `command`); None: commands answer 503."""
     app = FastAPI(
         title="ivs hub",
         summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
@@ -164,9 +167,11 @@ def create_app(
     app.state.max_messages, app.state.max_bytes = max_messages, max_bytes
     app.state.max_upload_bytes = max_upload_bytes
     app.state.push_desired = push_desired
+    app.state.command = command
     app.include_router(router)
     app.include_router(dashboard_router)
     app.include_router(deploy_router)
+    app.include_router(commands_router)
     app.add_exception_handler(StarletteHTTPException, _refused)  # type: ignore[arg-type]
     plain_openapi = app.openapi
 

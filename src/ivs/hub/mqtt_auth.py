@@ -91,7 +91,7 @@ def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
 
 def acl_text(devices: list[str], *, hub_user: str = HUB_USER, ha_prefix: str = "homeassistant") -> str:
     """The Mosquitto ACL: each device its own subtree; the hub user reads every sensor and
-    writes only their desired state (`ivs/+/desired`, what it pushes)."""
+    writes only what it sends them: their desired state and commands."""
     lines = [
         "# written by `ivs hub mqtt-auth`: regenerate it, do not edit it",
         "# No rules before the first `user`: anonymous clients get nothing (and are refused anyway).",
@@ -99,6 +99,7 @@ def acl_text(devices: list[str], *, hub_user: str = HUB_USER, ha_prefix: str = "
         f"user {hub_user}",
         "topic read ivs/#",
         "topic write ivs/+/desired",
+        "topic write ivs/+/commands",
     ]
     for name in devices:
         lines += ["", f"user {name}", f"topic readwrite ivs/{name}/#"]

@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -73,6 +74,16 @@ class _HubConsumer(Consumer):
             self._on_reject("sensor_mismatch")
         else:
             self._on_reject("schema")
+
+
+class CommandTimeout(Exception):
+    """A device did not answer a command in time."""
+
+
+class _Waiter:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.answer: dict[str, Any] | None = None
 
 
 class MqttIngest:
@@ -125,6 +136,8 @@ class MqttIngest:
         self.stored = self.duplicates = self.batches = 0
         self.rejected: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._waiting: dict[str, tuple[str, _Waiter]] = {}
+        """Commands sent and not answered yet: id -> (device, its waiter)."""
         self._queue: queue.Queue[Message | None] = queue.Queue()
         self._closing = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name=f"ivs-hub-mqtt-{group}", daemon=True)
@@ -191,7 +204,8 @@ class MqttIngest:
             log.warning("MQTT refused the hub's status subscription: %s", reason)
             return
         self.last_error = None
-        _, self._status_mid = client.subscribe([("ivs/+/availability", 1), ("ivs/+/state", 1)])
+        topics = [("ivs/+/availability", 1), ("ivs/+/state", 1), ("ivs/+/responses", 1)]
+        _, self._status_mid = client.subscribe(topics)
 
     def _on_status_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         # connected = the broker acknowledged the subscriptions (SUBACK): no status is missed after it
@@ -215,6 +229,9 @@ class MqttIngest:
         sensor, what, payload = parts[1], parts[2], bytes(msg.payload)
         if not payload:
             return  # a retained message being cleared
+        if what == "responses":
+            self._on_response(sensor, payload)
+            return
         fields: dict[str, Any] = {}
         if what == "availability":
             text = payload.decode(errors="replace").strip()
@@ -276,6 +293,40 @@ class MqttIngest:
             self.metrics.duplicates.inc(duplicates)
 
     # control
+    def command(self, device: str, name: str, args: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send a direct method (`ivs.commands`) to a device and wait for its answer:
+        `{"ok": ..., "result" | "error": ...}`. Raises CommandTimeout when none comes in time
+        (the device is offline, or busy); the command is not kept for it."""
+        cid = uuid.uuid4().hex
+        waiter = _Waiter()
+        with self._lock:
+            self._waiting[cid] = (device, waiter)
+        try:
+            payload = json.dumps({"id": cid, "name": name, "args": args})
+            self._status.publish(f"ivs/{device}/commands", payload, qos=1)
+            if not waiter.done.wait(timeout_s):
+                raise CommandTimeout(f"{device} did not answer {name!r} within {timeout_s:g} s: it is offline or busy")
+            assert waiter.answer is not None
+            return waiter.answer
+        finally:
+            with self._lock:
+                self._waiting.pop(cid, None)
+
+    def _on_response(self, device: str, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload)
+            cid = doc["id"]
+        except (ValueError, KeyError, TypeError):
+            self._count_reject("schema")
+            return
+        with self._lock:
+            waiting = self._waiting.get(cid) if isinstance(cid, str) else None
+        # Every hub worker hears every answer; the one that asked takes it, from that device only.
+        if waiting is None or waiting[0] != device:
+            return
+        waiting[1].answer = {k: v for k, v in doc.items() if k in ("ok", "result", "error")}
+        waiting[1].done.set()
+
     def push_desired(self, device: str, revision: int) -> None:
         """Publish a device's new desired revision, retained on `ivs/DEVICE/desired`: a connected
         sensor acts on it at once, one that connects later finds it there. It carries only the

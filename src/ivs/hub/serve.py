@@ -71,7 +71,11 @@ def serve(
             )
             log.info("MQTT ingest from %s:%d (%s)", mqtt_host, mqtt_port, "TLS" if mqtt_tls_ca else "no TLS")
         app = create_app(
-            store, admin_token, metrics=metrics, push_desired=ingest.push_desired if ingest is not None else None
+            store,
+            admin_token,
+            metrics=metrics,
+            push_desired=ingest.push_desired if ingest is not None else None,
+            command=ingest.command if ingest is not None else None,
         )
         scheme = "https" if tls_cert else "http"
         log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)

@@ -128,6 +128,13 @@ class MqttSink:
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         self.connect_failures += 1
 
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Publish now, at QoS 1, outside the outbox: an answer to the hub (a command's), which is
+        worth nothing later. Under this sensor's own `ivs/ID/`."""
+        if not topic.startswith(f"ivs/{self.sensor_id}/"):
+            raise ValueError(f"topic {topic!r}: expected one under ivs/{self.sensor_id}/")
+        self._client.publish(topic, payload, qos=1)
+
     def listen(self, topic: str, callback: Callable[[bytes], None]) -> None:
         """Call `callback(payload)` (on paho's thread) for every message on `topic`, a topic
         filter under this sensor's own `ivs/ID/`, subscribed again at every reconnect. What the
@@ -145,8 +152,9 @@ class MqttSink:
 
         self._listeners[topic] = callback
         self._client.message_callback_add(topic, deliver)
-        if self.connected.is_set():
-            self._client.subscribe(topic, qos=1)
+        # Not connected yet: a no-op, and the connect callback subscribes it (it is in the map
+        # first, so a connect racing with this call cannot miss it; twice is harmless).
+        self._client.subscribe(topic, qos=1)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if not self.connected.is_set() and not self._stop.is_set():
