@@ -26,7 +26,7 @@ from ivs.config import SensorConfig
 from ivs.consumer import json_schema
 from ivs.events import Heatmap
 from ivs.hub.app import create_app
-from ivs.hub.store import Store
+from ivs.hub.store import EnrolmentRefused, Store
 from ivs.localnet import ServerThread
 from ivs.package.reader import read_package
 from ivs.package.signing import Keyring, key_id, load_private
@@ -45,6 +45,9 @@ RUN_HERE = {
     "hub device add",
     "hub device list",
     "hub device revoke",
+    "hub enrolment add",
+    "hub enrolment list",
+    "hub enrolment revoke",
     "hub package upload",
     "hub package list",
 }
@@ -62,6 +65,7 @@ COVERED_ELSEWHERE = {
     "hub mqtt-auth": "tests/test_security.py",
     "hub deploy": "tests/test_deploy.py",
     "hub deploy-status": "tests/test_deploy.py",
+    "enrol": "tests/test_security.py",
     "hub command": "tests/test_fleet.py",
 }
 
@@ -139,6 +143,23 @@ def test_heatmap_renders_the_summed_grids_to_a_png(tmp_path: Path) -> None:
     assert all(len(np.unique(q.reshape(-1, 3), axis=0)) == 1 for q in (hot, cold_a, cold_b, warm)), "one colour a cell"
     assert np.array_equal(cold_a, cold_b) and not np.array_equal(hot, cold_a) and not np.array_equal(warm, cold_a)
     assert hot[0, 0, 2] > 100 and cold_a[0, 0, 0] > 100, "JET: the busiest cell red, the empty ones blue (BGR)"
+
+
+def test_hub_enrolment_add_list_and_revoke(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    added = ivs("hub", "enrolment", "add", "site-a", "--db", db)
+    secret = added.split("secret ", 1)[1].split()[0]
+    store = Store(db)
+    try:
+        assert store.enrol("site-a", secret, "cam-9")
+        listed = [json.loads(line) for line in ivs("hub", "enrolment", "list", "--db", db).splitlines()]
+        assert [(g["name"], g["devices"], g["revoked"]) for g in listed] == [("site-a", 1, None)]
+        assert secret not in json.dumps(listed), "a group's secret is shown once, never listed"
+        assert "site-a revoked" in ivs("hub", "enrolment", "revoke", "site-a", "--db", db)
+        with pytest.raises(EnrolmentRefused, match="does not take this secret"):
+            store.enrol("site-a", secret, "cam-10")
+    finally:
+        store.close()
 
 
 def test_hub_device_add_list_and_revoke(tmp_path: Path) -> None:

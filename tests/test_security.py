@@ -13,6 +13,8 @@ import shlex
 import signal
 import socket
 import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -694,3 +696,75 @@ def test_deploy_trusts_an_https_hub_through_ca_file(pki: Path, tmp_path: Path) -
             m.close()
         hub.stop()
         store.close()
+
+
+def test_a_device_enrols_with_its_groups_secret_and_once_revoked_is_refused_on_http_and_mqtt(
+    deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enrolment end to end with no `ivs hub device add`: `ivs enrol` with the group's secret gets
+    the device its token; the hub rewrites Mosquitto's files and reloads it (`--mqtt-auth`), so
+    the device publishes over TLS at once; revoked over the API, it is refused on both."""
+    from ivs.hub.mqtt_auth import BrokerSync
+    from tests.messages import body, count
+
+    d = deployment
+    assert d.broker.proc is not None
+    pid = tmp_path / "mosquitto.pid"
+    pid.write_text(f"{d.broker.proc.pid}\n")
+    sync = BrokerSync(d.store, d.auth, pid_file=pid)
+    hub = ServerThread(create_app(d.store, ADMIN, devices_changed=sync))
+    try:
+        secret = d.store.add_group("site-a")
+        runner = CliRunner()
+
+        def enrol(name: str, secret: str, out: Path) -> Any:
+            monkeypatch.setenv("IVS_ENROL_SECRET", secret)
+            return runner.invoke(
+                cli, ["enrol", "--hub", hub.url, "--group", "site-a", "--name", name, "--out", str(out)]
+            )
+
+        wrong = enrol("cam-new", "not-the-secret", tmp_path / "w")
+        assert wrong.exit_code == 1 and "enrolment group 'site-a' does not take this secret" in wrong.output
+        reloads = mosquitto_reloads(d.broker)
+        done = enrol("cam-new", secret, tmp_path / "creds")
+        assert done.exit_code == 0, done.output
+        env = dict(line.split("=", 1) for line in (tmp_path / "creds" / "ivs.env").read_text().splitlines())
+        token = env["IVS_HUB_TOKEN"]
+        assert env["IVS_MQTT_PASSWORD"] == token and (tmp_path / "creds" / "ivs.env").stat().st_mode & 0o077 == 0
+        assert "cam-new" in {dev.name for dev in d.store.devices()}
+
+        def ingest(seq: int) -> int:
+            req = urllib.request.Request(f"{hub.url}/api/v1/ingest", data=body(count("cam-new", seq, 1.7e9 + seq)),
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})  # fmt: skip
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as err:
+                return int(err.code)
+
+        assert ingest(1) == 200
+        wait_for(lambda: mosquitto_reloads(d.broker) > reloads, 10, "the broker reloaded after the enrolment")
+        cam = Client(d.tls_port, "cam-new", token, ca=d.pki / "ca.pem")
+        assert cam.connack == 0
+        disconnected: list[Any] = []
+        cam.client.on_disconnect = lambda c, u, f, reason, p: disconnected.append(reason)
+        assert enrol("cam-new", secret, tmp_path / "again").output.count("exists and is active") == 1
+
+        # Revoked over the API: refused over HTTP, dropped and refused by the broker.
+        req = urllib.request.Request(f"{hub.url}/api/v1/devices/cam-new", method="DELETE",
+                                     headers={"Authorization": f"Bearer {ADMIN}"})  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 200
+        assert ingest(2) == 401
+        wait_for(lambda: bool(disconnected), 10, "the revoked device dropped by the broker")
+        cam.close()
+        again = Client(d.tls_port, "cam-new", token, ca=d.pki / "ca.pem")
+        assert again.connack == "Not authorized"
+        again.close()
+        revoked = enrol("cam-new", secret, tmp_path / "revoked")
+        assert revoked.exit_code == 1 and "was revoked: an operator must add it again" in revoked.output
+        d.store.revoke_group("site-a")
+        closed = enrol("cam-other", secret, tmp_path / "closed")
+        assert closed.exit_code == 1 and "does not take this secret" in closed.output
+    finally:
+        assert hub.stop()

@@ -31,6 +31,8 @@ hub_app.add_typer(device_app, name="device")
 package_app = typer.Typer(help="Model packages on the hub, to deploy with `ivs hub deploy`.", no_args_is_help=True)
 hub_app.add_typer(package_app, name="package")
 app.add_typer(config_app, name="config")
+enrolment_app = typer.Typer(help="Enrolment groups: new devices enrol with a group's secret.", no_args_is_help=True)
+hub_app.add_typer(enrolment_app, name="enrolment")
 
 err_console = Console(stderr=True)
 RUNTIMES = ("auto", "onnxruntime", "openvino", "litert", "onnxruntime-cuda")

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from ivs.cli.app import (
     device_app,
+    enrolment_app,
     err_console,
     fail,
     hub_app,
@@ -59,6 +60,15 @@ def hub_serve(
     mqtt_key: Annotated[Path | None, typer.Option(help="... and its key.")] = None,
     tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (server.pem).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="... and this key (server.key, from `ivs hub certs`).")] = None,
+    mqtt_auth: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep Mosquitto's passwd and acl in this folder (`ivs hub mqtt-auth`) in step with enrolments."
+        ),
+    ] = None,
+    mqtt_broker_pid: Annotated[
+        Path | None, typer.Option(help="Mosquitto's pid file: reload it (SIGHUP) after the files change.")
+    ] = None,
 ) -> None:
     """Serve the hub's HTTP API (ingest, queries, OpenAPI docs at /docs, /metrics).
 
@@ -93,6 +103,8 @@ def hub_serve(
             mqtt_tls_ca=str(mqtt_ca) if mqtt_ca else None, mqtt_tls_cert=str(mqtt_cert) if mqtt_cert else None,
             mqtt_tls_key=str(mqtt_key) if mqtt_key else None,
             tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
+            mqtt_auth=str(mqtt_auth) if mqtt_auth else None,
+            mqtt_broker_pid=str(mqtt_broker_pid) if mqtt_broker_pid else None,
         )  # fmt: skip
     except IvsError as err:
         raise fail(str(err), 1) from None
@@ -356,3 +368,50 @@ def hub_command(
     typer.echo(json.dumps(answer, indent=2))
     if not answer.get("ok"):
         raise typer.Exit(1)
+
+
+@enrolment_app.command("add")
+def hub_enrolment_add(
+    name: Annotated[str, typer.Argument(help="The group's name.")],
+    db: Annotated[str, typer.Option(help="The hub's database URL.")] = "sqlite:///ivs-hub.db",
+) -> None:
+    """Make an enrolment group and print its secret (shown once; only its hash is kept)."""
+    from ivs.hub.store import Store
+
+    try:
+        secret = Store(db).add_group(name)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    typer.echo(f"enrolment group {name}: secret {secret}")
+    typer.echo(f"a new device enrols with IVS_ENROL_SECRET=<secret> ivs enrol --hub URL --group {name} --name NAME")
+
+
+@enrolment_app.command("revoke")
+def hub_enrolment_revoke(
+    name: Annotated[str, typer.Argument(help="The group's name.")],
+    db: Annotated[str, typer.Option(help="The hub's database URL.")] = "sqlite:///ivs-hub.db",
+) -> None:
+    """No more enrolments through a group (the devices it enrolled stay: revoke them one by one)."""
+    from ivs.hub.store import Store
+
+    try:
+        ok = Store(db).revoke_group(name)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    if not ok:
+        raise fail(f"no enrolment group {name!r}: expected one of `ivs hub enrolment list`", 1)
+    typer.echo(f"enrolment group {name} revoked")
+
+
+@enrolment_app.command("list")
+def hub_enrolment_list(
+    db: Annotated[str, typer.Option(help="The hub's database URL.")] = "sqlite:///ivs-hub.db",
+) -> None:
+    """The enrolment groups (JSON lines: name, created, revoked, devices enrolled; never secrets)."""
+    from ivs.hub.store import Store
+
+    try:
+        for group in Store(db).groups():
+            typer.echo(json.dumps(group))
+    except IvsError as err:
+        raise fail(str(err), 1) from None

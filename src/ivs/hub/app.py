@@ -44,6 +44,8 @@ from ivs.hub.commands import router as commands_router
 from ivs.hub.dashboard import router as dashboard_router
 from ivs.hub.deploy import MAX_UPLOAD_BYTES
 from ivs.hub.deploy import router as deploy_router
+from ivs.hub.enrol import devices_changed as _devices_changed
+from ivs.hub.enrol import router as enrol_router
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.store import NAME_PATTERN, HubError, Store, check_message
 
@@ -149,13 +151,16 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     push_desired: Callable[[str, int], None] | None = None,
     command: Callable[[str, str, dict[str, Any], float], dict[str, Any]] | None = None,
+    devices_changed: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The hub's API over `store`. `admin_token` guards /api/v1/devices and the operator's deploy
     endpoints (empty: management over HTTP is off; use `Store.add_device`). `metrics` defaults to
     a new `HubMetrics` (its own registry); pass the one an `MqttIngest` in this process also counts in.
     `push_desired(device, revision)`: tell a device its new desired revision at once (the MQTT
     ingest's `push_desired`); None: devices find it at their next poll. `command(device, name, args,
-    timeout_s)`: relay a direct method (the MQTT ingest's `command`); None: commands answer 503."""
+    timeout_s)`: relay a direct method (the MQTT ingest's `command`); None: commands answer 409.
+    `devices_changed()`: called after a device is enrolled or revoked over HTTP (the broker's
+    password file and ACL rewritten and reloaded, `ivs.hub.mqtt_auth.BrokerSync`)."""
     app = FastAPI(
         title="ivs hub",
         summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
@@ -168,10 +173,12 @@ def create_app(
     app.state.max_upload_bytes = max_upload_bytes
     app.state.push_desired = push_desired
     app.state.command = command
+    app.state.devices_changed = devices_changed
     app.include_router(router)
     app.include_router(dashboard_router)
     app.include_router(deploy_router)
     app.include_router(commands_router)
+    app.include_router(enrol_router)
     app.add_exception_handler(StarletteHTTPException, _refused)  # type: ignore[arg-type]
     plain_openapi = app.openapi
 
@@ -350,6 +357,7 @@ def add_device(request: Request, device: DeviceCreate) -> DeviceCreated:
         token = request.app.state.store.add_device(device.name)
     except HubError as err:
         raise HTTPException(409, detail=str(err)) from None
+    _devices_changed(request)
     return DeviceCreated(name=device.name, token=token)
 
 
@@ -371,6 +379,7 @@ def revoke_device(request: Request, name: str) -> DeviceRevoked:
     """Revoke a device's token: its posts get 401 from now on."""
     if not request.app.state.store.revoke_device(name):
         raise HTTPException(404, detail=f"no device named {name[:128]!r}")
+    _devices_changed(request)
     return DeviceRevoked(name=name, revoked=True)
 
 

@@ -6,7 +6,7 @@ expected. The routes find the store and the admin token in `app.state` (`create_
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Header, HTTPException, Request
 
@@ -73,3 +73,10 @@ def require_device(request: Request, authorization: Annotated[str | None, Header
     if name is None:
         raise unauthorized("unknown or revoked device token")
     return name
+
+
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no admin token, or not this hub's"},
+    403: {"description": "the token may not do this (a device's token, or the hub has no admin token)"},
+}
+"""OpenAPI `responses` of an endpoint behind `require_admin`."""

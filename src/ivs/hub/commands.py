@@ -4,7 +4,8 @@
 
 200 with the device's answer (`ok`, and `result` or `error`: the device could not do it, and
 says why) and how long it took; 504 when the device did not answer within `timeout_s` (offline
-or busy; the command is not kept for it); 503 on a hub started without MQTT. The commands and
+or busy; the command is not kept for it); 409 on a hub started without MQTT (it has no way to
+reach devices: a setting, not a failure). The commands and
 what they do: `ivs.commands`.
 """
 
@@ -17,11 +18,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from ivs.hub.auth import require_admin
+from ivs.hub.auth import ADMIN_RESPONSES, require_admin
 from ivs.hub.mqtt_ingest import CommandTimeout
 from ivs.hub.store import NAME_PATTERN, Store
 
-router = APIRouter(tags=["commands"])
+router = APIRouter(tags=["commands"], responses=ADMIN_RESPONSES)
 
 
 class CommandIn(BaseModel):
@@ -46,7 +47,7 @@ class CommandOut(BaseModel):
     dependencies=[Depends(require_admin)],
     responses={
         404: {"description": "no such device"},
-        503: {"description": "the hub runs without MQTT: it cannot reach devices"},
+        409: {"description": "the hub runs without MQTT: it cannot reach devices"},
         504: {"description": "the device did not answer in time"},
     },
 )
@@ -57,7 +58,7 @@ async def send_command(
     store: Store = request.app.state.store
     command = request.app.state.command
     if command is None:
-        raise HTTPException(503, detail="this hub runs without MQTT (--mqtt): it cannot send commands to devices")
+        raise HTTPException(409, detail="this hub runs without MQTT (--mqtt): it cannot send commands to devices")
     if name not in {d.name for d in store.devices()}:
         raise HTTPException(404, detail=f"no device named {name!r}: expected one of `GET /api/v1/devices`")
     t0 = time.perf_counter()

@@ -26,7 +26,9 @@ hub user). `hub_tls` gives the hub a TLS listener that takes its password withou
 certificate, whatever the devices' listener asks.
 
 Run it again after every `device add` / `device revoke` and reload Mosquitto (SIGHUP): it
-rereads both files and drops clients whose credentials are gone.
+rereads both files and drops clients whose credentials are gone. A hub started with
+`--mqtt-auth DIR --mqtt-broker-pid FILE` does both itself after each enrolment and revocation
+over HTTP (`BrokerSync`).
 
 The password hash is Mosquitto's own `$7$` format (PBKDF2-HMAC-SHA512, what `mosquitto_passwd`
 writes since Mosquitto 2.0), computed here with hashlib so the hub needs no Mosquitto tools.
@@ -34,8 +36,11 @@ writes since Mosquitto 2.0), computed here with hashlib so the hub needs no Mosq
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +50,8 @@ from ivs.hub.passwords import mosquitto_hash
 
 if TYPE_CHECKING:
     from ivs.hub.store import Store
+
+log = logging.getLogger(__name__)
 
 HUB_USER = "ivs-hub"
 
@@ -190,15 +197,19 @@ def write_mqtt_auth(
 
     out.mkdir(parents=True, exist_ok=True)
     result = MqttAuth(out / "passwd", out / "acl", out / "hub.password", out / "mosquitto.conf")
-    if result.hub_password.exists():
-        hub_password = result.hub_password.read_text().strip()
-        if not hub_password:
-            raise ConfigError(
-                f"{result.hub_password} is empty: expected the hub's MQTT password (delete it for a new one)"
-            )
-    else:
-        hub_password = secrets.token_urlsafe(32)
-        _write_private(result.hub_password, hub_password + "\n")
+    if not result.hub_password.exists():
+        _write_private(result.hub_password, secrets.token_urlsafe(32) + "\n")
+    _passwd_and_acl(credentials, result, hub_user, ha_prefix)
+    _write_private(result.conf, conf, 0o644)
+    result.hub_args = _hub_args(result, hub_user, certs, listen, hub_listen, hub_tls=hub_tls, client_certs=client_certs)
+    return result
+
+
+def _passwd_and_acl(credentials: dict[str, str | None], result: MqttAuth, hub_user: str, ha_prefix: str) -> None:
+    """Write the password file and ACL of `result` for these devices (hub.password exists)."""
+    hub_password = result.hub_password.read_text().strip()
+    if not hub_password:
+        raise ConfigError(f"{result.hub_password} is empty: expected the hub's MQTT password (delete it for a new one)")
     passwd = [f"{hub_user}:{mosquitto_hash(hub_password)}"]
     for name, hashed in sorted(credentials.items()):
         if hashed is None:
@@ -219,9 +230,43 @@ def write_mqtt_auth(
             )
     _write_private(result.passwd, "\n".join(passwd) + "\n")
     _write_private(result.acl, acl_text(result.devices, hub_user=hub_user, ha_prefix=ha_prefix))
-    _write_private(result.conf, conf, 0o644)
-    result.hub_args = _hub_args(result, hub_user, certs, listen, hub_listen, hub_tls=hub_tls, client_certs=client_certs)
-    return result
+
+
+class BrokerSync:
+    """Keeps Mosquitto's password file and ACL in `out` (written first by `ivs hub mqtt-auth`)
+    in step with the hub's devices: `sync()` rewrites both from the store and reloads the broker
+    (SIGHUP to the pid in `pid_file`). The hub calls it after each enrolment and revocation, so a
+    new device reaches MQTT at once and a revoked one is refused there at once."""
+
+    def __init__(
+        self,
+        store: Store,
+        out: Path,
+        *,
+        hub_user: str = HUB_USER,
+        ha_prefix: str = "homeassistant",
+        pid_file: Path | None = None,
+    ) -> None:
+        if not (out / "hub.password").is_file():
+            raise ConfigError(f"--mqtt-auth {out}: no hub.password there: expected a folder `ivs hub mqtt-auth` wrote")
+        if pid_file is not None and not pid_file.is_file():
+            raise ConfigError(f"--mqtt-broker-pid {pid_file}: no such file: expected Mosquitto's pid file")
+        self.store, self.out, self.hub_user, self.ha_prefix, self.pid_file = store, out, hub_user, ha_prefix, pid_file
+        self._lock = threading.Lock()
+        self.syncs = 0
+
+    def __call__(self) -> None:
+        with self._lock:
+            result = MqttAuth(
+                self.out / "passwd", self.out / "acl", self.out / "hub.password", self.out / "mosquitto.conf"
+            )
+            _passwd_and_acl(self.store.mqtt_credentials(), result, self.hub_user, self.ha_prefix)
+            self.syncs += 1
+            if self.pid_file is not None:
+                try:
+                    os.kill(int(self.pid_file.read_text().split()[0]), signal.SIGHUP)
+                except (OSError, ValueError, IndexError) as err:
+                    log.error("could not reload the MQTT broker (pid file %s): %s", self.pid_file, err)
 
 
 def _hub_args(

@@ -10,6 +10,7 @@ import uvicorn
 from ivs.errors import ConfigError
 from ivs.hub.app import create_app
 from ivs.hub.metrics import HubMetrics
+from ivs.hub.mqtt_auth import HUB_USER, BrokerSync
 from ivs.hub.mqtt_ingest import MqttIngest
 from ivs.hub.store import Store
 
@@ -33,6 +34,8 @@ def serve(
     mqtt_tls_key: str | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    mqtt_auth: str | None = None,
+    mqtt_broker_pid: str | None = None,
 ) -> None:
     """Serve the hub's API on host:port over the database at `database` (a SQLAlchemy url:
     sqlite:///path or postgresql://...) until interrupted. With `mqtt_host`, also store what
@@ -42,7 +45,9 @@ def serve(
     (PEM files, e.g. server.pem and server.key from `ivs hub certs`) serve HTTPS instead of HTTP.
     `mqtt_tls_ca` (ca.pem) connects to the broker over TLS, verifying it (`mqtt_tls_cert` and
     `mqtt_tls_key`: a client certificate, for a listener that wants one); a broker that cannot be
-    verified is a ConfigError before anything is served."""
+    verified is a ConfigError before anything is served. `mqtt_auth` (a folder `ivs hub mqtt-auth`
+    wrote) and `mqtt_broker_pid` (Mosquitto's pid file): rewrite the broker's password file and
+    ACL and reload it after each enrolment and revocation over HTTP (`BrokerSync`)."""
     if not 0 < port < 65536:
         raise ConfigError(f"port {port}: expected 1 to 65535")
     check_tls_files(tls_cert, tls_key)
@@ -53,6 +58,16 @@ def serve(
         )
     store = Store(database)
     metrics = HubMetrics(store)
+    sync = None
+    if mqtt_auth is not None:
+        try:
+            sync = BrokerSync(
+                store, Path(mqtt_auth), hub_user=mqtt_username or HUB_USER,
+                pid_file=Path(mqtt_broker_pid) if mqtt_broker_pid else None,
+            )  # fmt: skip
+        except ConfigError:
+            store.close()
+            raise
     ingest: MqttIngest | None = None
     try:
         if mqtt_host is not None:
@@ -76,6 +91,7 @@ def serve(
             metrics=metrics,
             push_desired=ingest.push_desired if ingest is not None else None,
             command=ingest.command if ingest is not None else None,
+            devices_changed=sync,
         )
         scheme = "https" if tls_cert else "http"
         log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)

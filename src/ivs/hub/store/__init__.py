@@ -58,6 +58,7 @@ from sqlalchemy.pool import StaticPool
 from ivs.errors import ConfigError
 from ivs.hub.store.deploys import DeployStore
 from ivs.hub.store.devices import DeviceStore
+from ivs.hub.store.enrolments import EnrolmentRefused, EnrolmentStore
 from ivs.hub.store.infos import Assignment, DeployReport, DeviceInfo, PackageInfo, SensorInfo
 from ivs.hub.store.messages import check_message, message_kind
 from ivs.hub.store.schema import (
@@ -75,7 +76,7 @@ from ivs.hub.store.schema import (
 )
 
 
-class Store(DeviceStore, DeployStore):
+class Store(DeviceStore, DeployStore, EnrolmentStore):
     """The hub's database, safe to share between threads (one engine, a connection pool).
 
     url: `sqlite:///path` (or `sqlite://` for an in-memory database) or `postgresql://...`.
@@ -128,7 +129,7 @@ class Store(DeviceStore, DeployStore):
             if found is None:
                 session.add(SchemaVersion(version=SCHEMA_VERSION))
             elif found < SCHEMA_VERSION:
-                # 1 -> 2 only adds the deploy tables, which create_all has just made.
+                # 1 -> 2 -> 3 only add tables (deploys, then enrolment), which create_all has just made.
                 session.execute(update(SchemaVersion).values(version=SCHEMA_VERSION))
             elif found > SCHEMA_VERSION:
                 raise ConfigError(
@@ -161,6 +162,7 @@ __all__ = [
     "Assignment",
     "DeployReport",
     "DeviceInfo",
+    "EnrolmentRefused",
     "HubError",
     "HubNotFound",
     "MessageRow",

@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ivs.errors import IvsError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of the tables below; `schema_version` in the database says which one it has."""
 
 MAX_NAME = 128
@@ -88,6 +88,28 @@ class SensorRow(Base):
     model: Mapped[str | None] = mapped_column(String(256), default=None)
     version: Mapped[str | None] = mapped_column(String(128), default=None)
     last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class EnrolmentGroup(Base):
+    """A shared secret new devices enrol with (`ivs enrol`), instead of `ivs hub device add`."""
+
+    __tablename__ = "enrolment_groups"
+
+    name: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created: Mapped[float] = mapped_column(Double)
+    revoked: Mapped[float | None] = mapped_column(Double, default=None)
+
+
+class Enrolment(Base):
+    """Which group a device enrolled through, and when."""
+
+    __tablename__ = "enrolments"
+
+    device: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    group: Mapped[str] = mapped_column(String(MAX_NAME))
+    time: Mapped[float] = mapped_column(Double)
+    address: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class MqttCredential(Base):
