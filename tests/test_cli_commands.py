@@ -66,6 +66,13 @@ COVERED_ELSEWHERE = {
     "hub deploy": "tests/test_deploy.py",
     "hub deploy-status": "tests/test_deploy.py",
     "enrol": "tests/test_security.py",
+    "hub tag": "tests/test_rollouts.py",
+    "hub rollout start": "tests/test_rollouts.py",
+    "hub rollout list": "tests/test_rollouts.py",
+    "hub rollout show": "tests/test_rollouts.py",
+    "hub rollout pause": "tests/test_rollouts.py",
+    "hub rollout resume": "tests/test_rollouts.py",
+    "hub rollout abort": "tests/test_rollouts.py",
     "hub command": "tests/test_fleet.py",
 }
 

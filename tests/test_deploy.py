@@ -53,9 +53,9 @@ def sha(path: Path) -> str:
 
 
 class Hub(ServerThread):
-    def __init__(self, store: Store, push_desired: Any = None, command: Any = None) -> None:
+    def __init__(self, store: Store, push_desired: Any = None, command: Any = None, rollouts: Any = None) -> None:
         self.store = store
-        app = create_app(store, ADMIN, push_desired=push_desired, command=command)
+        app = create_app(store, ADMIN, push_desired=push_desired, command=command, rollouts=rollouts)
         super().__init__(app, timeout_graceful_shutdown=3)
 
     def call(

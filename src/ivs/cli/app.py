@@ -33,6 +33,10 @@ hub_app.add_typer(package_app, name="package")
 app.add_typer(config_app, name="config")
 enrolment_app = typer.Typer(help="Enrolment groups: new devices enrol with a group's secret.", no_args_is_help=True)
 hub_app.add_typer(enrolment_app, name="enrolment")
+rollout_app = typer.Typer(
+    help="Staged rollouts of a package to the devices a tag condition selects.", no_args_is_help=True
+)
+hub_app.add_typer(rollout_app, name="rollout")
 
 err_console = Console(stderr=True)
 RUNTIMES = ("auto", "onnxruntime", "openvino", "litert", "onnxruntime-cuda")

@@ -47,6 +47,8 @@ from ivs.hub.deploy import router as deploy_router
 from ivs.hub.enrol import devices_changed as _devices_changed
 from ivs.hub.enrol import router as enrol_router
 from ivs.hub.metrics import HubMetrics
+from ivs.hub.rollout_routes import router as rollout_router
+from ivs.hub.rollouts import RolloutController
 from ivs.hub.store import NAME_PATTERN, HubError, Store, check_message
 
 MAX_MESSAGES = 10_000
@@ -152,6 +154,7 @@ def create_app(
     push_desired: Callable[[str, int], None] | None = None,
     command: Callable[[str, str, dict[str, Any], float], dict[str, Any]] | None = None,
     devices_changed: Callable[[], None] | None = None,
+    rollouts: RolloutController | None = None,
 ) -> FastAPI:
     """The hub's API over `store`. `admin_token` guards /api/v1/devices and the operator's deploy
     endpoints (empty: management over HTTP is off; use `Store.add_device`). `metrics` defaults to
@@ -160,7 +163,9 @@ def create_app(
     ingest's `push_desired`); None: devices find it at their next poll. `command(device, name, args,
     timeout_s)`: relay a direct method (the MQTT ingest's `command`); None: commands answer 409.
     `devices_changed()`: called after a device is enrolled or revoked over HTTP (the broker's
-    password file and ACL rewritten and reloaded, `ivs.hub.mqtt_auth.BrokerSync`)."""
+    password file and ACL rewritten and reloaded, `ivs.hub.mqtt_auth.BrokerSync`). `rollouts`: the
+    staged rollouts' controller (default: one over `store` with `push_desired`, stepped by the
+    API's calls only; `ivs hub serve` runs it on its own thread)."""
     app = FastAPI(
         title="ivs hub",
         summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
@@ -174,11 +179,13 @@ def create_app(
     app.state.push_desired = push_desired
     app.state.command = command
     app.state.devices_changed = devices_changed
+    app.state.rollouts = rollouts if rollouts is not None else RolloutController(store, push_desired)
     app.include_router(router)
     app.include_router(dashboard_router)
     app.include_router(deploy_router)
     app.include_router(commands_router)
     app.include_router(enrol_router)
+    app.include_router(rollout_router)
     app.add_exception_handler(StarletteHTTPException, _refused)  # type: ignore[arg-type]
     plain_openapi = app.openapi
 

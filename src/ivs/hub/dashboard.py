@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy import func, select
 
 from ivs.hub.deploy import dashboard_fields
+from ivs.hub.rollouts import rollout_view
 from ivs.hub.store import MessageRow, Store
 
 POLL_S = 0.5
@@ -79,6 +80,11 @@ def _sensors(store: Store) -> list[dict[str, Any]]:
         }
         for s in store.sensors()
     ]
+
+
+def _rollouts(store: Store) -> list[dict[str, Any]]:
+    """Every rollout with its waves and each device's state (newest first)."""
+    return [rollout_view(store, r) for r in reversed(store.rollouts())]
 
 
 def _snapshot(store: Store) -> tuple[int, list[tuple[int, str]]]:
@@ -162,6 +168,8 @@ async def _stream(request: Request, store: Store, resume: int | None) -> AsyncIt
     cursor = _Cursor(top)
     sensors = json.dumps(await run_in_threadpool(_sensors, store), separators=(",", ":"))
     yield _sse("sensors", sensors)
+    rollouts = json.dumps(await run_in_threadpool(_rollouts, store), separators=(",", ":"))
+    yield _sse("rollouts", rollouts)
     for id_, payload in rows:
         yield _sse("message", payload, id_)
     sent = checked = time.monotonic()
@@ -176,6 +184,10 @@ async def _stream(request: Request, store: Store, resume: int | None) -> AsyncIt
             if latest != sensors:
                 sensors = latest
                 chunks.append(_sse("sensors", sensors))
+            latest = json.dumps(await run_in_threadpool(_rollouts, store), separators=(",", ":"))
+            if latest != rollouts:
+                rollouts = latest
+                chunks.append(_sse("rollouts", rollouts))
         chunks.extend(_sse("message", payload, id_) for id_, payload in rows)
         if chunks:
             yield b"".join(chunks)
@@ -187,7 +199,8 @@ async def _stream(request: Request, store: Store, resume: int | None) -> AsyncIt
 
 @router.get("/api/v1/stream", tags=["dashboard"], response_class=StreamingResponse)
 def stream(request: Request) -> StreamingResponse:
-    """Server-Sent Events: `sensors` (the sensors list, when it changes) and `message` (every
+    """Server-Sent Events: `sensors` (the sensors list, when it changes), `rollouts` (the same for
+    the staged rollouts) and `message` (every
     event stored, `id` = its row id; a snapshot of recent ones first unless `Last-Event-ID` says
     where to resume). Frame records are not streamed."""
     store: Store = request.app.state.store

@@ -244,6 +244,9 @@ class MqttIngest:
             fields.update(_state_fields(payload, sensor))
         try:
             self.store.set_sensor(sensor, seen=not msg.retain, **fields)
+            health = _health(payload) if what == "state" and not msg.retain else None
+            if health is not None:  # fresh only: what gates a rollout (ivs.hub.rollouts)
+                self.store.set_health(sensor, *health, fields.get("model"), fields.get("version"))
         except SQLAlchemyError:
             log.exception("could not record the %s of %s", what, sensor)
 
@@ -375,3 +378,15 @@ def _state_fields(payload: bytes, sensor: str) -> dict[str, Any]:
     if isinstance(state.get("version"), str):
         fields["version"] = state["version"]
     return fields
+
+
+def _health(payload: bytes) -> tuple[float, int, int] | None:
+    """(fps, frames, dropped) from a sensor's state JSON, or None when they are not all there."""
+    try:
+        state = json.loads(payload)
+        fps, frames, dropped = state["fps"], state["frames"], state["dropped"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (fps, frames, dropped)):
+        return None
+    return float(fps), int(frames), int(dropped)

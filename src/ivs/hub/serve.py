@@ -12,6 +12,7 @@ from ivs.hub.app import create_app
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.mqtt_auth import HUB_USER, BrokerSync
 from ivs.hub.mqtt_ingest import MqttIngest
+from ivs.hub.rollouts import RolloutController
 from ivs.hub.store import Store
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def serve(
             store.close()
             raise
     ingest: MqttIngest | None = None
+    controller: RolloutController | None = None
     try:
         if mqtt_host is not None:
             ingest = MqttIngest(
@@ -85,6 +87,7 @@ def serve(
                 tls_key=mqtt_tls_key,
             )
             log.info("MQTT ingest from %s:%d (%s)", mqtt_host, mqtt_port, "TLS" if mqtt_tls_ca else "no TLS")
+        controller = RolloutController(store, ingest.push_desired if ingest is not None else None).start()
         app = create_app(
             store,
             admin_token,
@@ -92,11 +95,14 @@ def serve(
             push_desired=ingest.push_desired if ingest is not None else None,
             command=ingest.command if ingest is not None else None,
             devices_changed=sync,
+            rollouts=controller,
         )
         scheme = "https" if tls_cert else "http"
         log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)
         uvicorn.run(app, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     finally:
+        if controller is not None:
+            controller.close()
         if ingest is not None:
             ingest.close()
         store.close()

@@ -61,6 +61,7 @@ from ivs.hub.store.devices import DeviceStore
 from ivs.hub.store.enrolments import EnrolmentRefused, EnrolmentStore
 from ivs.hub.store.infos import Assignment, DeployReport, DeviceInfo, PackageInfo, SensorInfo
 from ivs.hub.store.messages import check_message, message_kind
+from ivs.hub.store.rollouts import Health, Rollout, RolloutDevice, RolloutStore
 from ivs.hub.store.schema import (
     _SCHEMA_LOCK,
     MAX_NAME,
@@ -76,7 +77,7 @@ from ivs.hub.store.schema import (
 )
 
 
-class Store(DeviceStore, DeployStore, EnrolmentStore):
+class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore):
     """The hub's database, safe to share between threads (one engine, a connection pool).
 
     url: `sqlite:///path` (or `sqlite://` for an in-memory database) or `postgresql://...`.
@@ -163,10 +164,13 @@ __all__ = [
     "DeployReport",
     "DeviceInfo",
     "EnrolmentRefused",
+    "Health",
     "HubError",
     "HubNotFound",
     "MessageRow",
     "PackageInfo",
+    "Rollout",
+    "RolloutDevice",
     "SensorInfo",
     "Store",
     "check_message",

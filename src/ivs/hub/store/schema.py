@@ -112,6 +112,66 @@ class Enrolment(Base):
     address: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
+class DeviceTag(Base):
+    """A device's tags (`site = berlin`), which deployments and rollouts target."""
+
+    __tablename__ = "device_tags"
+
+    device: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class SensorHealth(Base):
+    """What a sensor last said about its health on its retained state topic."""
+
+    __tablename__ = "sensor_health"
+
+    sensor: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    fps: Mapped[float] = mapped_column(Double)
+    frames: Mapped[int] = mapped_column(BigInteger)
+    dropped: Mapped[int] = mapped_column(BigInteger)
+    model: Mapped[str | None] = mapped_column(String(256), default=None)
+    version: Mapped[str | None] = mapped_column(String(128), default=None)
+    time: Mapped[float] = mapped_column(Double)
+
+
+class RolloutRow(Base):
+    """A staged rollout of a package to the devices a condition on tags selects (`ivs.hub.rollouts`)."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(MAX_NAME), unique=True)
+    package: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(1024))
+    waves: Mapped[str] = mapped_column(String(256))
+    gate_s: Mapped[float] = mapped_column(Double)
+    min_fps_ratio: Mapped[float] = mapped_column(Double)
+    priority: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(32))
+    wave: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created: Mapped[float] = mapped_column(Double)
+    updated: Mapped[float] = mapped_column(Double)
+
+
+class RolloutDeviceRow(Base):
+    """One device of a rollout: its wave, what it ran before, how it is doing."""
+
+    __tablename__ = "rollout_devices"
+
+    rollout: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    device: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    previous: Mapped[str | None] = mapped_column(String(64), default=None)
+    revision: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    state: Mapped[str] = mapped_column(String(32))
+    baseline_fps: Mapped[float | None] = mapped_column(Double, default=None)
+    healthy_since: Mapped[float | None] = mapped_column(Double, default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
 class MqttCredential(Base):
     """An active device's MQTT password hash (Mosquitto's format), for `ivs hub mqtt-auth`."""
 
