@@ -67,6 +67,8 @@ COVERED_ELSEWHERE = {
     "hub deploy-status": "tests/test_deploy.py",
     "enrol": "tests/test_security.py",
     "hub tag": "tests/test_rollouts.py",
+    "hub node-deploy": "tests/test_fleet.py",
+    "hub node-status": "tests/test_fleet.py",
     "hub rollout start": "tests/test_rollouts.py",
     "hub rollout list": "tests/test_rollouts.py",
     "hub rollout show": "tests/test_rollouts.py",

@@ -169,3 +169,71 @@ def test_a_nodes_sensor_restarts_on_command(broker: LocalMosquitto, tmp_path: Pa
         assert hub.stop()
         ingest.close()
         store.close()
+
+
+def test_a_site_file_deployed_from_the_hub_reaches_a_running_node(tmp_path: Path, procs: list) -> None:
+    """The node's twin: `ivs hub node-deploy` sets the site file, the node (`node.hub`) applies it
+    with a reload (the running sensor runs on), and reports each sensor's health back."""
+    from tests.processes import Proc, ivs
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    hub = Hub(store)
+    try:
+        token = store.add_device("shop-1")
+
+        def site(*sensors: str) -> str:
+            return (
+                f"node: {{id: shop-1, hub: {{hub: '{hub.url}', interval_s: 0.5}}}}\n"
+                "defaults: {model: {name: face, runtime: onnxruntime}, frames: true}\n"
+                "sensors:\n"
+                + "".join(
+                    f"  - {{id: {s}, source: {{url: 'synthetic:160x120@10'}}, "
+                    f"sinks: [{{type: jsonl, path: '{tmp_path}/{s}.jsonl'}}]}}\n"
+                    for s in sensors
+                )
+            )
+
+        path = tmp_path / "site.yaml"
+        path.write_text(site("cam-1"))
+        node = Proc(ivs("node", "--config", str(path), "--status-s", "0"), tmp_path / "node.log",
+                    env={"IVS_NODE_TOKEN": token})  # fmt: skip
+        procs.append(node)
+
+        def state() -> dict[str, Any]:
+            status, answer = hub.call("GET", "/api/v1/devices/shop-1/node", ADMIN)
+            assert status == 200, answer
+            return dict(answer)
+
+        wait_for(lambda: (r := state()["reported"]) and r["sensors"] and r["sensors"][0]["frames"] > 0, WAIT_S,
+                 "the node's first report", procs=[node.proc])  # fmt: skip
+        new = tmp_path / "new.yaml"
+        new.write_text(site("cam-1", "cam-2"))
+        runner = CliRunner()
+        env = {"IVS_HUB_URL": hub.url, "IVS_HUB_ADMIN_TOKEN": ADMIN}
+        result = runner.invoke(cli.app, ["hub", "node-deploy", "shop-1", "--config", str(new)], env=env)
+        assert result.exit_code == 0 and "shop-1: site revision 1" in result.output, result.output
+
+        def both_running() -> bool:
+            s = state()
+            health = {h["id"]: h for h in (s["reported"] or {}).get("sensors", [])}
+            return s["in_sync"] and health.get("cam-2", {}).get("frames", 0) > 0
+
+        wait_for(both_running, WAIT_S, "cam-2 started by the hub's site file", procs=[node.proc])
+        health = {h["id"]: h for h in state()["reported"]["sensors"]}
+        assert health["cam-1"]["restarts"] == 0 and health["cam-1"]["state"] == "running"
+        frames = [json.loads(line)["frame"] for line in (tmp_path / "cam-1.jsonl").read_text().splitlines()[:-1]]
+        assert frames == list(range(len(frames)))  # cam-1 ran on through the change: no gap, no restart
+        result = runner.invoke(cli.app, ["hub", "node-status", "shop-1"], env=env)
+        assert result.exit_code == 0 and json.loads(result.output)["in_sync"]
+
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(site("cam-1").replace("runtime: onnxruntime", "runtime: tpu"))
+        result = runner.invoke(cli.app, ["hub", "node-deploy", "shop-1", "--config", str(bad)], env=env)
+        assert result.exit_code == 1 and "not a valid site file: config:2: sensors[0].model.runtime" in result.output
+        wrong = runner.invoke(cli.app, ["hub", "node-deploy", "shop-1", "--config", str(new)],
+                              env=env | {"IVS_HUB_ADMIN_TOKEN": token})  # fmt: skip
+        assert wrong.exit_code == 1 and "403" in wrong.output  # a device's token deploys nothing
+        node.interrupt()
+    finally:
+        assert hub.stop()
+        store.close()

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                "ivs.render", "ivs.zoo")),
     ("sensor", ("ivs.sensor", "ivs.sensor_slot", "ivs.sensor_stats", "ivs.config", "ivs.assemble", "ivs.hotswap",
                 "ivs.deploy", "ivs.metrics", "ivs.node_config", "ivs.commands")),
-    ("programs", ("ivs.build", "ivs.node", "ivs.run_view", "ivs.hub", "ivs.bench", "ivs.cli", "ivs.__main__")),
+    ("programs", ("ivs.build", "ivs.node", "ivs.node_agent", "ivs.run_view", "ivs.hub", "ivs.bench", "ivs.cli", "ivs.__main__")),
 ]  # fmt: skip
 
 

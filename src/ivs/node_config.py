@@ -43,6 +43,17 @@ from ivs.config import (
 from ivs.errors import ConfigError
 
 
+class NodeHubSettings(_Model):
+    hub: str = Field(description="The hub's base URL: where the node's desired site file is (`ivs hub node-deploy`).")
+    token_env: str = Field(
+        "IVS_NODE_TOKEN", description="Environment variable holding the node's device token (never the token itself)."
+    )
+    ca_file: str | None = Field(None, description="CA certificate (PEM) to verify an https hub against.")
+    interval_s: float = Field(
+        30.0, gt=0, le=86400, description="How often to ask the hub and report the sensors' health."
+    )
+
+
 class NodeSettings(_Model):
     id: str = Field("node", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="This node's id.")
     metrics_port: int | None = Field(
@@ -54,6 +65,9 @@ class NodeSettings(_Model):
     threads: int = Field(1, ge=1, le=64, description="Intra-op threads of each inference worker.")
     restart_s: float = Field(
         5.0, gt=0, le=3600, description="Wait before restarting a sensor whose run failed (seconds)."
+    )
+    hub: NodeHubSettings | None = Field(
+        None, description="Take the site file the hub deploys to this node (its id is a device on the hub)."
     )
 
 

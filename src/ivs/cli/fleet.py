@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -36,6 +37,38 @@ def hub_tag(
             raise fail(f"{item!r}: expected KEY=VALUE (or KEY= to remove it)", 2)
         doc[key] = value or None
     typer.echo(json.dumps(_call(hub, admin_token, ca_file, "PUT", f"/api/v1/devices/{device}/tags", doc)))
+
+
+@hub_app.command("node-deploy")
+def hub_node_deploy(
+    node: Annotated[str, typer.Argument(help="The node (its node.id, a device on the hub).")],
+    config: Annotated[Path, typer.Option(help="The site file (YAML) to deploy; its node.id must be NODE.")],
+    hub: HubUrl = "http://127.0.0.1:8080",
+    admin_token: AdminToken = None,
+    ca_file: HubCa = None,
+) -> None:
+    """Deploy a site file to a node (`ivs node` with node.hub): it applies it at its next poll."""
+    try:
+        text = config.read_text()
+    except OSError as err:
+        raise fail(f"{config}: cannot read it ({err.strerror}): expected a site YAML file", 2) from None
+    d = _call(hub, admin_token, ca_file, "PUT", f"/api/v1/devices/{node}/node-config", {"config": text})
+    typer.echo(f"{node}: site revision {d['revision']}")
+
+
+@hub_app.command("node-status")
+def hub_node_status(
+    node: Annotated[str, typer.Argument(help="The node.")],
+    hub: HubUrl = "http://127.0.0.1:8080",
+    admin_token: AdminToken = None,
+    ca_file: HubCa = None,
+) -> None:
+    """The node's desired site revision, its last report and its sensors' health (JSON); exit 1
+    when the last revision was refused."""
+    state = _call(hub, admin_token, ca_file, "GET", f"/api/v1/devices/{node}/node")
+    typer.echo(json.dumps(state, indent=2))
+    if state["reported"] is not None and state["reported"]["status"] == "failed":
+        raise typer.Exit(1)
 
 
 @rollout_app.command("start")

@@ -63,7 +63,17 @@ def node(
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _reload)
     err_console.print(f"node {cfg.node.id}: {len(cfg.sensors)} sensors from {config}")
+    agent = None
+    if cfg.node.hub is not None:  # the hub may deploy this node's site file (ivs.node_agent)
+        from ivs.node_agent import NodeAgent
+
+        try:
+            agent = NodeAgent(site, cfg.node.hub)
+        except IvsError as err:
+            raise fail(str(err), 2) from None
     site.start()
+    if agent is not None:
+        agent.start()
     next_status = time.monotonic() + status_s
     try:
         while not stopping.is_set():
@@ -81,6 +91,8 @@ def node(
                 next_status += status_s
                 _print_health(site)
     finally:
+        if agent is not None:
+            agent.close()
         site.stop()
     _print_health(site)
 

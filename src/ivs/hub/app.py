@@ -47,6 +47,7 @@ from ivs.hub.deploy import router as deploy_router
 from ivs.hub.enrol import devices_changed as _devices_changed
 from ivs.hub.enrol import router as enrol_router
 from ivs.hub.metrics import HubMetrics
+from ivs.hub.node_routes import router as node_router
 from ivs.hub.rollout_routes import router as rollout_router
 from ivs.hub.rollouts import RolloutController
 from ivs.hub.store import NAME_PATTERN, HubError, Store, check_message
@@ -186,6 +187,7 @@ def create_app(
     app.include_router(commands_router)
     app.include_router(enrol_router)
     app.include_router(rollout_router)
+    app.include_router(node_router)
     app.add_exception_handler(StarletteHTTPException, _refused)  # type: ignore[arg-type]
     plain_openapi = app.openapi
 

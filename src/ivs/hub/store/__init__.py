@@ -61,6 +61,7 @@ from ivs.hub.store.devices import DeviceStore
 from ivs.hub.store.enrolments import EnrolmentRefused, EnrolmentStore
 from ivs.hub.store.infos import Assignment, DeployReport, DeviceInfo, PackageInfo, SensorInfo
 from ivs.hub.store.messages import check_message, message_kind
+from ivs.hub.store.nodes import NodeStore
 from ivs.hub.store.rollouts import Health, Rollout, RolloutDevice, RolloutStore
 from ivs.hub.store.schema import (
     _SCHEMA_LOCK,
@@ -77,7 +78,7 @@ from ivs.hub.store.schema import (
 )
 
 
-class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore):
+class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore):
     """The hub's database, safe to share between threads (one engine, a connection pool).
 
     url: `sqlite:///path` (or `sqlite://` for an in-memory database) or `postgresql://...`.

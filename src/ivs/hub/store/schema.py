@@ -172,6 +172,30 @@ class RolloutDeviceRow(Base):
     reason: Mapped[str | None] = mapped_column(Text, default=None)
 
 
+class NodeConfigRow(Base):
+    """The site file the hub wants a node (`ivs node`) to run, by revision."""
+
+    __tablename__ = "node_configs"
+
+    device: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    assigned: Mapped[float] = mapped_column(Double)
+
+
+class NodeReportRow(Base):
+    """What a node last reported: the site revision it applied (or why not) and its sensors' health."""
+
+    __tablename__ = "node_reports"
+
+    device: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    sensors: Mapped[str] = mapped_column(Text)
+    reported: Mapped[float] = mapped_column(Double)
+
+
 class MqttCredential(Base):
     """An active device's MQTT password hash (Mosquitto's format), for `ivs hub mqtt-auth`."""
 
