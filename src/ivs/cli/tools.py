@@ -167,28 +167,22 @@ def keys_generate(
 def config_check(path: Annotated[Path, typer.Argument(help="Sensor or node YAML file.")]) -> None:
     """Validate a sensor or node config: every error with its line number; exit 0 only when clean."""
     from ivs.assemble import check_file
-    from ivs.node_config import check_node_file, is_node_file
+    from ivs.node_config import NodeConfig, check_node_file, is_node_file
 
-    if is_node_file(path):
-        try:
-            node_cfg, problems = check_node_file(path)
-        except IvsError as err:
-            raise fail(str(err), 2) from None
-        for problem in problems:
-            err_console.print(Text(f"ivs: error: {problem.format(str(path))}", style="bold red"), soft_wrap=True)
-        if node_cfg is None:
-            raise typer.Exit(1)
-        ids = ", ".join(s.id for s in node_cfg.sensors)
-        typer.echo(f"OK {path}: node {node_cfg.node.id}, {len(node_cfg.sensors)} sensors: {ids}")
-        return
+    node = is_node_file(path)
     try:
-        cfg, problems = check_file(path)
+        checked, problems = check_node_file(path) if node else check_file(path)
     except IvsError as err:
         raise fail(str(err), 2) from None
     for problem in problems:
         err_console.print(Text(f"ivs: error: {problem.format(str(path))}", style="bold red"), soft_wrap=True)
-    if cfg is None:
+    if checked is None:
         raise typer.Exit(1)
+    if isinstance(checked, NodeConfig):
+        ids = ", ".join(s.id for s in checked.sensors)
+        typer.echo(f"OK {path}: node {checked.node.id}, {len(checked.sensors)} sensors: {ids}")
+        return
+    cfg = checked
     kinds = ", ".join(f"{a.type} {a.name!r}" for a in cfg.apps) or "no apps"
     typer.echo(f"OK {path}: sensor {cfg.id}, {cfg.source.url} -> {cfg.model.name}; {kinds}")
 
