@@ -25,8 +25,11 @@ def test_a_config_builds_a_sensor_that_runs_and_closes(tmp_path: Path, vtest: Pa
     finally:
         built.close()
     assert stats.frames_processed == 30 and built.watcher is None and built.agent is None
-    records = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    records = [r for r in lines if r["schema"] == "ivs.frame/1"]
     assert [r["frame"] for r in records] == list(range(30))
+    (beat,) = [r for r in lines if r.get("kind") == "heartbeat"]  # with the first frame; 30 s to the next
+    assert (beat["frame"], beat["model"], beat["period_s"]) == (0, "person", 30.0)
     assert {r["model"]["runtime"] for r in records} == {"onnxruntime"} and records[0]["sensor_id"] == "door"
     assert [a.name for a in built.sensor.apps] == ["door"] and built.sensor.tracker is not None
 
@@ -40,7 +43,7 @@ def test_the_flags_make_the_config_a_file_would(tmp_path: Path) -> None:
     yaml.write_text(
         "id: cam-1\nsource: {url: 'synthetic:160x120@20:10', fps: 0, max_frames: 10}\n"
         "model: {name: classifier, runtime: onnxruntime, roi: [10, 10, 100, 80], threads: 2}\n"
-        "frames: true\nsinks:\n  - {type: jsonl, path: '-'}\n"
+        "frames: true\nheartbeat_s: null\nsinks:\n  - {type: jsonl, path: '-'}\n"
     )
     from_file, out_file = _run_config(yaml, None, None, None, (None, None), None, None, None, "auto", None, None,
                                       "ivs", None)  # fmt: skip

@@ -403,7 +403,9 @@ def test_cli_uploads_deploys_and_ivs_run_follows_the_hub(hub: Hub, signed: dict[
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
-    """The complete JSON lines written so far (the last one may be half written)."""
+    """The frame records among the complete JSON lines written so far (the last one may be half
+    written; the sensor's heartbeats and other events left out)."""
     if not path.exists():
         return []
-    return [json.loads(x) for x in path.read_text().splitlines()[:-1]]
+    lines = [json.loads(x) for x in path.read_text().splitlines()[:-1]]
+    return [r for r in lines if r.get("schema") == "ivs.frame/1"]

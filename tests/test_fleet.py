@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,8 @@ def test_a_site_file_deployed_from_the_hub_reaches_a_running_node(tmp_path: Path
         wait_for(both_running, WAIT_S, "cam-2 started by the hub's site file", procs=[node.proc])
         health = {h["id"]: h for h in state()["reported"]["sensors"]}
         assert health["cam-1"]["restarts"] == 0 and health["cam-1"]["state"] == "running"
-        frames = [json.loads(line)["frame"] for line in (tmp_path / "cam-1.jsonl").read_text().splitlines()[:-1]]
+        lines = [json.loads(line) for line in (tmp_path / "cam-1.jsonl").read_text().splitlines()[:-1]]
+        frames = [r["frame"] for r in lines if r["schema"] == "ivs.frame/1"]
         assert frames == list(range(len(frames)))  # cam-1 ran on through the change: no gap, no restart
         result = runner.invoke(cli.app, ["hub", "node-status", "shop-1"], env=env)
         assert result.exit_code == 0 and json.loads(result.output)["in_sync"]
@@ -234,6 +236,50 @@ def test_a_site_file_deployed_from_the_hub_reaches_a_running_node(tmp_path: Path
                               env=env | {"IVS_HUB_ADMIN_TOKEN": token})  # fmt: skip
         assert wrong.exit_code == 1 and "403" in wrong.output  # a device's token deploys nothing
         node.interrupt()
+    finally:
+        assert hub.stop()
+        store.close()
+
+
+def test_an_http_sensor_shows_its_model_while_it_runs_and_goes_offline_after_its_heartbeat_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sensor list tells the truth on HTTP too: no last will there, so the heartbeat says
+    it is alive (and what it runs); missed for --offline-after, it is offline."""
+    from ivs.hub.app import create_app
+    from ivs.localnet import ServerThread
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    hub = ServerThread(create_app(store, ADMIN, offline_after_s=2.0))
+    try:
+        monkeypatch.setenv("IVS_HUB_TOKEN", store.add_device("cam-h"))
+        text = (
+            "id: cam-h\nsource: {url: 'synthetic:160x120@10'}\nmodel: {name: face, runtime: onnxruntime}\n"
+            "heartbeat_s: 0.5\n"
+            f"sinks: [{{type: http, url: '{hub.url}/api/v1/ingest', token_env: IVS_HUB_TOKEN, "
+            f"outbox: '{tmp_path / 'box.sqlite'}', batch_wait_s: 0.1}}]\n"
+        )
+        config, problems, _ = parse(text)
+        assert config is not None, problems
+        built = build_sensor(config, RunOptions(watch=False, ledger_period_s=None))
+        runner = threading.Thread(target=built.sensor.run, daemon=True)
+        runner.start()
+
+        def listed() -> dict[str, Any]:
+            with urllib.request.urlopen(f"{hub.url}/api/v1/sensors", timeout=10) as r:
+                return {s["sensor_id"]: s for s in json.loads(r.read())}.get("cam-h", {})
+
+        try:
+            seen = wait_for(lambda: (s := listed()).get("online") and s.get("model") and s, WAIT_S, "cam-h online")
+            assert (seen["model"], seen["version"]) == ("face", "1.0.0")
+            health = wait_for(lambda: (h := store.health("cam-h")) and h.frames >= 5 and h, WAIT_S, "heartbeats")
+            assert health.model == "face" and health.fps > 0
+        finally:
+            built.sensor.stop()
+            runner.join(30)
+            built.close()
+        wait_for(lambda: listed().get("online") is False, WAIT_S, "cam-h offline after its heartbeats stopped")
+        assert listed()["model"] == "face"  # what it ran is still shown
     finally:
         assert hub.stop()
         store.close()

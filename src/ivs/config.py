@@ -183,6 +183,13 @@ class SensorConfig(_Model):
     apps: list[AppConfig] = Field(default_factory=list, description="What to decide from the tracks.")
     sinks: list[SinkConfig] = Field(default_factory=lambda: _stdout(), description="Where messages go.")
     frames: bool = Field(False, description="Also send the per-frame record (detections) of every frame.")
+    heartbeat_s: float | None = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Send a heartbeat (model, fps, drops) with the first frame and then this often, on every "
+        "sink; a hub shows a sensor offline when it hears nothing for its --offline-after. null: never.",
+    )
     keyring: str | None = Field(None, description="Folder of trusted .pub keys (default: the zoo key).")
     deploy: DeployConfig | None = Field(
         None, description="Take the model (and config) the hub assigns to this sensor; it verifies every package."

@@ -139,6 +139,24 @@ class Ledger(Event, frozen=True, tag="ledger"):
     """Frames of a damaged video that could not be decoded and were skipped."""
 
 
+class Heartbeat(Event, frozen=True, tag="heartbeat"):
+    """The sensor is alive: sent with its first frame and then every `period_s` (`heartbeat_s` in
+    its config), on every transport; `app` is "sensor". A hub shows a sensor offline when it has
+    heard nothing from it for its `--offline-after` seconds."""
+
+    model: str
+    version: str
+    runtime: str
+    fps: float
+    """Frames processed per second, recent."""
+    frames: int
+    """Frames processed since the run started."""
+    dropped: int
+    """Frames dropped since the run started (the model was busy)."""
+    period_s: float
+    """When the next heartbeat is due."""
+
+
 class SourceGap(Event, frozen=True, tag="gap"):
     """The source delivered nothing for a while (a camera unplugged, a stream dropped) and is back:
     sent with the first frame after the outage (`frame`, `time`); `app` is "source"."""
@@ -169,9 +187,11 @@ AnyEvent = (
     | Heatmap
     | Ledger
     | SourceGap
+    | Heartbeat
 )
 EVENT_KINDS: tuple[type[Event], ...] = (
     Count, ZoneEnter, ZoneLeave, Loiter, Crowded, CrowdCleared, Stop, Clear, MaskPing, Heatmap, Ledger, SourceGap,
+    Heartbeat,
 )  # fmt: skip
 
 _decoder = msgspec.json.Decoder(AnyEvent)

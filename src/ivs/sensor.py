@@ -25,7 +25,7 @@ from ivs.artifacts import ArtifactWriter, Mode
 from ivs.cascade import classify_detections
 from ivs.detections import Detections
 from ivs.errors import IvsError, SourceError
-from ivs.events import Event, Ledger, SourceGap
+from ivs.events import Event, Heartbeat, Ledger, SourceGap
 from ivs.frame import Frame
 from ivs.model import Model
 from ivs.outbox import OutboxWriteError
@@ -61,6 +61,9 @@ class Sensor:
     on_record: called after every record reached the sinks (live display, apps).
     ledger_period_s: send a `ledger` event this often (source seconds) and at the end; None: never
         (the counters `raw_bytes` and `metadata_bytes` are kept anyway).
+    heartbeat_s: send a `heartbeat` with the first frame and then this often (wall-clock seconds):
+        the model running, fps, frames and drops, so a hub knows the sensor is alive on any
+        transport; None: never.
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Sensor:
         emit_frames: bool = True,
         seq_start: int = 0,
         ledger_period_s: float | None = None,
+        heartbeat_s: float | None = None,
     ) -> None:
         if mode != "metadata" and artifacts is None:
             raise ValueError(f"mode {mode!r} needs an ArtifactWriter")
@@ -105,6 +109,8 @@ class Sensor:
         self._last_ctx: FrameContext | None = None
         # The bandwidth ledger: what was sent against the video it replaced.
         self.ledger_period_s = ledger_period_s
+        self.heartbeat_s = heartbeat_s
+        self._heartbeat_at: float | None = None
         self.raw_bytes = 0
         self.metadata_bytes = 0
         self._ledger_at: float | None = None
@@ -268,6 +274,7 @@ class Sensor:
             self._emit(msgspec.structs.replace(event, sensor_id=self.sensor_id, seq=self._next_seq()))
         self.events += len(events)
         self._maybe_ledger(frame)
+        self._maybe_heartbeat(frame)
 
         st = self.stats
         st.frames_processed += 1
@@ -363,6 +370,25 @@ class Sensor:
         elif t - self._ledger_at >= self.ledger_period_s:
             self._ledger_at = t
             self._emit(self.ledger(frame))
+
+    def _maybe_heartbeat(self, frame: Frame) -> None:
+        if self.heartbeat_s is None:
+            return
+        now = time.monotonic()
+        if self._heartbeat_at is not None and now - self._heartbeat_at < self.heartbeat_s:
+            return
+        self._heartbeat_at = now
+        m, st = self.model.manifest, self.stats
+        self._emit(
+            Heartbeat(
+                frame=frame.index, time=round(frame.wall_time, 6), t_capture_ns=frame.t_capture_ns,
+                t_source=round(self._t_source(frame), 4), app="sensor", sensor_id=self.sensor_id,
+                seq=self._next_seq(), model=m.name, version=m.version, runtime=self._runtime,
+                fps=round(st.recent_fps(), 2), frames=st.frames_processed, dropped=self._slot.dropped,
+                period_s=self.heartbeat_s,
+            )
+        )  # fmt: skip
+        self.events += 1
 
     def _context(self, frame: Frame, det: Detections, tracked: Detections, hidden: dict[int, int]) -> FrameContext:
         t_source = self._t_source(frame)

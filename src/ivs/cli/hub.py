@@ -69,6 +69,9 @@ def hub_serve(
     mqtt_broker_pid: Annotated[
         Path | None, typer.Option(help="Mosquitto's pid file: reload it (SIGHUP) after the files change.")
     ] = None,
+    offline_after: Annotated[
+        float, typer.Option(help="Show a sensor offline when nothing came from it for this long (seconds); 0: never.")
+    ] = 90.0,
 ) -> None:
     """Serve the hub's HTTP API (ingest, queries, OpenAPI docs at /docs, /metrics).
 
@@ -105,6 +108,7 @@ def hub_serve(
             tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
             mqtt_auth=str(mqtt_auth) if mqtt_auth else None,
             mqtt_broker_pid=str(mqtt_broker_pid) if mqtt_broker_pid else None,
+            offline_after_s=offline_after or None,
         )  # fmt: skip
     except IvsError as err:
         raise fail(str(err), 1) from None

@@ -171,6 +171,7 @@ def _run_config(
         roi_box = (region.x, region.y, region.w, region.h) if region else None
         cfg = SensorConfig(
             id=sensor_id, source=SourceConfig(url=source, fps=fps, max_frames=max_frames), frames=True, sinks=jsonl,
+            heartbeat_s=None,  # as no ledger: a run from flags writes frame records, for a person or a pipe
             model=ModelConfig(name=model, runtime=runtime, roi=roi_box, tiles=grid, full_frame=full_frame,  # type: ignore[arg-type]
                               threads=threads, classify_with=classify_with),
             keyring=str(keyring) if keyring is not None else None,

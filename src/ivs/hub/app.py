@@ -80,11 +80,13 @@ class SensorOut(BaseModel):
     """A sensor the hub has seen."""
 
     sensor_id: str
-    online: bool = Field(description="MQTT availability; a sensor posting over HTTP is online once it has posted")
+    online: bool = Field(
+        description="its MQTT availability is not offline and the hub heard from it within --offline-after seconds"
+    )
     last_seen: float | None = Field(description="when the hub last heard from it (hub clock, epoch seconds)")
     last_seq: int = Field(description="the highest seq stored")
     messages: int = Field(description="messages stored")
-    model: str | None
+    model: str | None = Field(description="the model it reports (heartbeat, MQTT state or deploy report)")
     version: str | None
 
 
@@ -133,6 +135,9 @@ def _refusals(codes: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Refusal, "description": why} for code, why in codes.items()}
 
 
+OFFLINE_AFTER_S = 90.0
+"""Three missed heartbeats at the sensors' default `heartbeat_s` (30 s)."""
+
 _ADMIN_REFUSALS = {
     401: "no admin token, or not this hub's",
     403: "a device's token, or management over HTTP is off (the hub has no admin token)",
@@ -156,6 +161,7 @@ def create_app(
     command: Callable[[str, str, dict[str, Any], float], dict[str, Any]] | None = None,
     devices_changed: Callable[[], None] | None = None,
     rollouts: RolloutController | None = None,
+    offline_after_s: float | None = OFFLINE_AFTER_S,
 ) -> FastAPI:
     """The hub's API over `store`. `admin_token` guards /api/v1/devices and the operator's deploy
     endpoints (empty: management over HTTP is off; use `Store.add_device`). `metrics` defaults to
@@ -166,7 +172,9 @@ def create_app(
     `devices_changed()`: called after a device is enrolled or revoked over HTTP (the broker's
     password file and ACL rewritten and reloaded, `ivs.hub.mqtt_auth.BrokerSync`). `rollouts`: the
     staged rollouts' controller (default: one over `store` with `push_desired`, stepped by the
-    API's calls only; `ivs hub serve` runs it on its own thread)."""
+    API's calls only; `ivs hub serve` runs it on its own thread). `offline_after_s`: a sensor not
+    heard from for this long (messages, heartbeats, MQTT state) is shown offline (None: only its
+    last will says so)."""
     app = FastAPI(
         title="ivs hub",
         summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
@@ -180,6 +188,8 @@ def create_app(
     app.state.push_desired = push_desired
     app.state.command = command
     app.state.devices_changed = devices_changed
+    app.state.offline_after_s = offline_after_s
+    app.state.metrics.offline_after_s = offline_after_s
     app.state.rollouts = rollouts if rollouts is not None else RolloutController(store, push_desired)
     app.include_router(router)
     app.include_router(dashboard_router)
@@ -349,7 +359,7 @@ def sensors(request: Request) -> list[SensorOut]:
     return [
         SensorOut(sensor_id=s.sensor_id, online=s.online, last_seen=s.last_seen, last_seq=s.last_seq,
                   messages=s.messages, model=s.model, version=s.version)
-        for s in request.app.state.store.sensors()
+        for s in request.app.state.store.sensors(request.app.state.offline_after_s)
     ]  # fmt: skip
 
 

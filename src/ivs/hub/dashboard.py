@@ -65,7 +65,7 @@ def dashboard() -> HTMLResponse:
     return HTMLResponse(_page(), headers={"Cache-Control": "no-cache"})
 
 
-def _sensors(store: Store) -> list[dict[str, Any]]:
+def _sensors(store: Store, offline_after_s: float | None = None) -> list[dict[str, Any]]:
     deploys = store.deploy_states()
     return [
         {
@@ -78,7 +78,7 @@ def _sensors(store: Store) -> list[dict[str, Any]]:
             "version": s.version,
             **dashboard_fields(*deploys.get(s.sensor_id, (None, None))),
         }
-        for s in store.sensors()
+        for s in store.sensors(offline_after_s)
     ]
 
 
@@ -166,7 +166,9 @@ async def _stream(request: Request, store: Store, resume: int | None) -> AsyncIt
     else:
         top, rows = resume, []
     cursor = _Cursor(top)
-    sensors = json.dumps(await run_in_threadpool(_sensors, store), separators=(",", ":"))
+    sensors = json.dumps(
+        await run_in_threadpool(_sensors, store, request.app.state.offline_after_s), separators=(",", ":")
+    )
     yield _sse("sensors", sensors)
     rollouts = json.dumps(await run_in_threadpool(_rollouts, store), separators=(",", ":"))
     yield _sse("rollouts", rollouts)
@@ -180,7 +182,9 @@ async def _stream(request: Request, store: Store, resume: int | None) -> AsyncIt
         chunks: list[bytes] = []
         if arrived or now - checked >= SENSORS_EVERY_S:
             checked = now
-            latest = json.dumps(await run_in_threadpool(_sensors, store), separators=(",", ":"))
+            latest = json.dumps(
+                await run_in_threadpool(_sensors, store, request.app.state.offline_after_s), separators=(",", ":")
+            )
             if latest != sensors:
                 sensors = latest
                 chunks.append(_sse("sensors", sensors))

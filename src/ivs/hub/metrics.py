@@ -27,6 +27,8 @@ class HubMetrics:
 
     def __init__(self, store: Store | None = None, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.offline_after_s: float | None = None
+        """A sensor not heard from for this long is not online (set by `create_app`)."""
         self.accepted = Counter(
             "ivs_hub_messages_accepted", "Messages stored (first time seen).", registry=self.registry
         )
@@ -50,10 +52,12 @@ class HubMetrics:
             registry=self.registry,
         )
         self.sensors_online = Gauge(
-            "ivs_hub_sensors_online", "Sensors whose availability is online.", registry=self.registry
+            "ivs_hub_sensors_online",
+            "Sensors online: their availability says so and they were heard from within the hub's --offline-after.",
+            registry=self.registry,
         )
         if store is not None:
-            self.sensors_online.set_function(lambda: _online(store))
+            self.sensors_online.set_function(lambda: _online(store, self.offline_after_s))
 
     def reject(self, reason: str, n: int = 1) -> None:
         """Count `n` rejections for `reason` (one of REJECT_REASONS)."""
@@ -67,9 +71,9 @@ class HubMetrics:
         return generate_latest(self.registry)
 
 
-def _online(store: Store) -> float:
+def _online(store: Store, offline_after_s: float | None) -> float:
     try:
-        return float(store.online_count())
+        return float(store.online_count(offline_after_s))
     except SQLAlchemyError:
         log.warning("cannot count online sensors", exc_info=True)
         return math.nan

@@ -37,6 +37,7 @@ def serve(
     tls_key: str | None = None,
     mqtt_auth: str | None = None,
     mqtt_broker_pid: str | None = None,
+    offline_after_s: float | None = 90.0,
 ) -> None:
     """Serve the hub's API on host:port over the database at `database` (a SQLAlchemy url:
     sqlite:///path or postgresql://...) until interrupted. With `mqtt_host`, also store what
@@ -96,6 +97,7 @@ def serve(
             command=ingest.command if ingest is not None else None,
             devices_changed=sync,
             rollouts=controller,
+            offline_after_s=offline_after_s,
         )
         scheme = "https" if tls_cert else "http"
         log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)

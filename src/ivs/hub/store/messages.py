@@ -7,7 +7,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from sqlalchemy import (
@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ivs.consumer import Message
-from ivs.events import Event, kind_of
+from ivs.events import Event, Heartbeat, kind_of
 from ivs.hub.store.infos import SensorInfo
 from ivs.hub.store.schema import _CONTROL, _INT64, MAX_NAME, MessageRow, SensorRow
 
@@ -97,6 +97,12 @@ class MessageStore:
     dialect: str
     _write_lock: contextlib.AbstractContextManager[Any]
 
+    if TYPE_CHECKING:
+
+        def set_health(  # RolloutStore's, beside this in `Store`
+            self, sensor: str, fps: float, frames: int, dropped: int, model: str | None, version: str | None
+        ) -> None: ...
+
     def ingest(self, messages: Sequence[Message], *, mark_online: bool = False) -> tuple[int, int]:
         """Store validated messages in one transaction -> (accepted, duplicates). A message whose
         (sensor_id, seq) is already stored, or repeated within the batch, is a duplicate and
@@ -106,7 +112,10 @@ class MessageStore:
         rows: list[tuple[Any, ...]] = []
         seen: set[tuple[str, int]] = set()
         per_sensor: dict[str, int] = {}
+        beats: dict[str, Heartbeat] = {}
         for message in messages:
+            if isinstance(message, Heartbeat):
+                beats[message.sensor_id] = message
             why = check_message(message)
             if why is not None:
                 raise ValueError(f"message {message.sensor_id!r}/{message.seq} cannot be stored: {why}")
@@ -148,6 +157,9 @@ class MessageStore:
             if mark_online:
                 set_["online"] = True
             conn.execute(up.on_conflict_do_update(index_elements=[SensorRow.sensor_id], set_=set_))
+        for beat in beats.values():  # what it runs and how, on whatever transport it came
+            self.set_sensor(beat.sensor_id, model=beat.model, version=beat.version)
+            self.set_health(beat.sensor_id, beat.fps, beat.frames, beat.dropped, beat.model, beat.version)
         return accepted, len(messages) - accepted
 
     def events(
@@ -226,8 +238,11 @@ class MessageStore:
             return int(conn.scalar(select(func.count()).select_from(MessageRow)) or 0)
 
     # sensors
-    def sensors(self) -> list[SensorInfo]:
-        """Every sensor seen (by message, availability or state), by sensor_id."""
+    def sensors(self, offline_after_s: float | None = None) -> list[SensorInfo]:
+        """Every sensor seen (by message, availability or state), by sensor_id. With
+        `offline_after_s`, one not heard from for that long is offline, whatever it said last
+        (an HTTP sensor has no last will; a heartbeat every `heartbeat_s` keeps it online)."""
+        now = time.time()
         counts = select(MessageRow.sensor_id, func.count().label("n")).group_by(MessageRow.sensor_id).subquery("counts")
         stmt = (
             select(SensorRow, func.coalesce(counts.c.n, 0))
@@ -236,14 +251,18 @@ class MessageStore:
         )
         with Session(self.engine) as session:
             return [
-                SensorInfo(s.sensor_id, bool(s.online), s.last_seen, s.last_seq, int(n), s.model, s.version)
+                SensorInfo(s.sensor_id, _alive(s.online, s.last_seen, now, offline_after_s), s.last_seen, s.last_seq,
+                           int(n), s.model, s.version)
                 for s, n in session.execute(stmt)
-            ]
+            ]  # fmt: skip
 
-    def online_count(self) -> int:
-        """How many sensors are online."""
+    def online_count(self, offline_after_s: float | None = None) -> int:
+        """How many sensors are online (heard from within `offline_after_s`, where given)."""
+        stmt = select(func.count()).select_from(SensorRow).where(SensorRow.online)
+        if offline_after_s is not None:
+            stmt = stmt.where(SensorRow.last_seen >= time.time() - offline_after_s)
         with self.engine.connect() as conn:
-            return int(conn.scalar(select(func.count()).select_from(SensorRow).where(SensorRow.online)) or 0)
+            return int(conn.scalar(stmt) or 0)
 
     def set_sensor(
         self,
@@ -281,3 +300,9 @@ class MessageStore:
                 conn.execute(stmt.on_conflict_do_nothing())
 
     # deploy: packages, desired state (assignments), reported state
+
+
+def _alive(online: bool | None, last_seen: float | None, now: float, offline_after_s: float | None) -> bool:
+    if not online:
+        return False
+    return offline_after_s is None or (last_seen is not None and now - last_seen <= offline_after_s)
