@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,52 +26,62 @@ from tests.test_deploy import ADMIN, WAIT_S, Collect, Hub
 from tests.waiting import wait_for
 
 
-def test_a_desired_change_reaches_a_connected_sensor_over_mqtt_without_polling(
-    broker: LocalMosquitto, signed: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture()
+def mqtt_hub(broker: LocalMosquitto, tmp_path: Path) -> Iterator[tuple[Store, Hub]]:
+    """A hub on SQLite with its MQTT ingest on the test's broker: it pushes desired states and
+    relays commands."""
     store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
     ingest = MqttIngest(store, "127.0.0.1", broker.port)
-    hub = Hub(store, push_desired=ingest.push_desired)
+    hub = Hub(store, push_desired=ingest.push_desired, command=ingest.command)
+    yield store, hub
+    assert hub.stop()
+    ingest.close()
+    store.close()
+
+
+def test_a_desired_change_reaches_a_connected_sensor_over_mqtt_without_polling(
+    mqtt_hub: tuple[Store, Hub],
+    broker: LocalMosquitto,
+    signed: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, hub = mqtt_hub
+    token = store.add_device("cam-p")
+    monkeypatch.setenv("IVS_HUB_TOKEN", token)
+    assert hub.upload(signed["2.0.0"])[0] == 201
+    text = (
+        f"id: cam-p\nsource: {{url: 'synthetic:160x120@10'}}\n"
+        f"model: {{name: '{signed['1.0.0']}', runtime: onnxruntime}}\nkeyring: '{signed['ring']}'\n"
+        f"sinks: [{{type: mqtt, port: {broker.port}, outbox: '{tmp_path / 'outbox.sqlite'}'}}]\n"
+        # an hour between polls: within this test only a push can bring the change
+        f"deploy: {{hub: '{hub.url}', folder: '{tmp_path / 'deploy'}', interval_s: 3600}}\n"
+    )
+    config, problems, _ = parse(text)
+    assert config is not None, problems
+    sink = Collect()
+    built = build_sensor(config, RunOptions(watch=False, sinks=[sink], ledger_period_s=None))
+    agent = built.agent
+    assert agent is not None
+    mqtt = next(s for s in built.sensor.sinks if isinstance(s, MqttSink))
+    runner = threading.Thread(target=built.sensor.run, daemon=True)
+    runner.start()
     try:
-        token = store.add_device("cam-p")
-        monkeypatch.setenv("IVS_HUB_TOKEN", token)
-        assert hub.upload(signed["2.0.0"])[0] == 201
-        text = (
-            f"id: cam-p\nsource: {{url: 'synthetic:160x120@10'}}\n"
-            f"model: {{name: '{signed['1.0.0']}', runtime: onnxruntime}}\nkeyring: '{signed['ring']}'\n"
-            f"sinks: [{{type: mqtt, port: {broker.port}, outbox: '{tmp_path / 'outbox.sqlite'}'}}]\n"
-            # an hour between polls: within this test only a push can bring the change
-            f"deploy: {{hub: '{hub.url}', folder: '{tmp_path / 'deploy'}', interval_s: 3600}}\n"
-        )
-        config, problems, _ = parse(text)
-        assert config is not None, problems
-        sink = Collect()
-        built = build_sensor(config, RunOptions(watch=False, sinks=[sink], ledger_period_s=None))
-        agent = built.agent
-        assert agent is not None
-        mqtt = next(s for s in built.sensor.sinks if isinstance(s, MqttSink))
-        runner = threading.Thread(target=built.sensor.run, daemon=True)
-        runner.start()
-        try:
-            wait_for(lambda: mqtt.connected.is_set() and built.sensor.stats.frames_processed >= 3,
-                     WAIT_S, "the sensor running and connected")  # fmt: skip
-            wait_for(lambda: hub.deploy_state("cam-p")["status"] == "none", WAIT_S, "no deploy yet")
-            t0 = time.monotonic()
-            status, _ = hub.call("PUT", "/api/v1/devices/cam-p/desired", ADMIN, {"package": "classifier@2.0.0"})
-            assert status == 200
-            wait_for(lambda: hub.deploy_state("cam-p")["in_sync"], WAIT_S, "the device in sync with revision 1")
-            latency = time.monotonic() - t0
-            print(f"desired -> running and reported, pushed over MQTT: {latency * 1e3:.0f} ms")
-            assert agent.nudges == 1 and agent.revision == 1
-            wait_for(lambda: built.sensor.model.manifest.version == "2.0.0", WAIT_S, "frames on 2.0.0")
-        finally:
-            built.sensor.stop()
-            runner.join(30)
-            built.close()
+        wait_for(lambda: mqtt.connected.is_set() and built.sensor.stats.frames_processed >= 3,
+                 WAIT_S, "the sensor running and connected")  # fmt: skip
+        wait_for(lambda: hub.deploy_state("cam-p")["status"] == "none", WAIT_S, "no deploy yet")
+        t0 = time.monotonic()
+        status, _ = hub.call("PUT", "/api/v1/devices/cam-p/desired", ADMIN, {"package": "classifier@2.0.0"})
+        assert status == 200
+        wait_for(lambda: hub.deploy_state("cam-p")["in_sync"], WAIT_S, "the device in sync with revision 1")
+        latency = time.monotonic() - t0
+        print(f"desired -> running and reported, pushed over MQTT: {latency * 1e3:.0f} ms")
+        assert agent.nudges == 1 and agent.revision == 1
+        wait_for(lambda: built.sensor.model.manifest.version == "2.0.0", WAIT_S, "frames on 2.0.0")
     finally:
-        assert hub.stop()
-        ingest.close()
-        store.close()
+        built.sensor.stop()
+        runner.join(30)
+        built.close()
 
 
 def test_the_hub_may_write_only_desired_states_and_commands_on_the_broker():
@@ -80,63 +91,54 @@ def test_the_hub_may_write_only_desired_states_and_commands_on_the_broker():
 
 
 def test_commands_reach_a_sensor_and_one_offline_times_out_with_a_clear_error(
-    broker: LocalMosquitto, tmp_path: Path
+    mqtt_hub: tuple[Store, Hub], broker: LocalMosquitto, tmp_path: Path
 ) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
-    ingest = MqttIngest(store, "127.0.0.1", broker.port)
-    hub = Hub(store, push_desired=ingest.push_desired, command=ingest.command)
+    store, hub = mqtt_hub
+    store.add_device("cam-c")
+    store.add_device("cam-gone")
+    text = (
+        "id: cam-c\nsource: {url: 'synthetic:160x120@10'}\nmodel: {name: face, runtime: onnxruntime}\n"
+        "apps: [{type: zone, name: door, polygon: [[0, 0], [80, 0], [80, 60]]}]\n"
+        f"sinks: [{{type: mqtt, port: {broker.port}, outbox: '{tmp_path / 'outbox.sqlite'}'}}]\n"
+    )
+    config, problems, _ = parse(text)
+    assert config is not None, problems
+    built = build_sensor(config, RunOptions(watch=False, ledger_period_s=None))
+    runner = threading.Thread(target=built.sensor.run, daemon=True)
+    runner.start()
+
+    def command(device: str, name: str, args: dict[str, Any] | None = None, timeout_s: float = 5) -> Any:
+        return hub.call("POST", f"/api/v1/devices/{device}/commands", ADMIN,
+                        {"name": name, "args": args or {}, "timeout_s": timeout_s})  # fmt: skip
+
     try:
-        store.add_device("cam-c")
-        store.add_device("cam-gone")
-        text = (
-            "id: cam-c\nsource: {url: 'synthetic:160x120@10'}\nmodel: {name: face, runtime: onnxruntime}\n"
-            "apps: [{type: zone, name: door, polygon: [[0, 0], [80, 0], [80, 60]]}]\n"
-            f"sinks: [{{type: mqtt, port: {broker.port}, outbox: '{tmp_path / 'outbox.sqlite'}'}}]\n"
-        )
-        config, problems, _ = parse(text)
-        assert config is not None, problems
-        built = build_sensor(config, RunOptions(watch=False, ledger_period_s=None))
-        runner = threading.Thread(target=built.sensor.run, daemon=True)
-        runner.start()
-
-        def command(device: str, name: str, args: dict[str, Any] | None = None, timeout_s: float = 5) -> Any:
-            return hub.call("POST", f"/api/v1/devices/{device}/commands", ADMIN,
-                            {"name": name, "args": args or {}, "timeout_s": timeout_s})  # fmt: skip
-
-        try:
-            # The first may be sent before the sensor's subscription stands (commands are not kept).
-            status, ping = wait_for(lambda: (r := command("cam-c", "ping", timeout_s=1))[0] == 200 and r, WAIT_S,
-                                    "the sensor answering ping")  # fmt: skip
-            assert ping["ok"] and ping["result"]["model"] == "face" and ping["result"]["apps"] == {"door": True}
-            print(f"ping answered in {ping['ms']} ms")
-            status, off = command("cam-c", "app", {"name": "door", "enabled": False})
-            assert status == 200 and off["ok"] and built.sensor.disabled_apps == {"door"}
-            status, bad = command("cam-c", "app", {"name": "till", "enabled": True})
-            assert status == 200 and not bad["ok"] and "expected one of this sensor's apps ['door']" in bad["error"]
-            status, restart = command("cam-c", "restart")
-            assert status == 200 and not restart["ok"] and "runs alone (ivs run)" in restart["error"]
-            status, lines = command("cam-c", "log", {"lines": 10})
-            assert status == 200 and lines["ok"] and isinstance(lines["result"]["lines"], list)
-            assert any("app door disabled by a command" in line for line in lines["result"]["lines"])
-            status, gone = command("cam-gone", "ping", timeout_s=1)
-            assert (
-                status == 504 and gone["detail"] == "cam-gone did not answer 'ping' within 1 s: it is offline or busy"
-            )
-            status, missing = command("nobody", "ping")
-            assert status == 404 and "no device named 'nobody'" in missing["detail"]
-            result = CliRunner().invoke(cli.app, ["hub", "command", "cam-c", "app", "--arg", "name=door", "--arg",
-                                                  "enabled=true", "--hub", hub.url, "--admin-token", ADMIN])  # fmt: skip
-            assert result.exit_code == 0, result.output
-            assert json.loads(result.output)["result"] == {"app": "door", "enabled": True}
-            assert built.sensor.disabled_apps == set()
-        finally:
-            built.sensor.stop()
-            runner.join(30)
-            built.close()
+        # The first may be sent before the sensor's subscription stands (commands are not kept).
+        status, ping = wait_for(lambda: (r := command("cam-c", "ping", timeout_s=1))[0] == 200 and r, WAIT_S,
+                                "the sensor answering ping")  # fmt: skip
+        assert ping["ok"] and ping["result"]["model"] == "face" and ping["result"]["apps"] == {"door": True}
+        print(f"ping answered in {ping['ms']} ms")
+        status, off = command("cam-c", "app", {"name": "door", "enabled": False})
+        assert status == 200 and off["ok"] and built.sensor.disabled_apps == {"door"}
+        status, bad = command("cam-c", "app", {"name": "till", "enabled": True})
+        assert status == 200 and not bad["ok"] and "expected one of this sensor's apps ['door']" in bad["error"]
+        status, restart = command("cam-c", "restart")
+        assert status == 200 and not restart["ok"] and "runs alone (ivs run)" in restart["error"]
+        status, lines = command("cam-c", "log", {"lines": 10})
+        assert status == 200 and lines["ok"] and isinstance(lines["result"]["lines"], list)
+        assert any("app door disabled by a command" in line for line in lines["result"]["lines"])
+        status, gone = command("cam-gone", "ping", timeout_s=1)
+        assert status == 504 and gone["detail"] == "cam-gone did not answer 'ping' within 1 s: it is offline or busy"
+        status, missing = command("nobody", "ping")
+        assert status == 404 and "no device named 'nobody'" in missing["detail"]
+        result = CliRunner().invoke(cli.app, ["hub", "command", "cam-c", "app", "--arg", "name=door", "--arg",
+                                              "enabled=true", "--hub", hub.url, "--admin-token", ADMIN])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["result"] == {"app": "door", "enabled": True}
+        assert built.sensor.disabled_apps == set()
     finally:
-        assert hub.stop()
-        ingest.close()
-        store.close()
+        built.sensor.stop()
+        runner.join(30)
+        built.close()
 
 
 def test_a_nodes_sensor_restarts_on_command(broker: LocalMosquitto, tmp_path: Path) -> None:
