@@ -245,3 +245,24 @@ def test_the_cli_tags_devices_and_starts_shows_pauses_resumes_and_aborts_rollout
         assert refused.exit_code == 1 and "is rolled_back: expected a paused one" in refused.output
     finally:
         assert hub.stop()
+
+
+def test_on_postgresql_one_hub_worker_steps_the_rollouts_at_a_time(site) -> None:
+    from sqlalchemy import func, select
+
+    from ivs.hub.rollouts import _ROLLOUT_LOCK
+
+    store, controller, clock, _ = site
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite: one hub process")
+    fleet = Fleet(store, lambda d, v: 10.0)
+    controller.create("det-2", "det@2.0.0", "site = paris", waves="1,100%", gate_s=1)
+    fleet.settle()
+    with store.engine.connect() as other:  # another worker's controller, in the middle of its step
+        assert other.scalar(select(func.pg_try_advisory_lock(_ROLLOUT_LOCK)))
+        clock.t += 5
+        controller.step()
+        assert states(store, "det-2")["p1"] == "updating"  # this one waited its turn: nothing moved
+        other.scalar(select(func.pg_advisory_unlock(_ROLLOUT_LOCK)))
+    controller.step()
+    assert states(store, "det-2")["p1"] == "running"

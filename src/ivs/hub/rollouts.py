@@ -21,13 +21,16 @@ equal priorities, the older one); the other leaves it alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+from sqlalchemy import func, select
 
 from ivs.hub.store import HubError, Rollout, RolloutDevice, Store
 from ivs.hub.targets import parse_condition
@@ -35,6 +38,8 @@ from ivs.hub.targets import parse_condition
 log = logging.getLogger(__name__)
 
 RUNNING, PAUSED, DONE, ROLLED_BACK = "running", "paused", "done", "rolled_back"
+_ROLLOUT_LOCK = 0x1F5_0A11
+"""PostgreSQL advisory lock key: the rollout controllers of several hub workers step one at a time."""
 _WAVE = re.compile(r"^\s*(\d{1,6})(%?)\s*$")
 
 
@@ -166,11 +171,28 @@ class RolloutController:
 
     # moving on
     def step(self) -> None:
-        """Start the current wave of every running rollout, judge its gate, move on or roll back."""
-        with self._lock:
+        """Start the current wave of every running rollout, judge its gate, move on or roll back.
+        Several hub workers on one PostgreSQL each run a controller: one of them steps at a time
+        (an advisory lock), or two would assign the same wave twice."""
+        with self._lock, self._one_worker() as mine:
+            if not mine:
+                return
             for r in self.store.rollouts():
                 if r.state == RUNNING:
                     self._advance(r)
+
+    @contextlib.contextmanager
+    def _one_worker(self) -> Iterator[bool]:
+        if self.store.dialect != "postgresql":
+            yield True  # SQLite: one hub process
+            return
+        with self.store.engine.connect() as conn:
+            mine = bool(conn.scalar(select(func.pg_try_advisory_lock(_ROLLOUT_LOCK))))
+            try:
+                yield mine
+            finally:
+                if mine:
+                    conn.scalar(select(func.pg_advisory_unlock(_ROLLOUT_LOCK)))
 
     def _advance(self, r: Rollout) -> None:
         now = self.clock()
