@@ -79,6 +79,7 @@ class Node:
         self.options = replace(options or RunOptions(), runners=self.pool)
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
 
     def start(self) -> Node:
         for sensor in self.config.sensors:
@@ -113,6 +114,10 @@ class Node:
     def reload(self, config: NodeConfig) -> dict[str, list[str]]:
         """Apply a new file: start the sensors it adds, stop those it removes, restart those it
         changes; the others run on untouched. Returns the ids by what happened to them."""
+        with self._reload_lock:  # SIGHUP and the hub's agent may ask at once: one after the other
+            return self._reload(config)
+
+    def _reload(self, config: NodeConfig) -> dict[str, list[str]]:
         old = {s.id: s for s in self.config.sensors}
         new = {s.id: s for s in config.sensors}
         removed = [i for i in old if i not in new]
