@@ -19,7 +19,7 @@ from ivs.cli.app import (
 )
 from ivs.errors import IvsError
 
-HUB_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "psycopg")
+HUB_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "psycopg", "argon2")
 """What the hub needs beyond a sensor: the `hub` extra (`pip install 'ivs[hub]'`)."""
 
 
