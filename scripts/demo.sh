@@ -5,11 +5,12 @@ BIN=${BIN:-.venv/bin}
 mkdir -p out
 rm -f out/demo-events.jsonl out/demo-hub.db out/demo-http-outbox.sqlite*
 export IVS_HUB_ADMIN_TOKEN=${IVS_HUB_ADMIN_TOKEN:-demo-admin}
-"$BIN/ivs" hub serve --db sqlite:///out/demo-hub.db --port 8765 > out/demo-hub.log 2>&1 &
+# --open-read: a demo on loopback; a real hub gives its viewers a login (docs/security.md)
+"$BIN/ivs" hub serve --db sqlite:///out/demo-hub.db --port 8765 --open-read > out/demo-hub.log 2>&1 &
 hub=$!
 trap 'kill $hub 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
-    "$BIN/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8765/api/v1/sensors', timeout=1)" \
+    "$BIN/python" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8765/healthz', timeout=1)" \
         >/dev/null 2>&1 && break
     sleep 0.2
 done

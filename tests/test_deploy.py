@@ -246,7 +246,8 @@ def test_deploy_round_trip_and_a_tampered_package_is_refused(hub: Hub, signed: d
 
 def _dashboard_sensors(hub: Hub) -> list[dict[str, Any]]:
     """The first `sensors` event of the dashboard's stream."""
-    with urllib.request.urlopen(f"{hub.url}/api/v1/stream", timeout=10) as response:
+    request = urllib.request.Request(f"{hub.url}/api/v1/stream", headers={"Authorization": f"Bearer {ADMIN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         while line := response.readline():
             if line.startswith(b"event: sensors"):
                 data = response.readline().decode()

@@ -183,7 +183,7 @@ def test_broker_kill_9_and_restart_loses_nothing_and_duplicates_nothing(
 
 
 def start_hub(db: Path, port: int, log: Path) -> Proc:
-    hub = Proc(ivs("hub", "serve", "--db", f"sqlite:///{db}", "--port", str(port)), log)
+    hub = Proc(ivs("hub", "serve", "--db", f"sqlite:///{db}", "--port", str(port), "--open-read"), log)
     try:
         wait_for(lambda: listening(port), timeout=60, what="the hub to listen", procs=[hub.proc])
     except AssertionError:
@@ -560,7 +560,17 @@ def test_the_hubs_mqtt_ingest_rejects_and_counts_malformed_traffic_and_keeps_goi
 ) -> None:
     db, port = tmp_path / "hub.sqlite", free_port()
     hub = Proc(
-        ivs("hub", "serve", "--db", f"sqlite:///{db}", "--port", str(port), "--mqtt", f"127.0.0.1:{broker.port}"),
+        ivs(
+            "hub",
+            "serve",
+            "--db",
+            f"sqlite:///{db}",
+            "--port",
+            str(port),
+            "--mqtt",
+            f"127.0.0.1:{broker.port}",
+            "--open-read",
+        ),
         tmp_path / "hub.log",
     )
     procs.append(hub)

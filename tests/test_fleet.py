@@ -268,7 +268,8 @@ def test_an_http_sensor_shows_its_model_while_it_runs_and_goes_offline_after_its
         runner.start()
 
         def listed() -> dict[str, Any]:
-            with urllib.request.urlopen(f"{hub.url}/api/v1/sensors", timeout=10) as r:
+            request = urllib.request.Request(f"{hub.url}/api/v1/sensors", headers={"Authorization": f"Bearer {ADMIN}"})
+            with urllib.request.urlopen(request, timeout=10) as r:
                 return {s["sensor_id"]: s for s in json.loads(r.read())}.get("cam-h", {})
 
         try:

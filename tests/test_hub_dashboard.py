@@ -44,7 +44,7 @@ class Hub(ServerThread):
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        super().__init__(create_app(store, "admin"), timeout_graceful_shutdown=3)
+        super().__init__(create_app(store, "admin", open_read=True), timeout_graceful_shutdown=3)
 
     def post(self, token: str, *events: Event) -> dict[str, object]:
         request = urllib.request.Request(

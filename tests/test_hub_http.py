@@ -18,7 +18,7 @@ from tests.messages import stop
 class Hub(ServerThread):
     def __init__(self, store: Store) -> None:
         self.store = store
-        super().__init__(create_app(store, "admin"))
+        super().__init__(create_app(store, "admin", open_read=True))
 
 
 @pytest.fixture()

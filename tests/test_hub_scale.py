@@ -133,7 +133,7 @@ def test_the_http_api_on_postgresql(postgres_url: str) -> None:
     store = Store(postgres_url)
     try:
         token = store.add_device("cam-a")
-        client = TestClient(create_app(store, ""))
+        client = TestClient(create_app(store, "", open_read=True))
         auth = {"Authorization": f"Bearer {token}"}
         body = msgspec.json.encode([count("cam-a", s, T0 + s) for s in range(1, 11)])
         first = client.post("/api/v1/ingest", content=body, headers=auth)
@@ -290,7 +290,7 @@ def test_two_hub_workers_on_one_postgresql_store_every_message_of_three_sensors_
     try:
         ports = [free_port(), free_port()]
         mqtt = f"127.0.0.1:{broker.port}"
-        serve = ["hub", "serve", "--db", postgres_url, "--mqtt", mqtt, "--group", "hub", "--port"]
+        serve = ["hub", "serve", "--db", postgres_url, "--mqtt", mqtt, "--group", "hub", "--open-read", "--port"]
         workers = [spawn([*serve, str(port)], f"worker-{n}.log") for n, port in enumerate(ports)]
 
         def up(port: int) -> bool:

@@ -144,7 +144,17 @@ def _four_sensors(vtest: Path, tmp_path: Path, procs: list[Proc], broker: LocalM
     procs.append(camera)
     db, hub_port = tmp_path / "hub.sqlite", free_port()
     hub = Proc(
-        ivs("hub", "serve", "--db", f"sqlite:///{db}", "--port", str(hub_port), "--mqtt", f"127.0.0.1:{broker.port}"),
+        ivs(
+            "hub",
+            "serve",
+            "--db",
+            f"sqlite:///{db}",
+            "--port",
+            str(hub_port),
+            "--mqtt",
+            f"127.0.0.1:{broker.port}",
+            "--open-read",
+        ),
         tmp_path / "hub.log",
     )
     procs.append(hub)

@@ -134,7 +134,8 @@ def _rollout(signed: dict[str, Any], v2: Path, store: Store, hub: Hub, broker: L
         assert desired is None or desired.package.version == "1.0.0"  # wave 3 never received v2
     assert {n: store.desired(n) for n in PARIS} == paris_before  # the other site untouched
 
-    # The dashboard shows the rollout's waves and each device's state to the operator.
+    # The dashboard shows the rollout's waves and each device's state to whoever logs in.
+    store.add_user("vera", "viewer", "vera-password")
     _dashboard(hub, final)
     node.interrupt()
 
@@ -149,6 +150,9 @@ def _dashboard(hub: Hub, final: dict[str, Any]) -> None:
         try:
             page = browser.new_page()
             page.goto(hub.url + "/dashboard")
+            page.fill("input[name=user]", "vera")
+            page.fill("input[name=password]", "vera-password")
+            page.click("form#login button")
             row = page.locator('tr[data-rollout="coco-2"]')
             row.wait_for(timeout=20_000)
             assert row.locator("td.state .badge").inner_text() == "rolled back"

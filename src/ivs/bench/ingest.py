@@ -319,7 +319,20 @@ def _start_workers(
     """`ivs hub serve` workers on one shared subscription (added to `procs` as they start, for the
     caller to stop whatever happens); returns once all serve and are subscribed."""
     mqtt_at = f"127.0.0.1:{broker.port}"
-    serve = [sys.executable, "-m", "ivs", "hub", "serve", "--db", url, "--mqtt", mqtt_at, "--group", "bench"]
+    serve = [
+        sys.executable,
+        "-m",
+        "ivs",
+        "hub",
+        "serve",
+        "--db",
+        url,
+        "--mqtt",
+        mqtt_at,
+        "--group",
+        "bench",
+        "--open-read",
+    ]
     for n, port in enumerate(ports):
         with open(workdir / f"worker-{n}.log", "wb") as log:
             procs.append(

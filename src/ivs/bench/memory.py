@@ -204,7 +204,7 @@ def hub_peak_rss(events: int, batch: int = 1_000, timeout: float = 300.0) -> Hub
         finally:
             store.close()
         port = free_port()
-        cmd = [sys.executable, "-m", "ivs", "hub", "serve", "--db", url, "--port", str(port)]
+        cmd = [sys.executable, "-m", "ivs", "hub", "serve", "--db", url, "--port", str(port), "--open-read"]
         env = {k: v for k, v in os.environ.items() if k != "IVS_HUB_ADMIN_TOKEN"}
         result = Path(tmp) / "rusage.json"
         proc, pid = _launch(cmd, result, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp, env=env)

@@ -33,6 +33,10 @@ hub_app.add_typer(package_app, name="package")
 app.add_typer(config_app, name="config")
 enrolment_app = typer.Typer(help="Enrolment groups: new devices enrol with a group's secret.", no_args_is_help=True)
 hub_app.add_typer(enrolment_app, name="enrolment")
+user_app = typer.Typer(help="The hub's users: a role each (viewer, operator, admin).", no_args_is_help=True)
+hub_app.add_typer(user_app, name="user")
+token_app = typer.Typer(help="Users' API tokens: a role, an expiry, revocable.", no_args_is_help=True)
+hub_app.add_typer(token_app, name="token")
 rollout_app = typer.Typer(
     help="Staged rollouts of a package to the devices a tag condition selects.", no_args_is_help=True
 )

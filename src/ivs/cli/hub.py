@@ -72,10 +72,14 @@ def hub_serve(
     offline_after: Annotated[
         float, typer.Option(help="Show a sensor offline when nothing came from it for this long (seconds); 0: never.")
     ] = 90.0,
+    open_read: Annotated[
+        bool, typer.Option(help="Let anyone read what a viewer may (events, counts, sensors, dashboard): a demo.")
+    ] = False,
 ) -> None:
     """Serve the hub's HTTP API (ingest, queries, OpenAPI docs at /docs, /metrics).
 
-    The admin token for device management comes from the environment: IVS_HUB_ADMIN_TOKEN.
+    Users and their tokens: `ivs hub user add`, `ivs hub token create`. The admin token (an
+    admin's rights) comes from the environment: IVS_HUB_ADMIN_TOKEN.
     """
     import os
 
@@ -108,7 +112,7 @@ def hub_serve(
             tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
             mqtt_auth=str(mqtt_auth) if mqtt_auth else None,
             mqtt_broker_pid=str(mqtt_broker_pid) if mqtt_broker_pid else None,
-            offline_after_s=offline_after or None,
+            offline_after_s=offline_after or None, open_read=open_read,
         )  # fmt: skip
     except IvsError as err:
         raise fail(str(err), 1) from None

@@ -38,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ivs.consumer import Message, decode_message
-from ivs.hub.auth import bearer, require_admin, unauthorized
+from ivs.hub.auth import VIEWER_RESPONSES, bearer, require_admin, require_viewer, unauthorized
 from ivs.hub.body import read_body
 from ivs.hub.commands import router as commands_router
 from ivs.hub.dashboard import router as dashboard_router
@@ -51,6 +51,8 @@ from ivs.hub.node_routes import router as node_router
 from ivs.hub.rollout_routes import router as rollout_router
 from ivs.hub.rollouts import RolloutController
 from ivs.hub.store import NAME_PATTERN, HubError, Store, check_message
+from ivs.hub.users import add_audit
+from ivs.hub.users import router as users_router
 
 MAX_MESSAGES = 10_000
 MAX_BYTES = 10 * 1024 * 1024
@@ -162,6 +164,7 @@ def create_app(
     devices_changed: Callable[[], None] | None = None,
     rollouts: RolloutController | None = None,
     offline_after_s: float | None = OFFLINE_AFTER_S,
+    open_read: bool = False,
 ) -> FastAPI:
     """The hub's API over `store`. `admin_token` guards /api/v1/devices and the operator's deploy
     endpoints (empty: management over HTTP is off; use `Store.add_device`). `metrics` defaults to
@@ -174,7 +177,8 @@ def create_app(
     staged rollouts' controller (default: one over `store` with `push_desired`, stepped by the
     API's calls only; `ivs hub serve` runs it on its own thread). `offline_after_s`: a sensor not
     heard from for this long (messages, heartbeats, MQTT state) is shown offline (None: only its
-    last will says so)."""
+    last will says so). Users and roles: `ivs.hub.auth`; `open_read` lets anyone read what a viewer
+    may (events, counts, sensors, the stream, /metrics: a demo), and nothing more."""
     app = FastAPI(
         title="ivs hub",
         summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
@@ -189,6 +193,7 @@ def create_app(
     app.state.command = command
     app.state.devices_changed = devices_changed
     app.state.offline_after_s = offline_after_s
+    app.state.open_read = open_read
     app.state.metrics.offline_after_s = offline_after_s
     app.state.rollouts = rollouts if rollouts is not None else RolloutController(store, push_desired)
     app.include_router(router)
@@ -198,6 +203,8 @@ def create_app(
     app.include_router(enrol_router)
     app.include_router(rollout_router)
     app.include_router(node_router)
+    app.include_router(users_router)
+    add_audit(app)
     app.add_exception_handler(StarletteHTTPException, _refused)  # type: ignore[arg-type]
     plain_openapi = app.openapi
 
@@ -317,7 +324,13 @@ async def ingest(request: Request, authorization: Annotated[str | None, Header()
     return await run_in_threadpool(_ingest_batch, state, device, body)
 
 
-@router.get("/api/v1/events", tags=["query"], response_model=list[dict[str, Any]])
+@router.get(
+    "/api/v1/events",
+    tags=["query"],
+    response_model=list[dict[str, Any]],
+    dependencies=[Depends(require_viewer)],
+    responses=VIEWER_RESPONSES,
+)
 def events(
     request: Request,
     sensor: Annotated[str | None, Query(max_length=128, pattern=_TEXT)] = None,
@@ -338,7 +351,7 @@ def events(
     return Response(content=body.encode(), media_type="application/json")
 
 
-@router.get("/api/v1/counts", tags=["query"])
+@router.get("/api/v1/counts", tags=["query"], dependencies=[Depends(require_viewer)], responses=VIEWER_RESPONSES)
 def counts(
     request: Request,
     sensor: Annotated[str | None, Query(max_length=128, pattern=_TEXT)] = None,
@@ -353,7 +366,7 @@ def counts(
     return [CountBucket(**b) for b in buckets]
 
 
-@router.get("/api/v1/sensors", tags=["query"])
+@router.get("/api/v1/sensors", tags=["query"], dependencies=[Depends(require_viewer)], responses=VIEWER_RESPONSES)
 def sensors(request: Request) -> list[SensorOut]:
     """Every sensor seen (by message, MQTT availability or state)."""
     return [
@@ -402,7 +415,13 @@ def revoke_device(request: Request, name: str) -> DeviceRevoked:
     return DeviceRevoked(name=name, revoked=True)
 
 
-@router.get("/metrics", tags=["metrics"], response_class=Response)
+@router.get(
+    "/metrics",
+    tags=["metrics"],
+    response_class=Response,
+    dependencies=[Depends(require_viewer)],
+    responses=VIEWER_RESPONSES,
+)
 def prometheus(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
     return Response(content=request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

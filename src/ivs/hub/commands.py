@@ -1,6 +1,6 @@
 """Direct methods over HTTP: the operator asks, the hub relays over MQTT, the device answers.
 
-    POST /api/v1/devices/{name}/commands   {"name": "ping", "args": {}, "timeout_s": 5}   (admin token)
+    POST /api/v1/devices/{name}/commands   {"name": "ping", "args": {}, "timeout_s": 5}   (operator)
 
 200 with the device's answer (`ok`, and `result` or `error`: the device could not do it, and
 says why) and how long it took; 504 when the device did not answer within `timeout_s` (offline
@@ -18,11 +18,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from ivs.hub.auth import ADMIN_RESPONSES, require_admin
+from ivs.hub.auth import OPERATOR_RESPONSES, require_operator
 from ivs.hub.mqtt_ingest import CommandTimeout
 from ivs.hub.store import NAME_PATTERN, Store
 
-router = APIRouter(tags=["commands"], responses=ADMIN_RESPONSES)
+router = APIRouter(tags=["commands"], responses=OPERATOR_RESPONSES)
 
 
 class CommandIn(BaseModel):
@@ -44,7 +44,7 @@ class CommandOut(BaseModel):
 
 @router.post(
     "/api/v1/devices/{name}/commands",
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_operator)],
     responses={
         404: {"description": "no such device"},
         409: {"description": "the hub runs without MQTT: it cannot reach devices"},

@@ -26,11 +26,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, StreamingResponse
 from sqlalchemy import func, select
 
+from ivs.hub.auth import VIEWER_RESPONSES, require_viewer
 from ivs.hub.deploy import dashboard_fields
 from ivs.hub.rollouts import rollout_view
 from ivs.hub.store import MessageRow, Store
@@ -201,7 +202,13 @@ async def _stream(request: Request, store: Store, resume: int | None) -> AsyncIt
             sent = now
 
 
-@router.get("/api/v1/stream", tags=["dashboard"], response_class=StreamingResponse)
+@router.get(
+    "/api/v1/stream",
+    tags=["dashboard"],
+    response_class=StreamingResponse,
+    dependencies=[Depends(require_viewer)],
+    responses=VIEWER_RESPONSES,
+)
 def stream(request: Request) -> StreamingResponse:
     """Server-Sent Events: `sensors` (the sensors list, when it changes), `rollouts` (the same for
     the staged rollouts) and `message` (every

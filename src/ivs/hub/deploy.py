@@ -1,10 +1,10 @@
 """Deploy: the hub keeps model packages and each device's desired state; sensors pull them.
 
-    POST /api/v1/packages                  upload an .ivsm (admin token)
-    GET  /api/v1/packages                  list the uploaded packages (admin token)
+    POST /api/v1/packages                  upload an .ivsm (operator)
+    GET  /api/v1/packages                  list the uploaded packages (operator)
     GET  /api/v1/packages/{sha256}         download one (admin token, or the token of a device it is assigned to)
-    PUT  /api/v1/devices/{name}/desired    assign a package (and a sensor config) to a device (admin token)
-    GET  /api/v1/devices/{name}/deploy     desired vs reported state of a device (admin token)
+    PUT  /api/v1/devices/{name}/desired    assign a package (and a sensor config) to a device (operator)
+    GET  /api/v1/devices/{name}/deploy     desired vs reported state of a device (operator)
     GET  /api/v1/device/desired            the calling device's desired state (device token)
     POST /api/v1/device/report             the calling device reports what it runs (device token)
 
@@ -32,7 +32,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
 from ivs.config import parse as parse_config
-from ivs.hub.auth import require_admin, require_caller, require_device
+from ivs.hub.auth import Caller, require_caller, require_device, require_operator
 from ivs.hub.body import read_body
 from ivs.hub.store import (
     NAME_PATTERN,
@@ -288,7 +288,7 @@ def dashboard_fields(a: Assignment | None, r: DeployReport | None) -> dict[str, 
 
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "no, or an unknown, token"},
-    403: {"description": "the token may not do this (a device token on an admin endpoint, or no admin token set)"},
+    403: {"description": "the token may not do this (a device's on an operator's endpoint, or a viewer's)"},
 }
 
 
@@ -299,7 +299,7 @@ router = APIRouter(tags=["deploy"], responses=_AUTH_RESPONSES)
 @router.post(
     "/api/v1/packages",
     status_code=201,
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_operator)],
     responses={
         200: {"description": "the same bytes were uploaded before: nothing changed"},
         400: {"description": "not a model package (the reason says what is wrong)"},
@@ -335,7 +335,7 @@ async def upload_package(request: Request, response: Response) -> PackageOut:
     return package_out(info)
 
 
-@router.get("/api/v1/packages", dependencies=[Depends(require_admin)])
+@router.get("/api/v1/packages", dependencies=[Depends(require_operator)])
 def list_packages(request: Request) -> list[PackageOut]:
     """Every uploaded package, newest first."""
     store: Store = request.app.state.store
@@ -353,14 +353,14 @@ def list_packages(request: Request) -> list[PackageOut]:
 def download_package(
     request: Request,
     sha256: Annotated[str, Path(pattern=_SHA256, description="the package's sha256")],
-    who: Annotated[str, Depends(require_caller)],
+    who: Annotated[Caller, Depends(require_caller)],
 ) -> Response:
-    """The package file. The admin token downloads any; a device token only the package
-    assigned to that device."""
+    """The package file. An operator downloads any; a device token only the package assigned
+    to that device."""
     store: Store = request.app.state.store
     sha = sha256.lower()
-    if who != "admin":
-        name = who.removeprefix("device:")
+    if who.kind == "device":
+        name = who.name
         desired = store.desired(name)
         if desired is None or desired.package.sha256 != sha:
             raise HTTPException(403, detail=f"package {sha[:16]}... is not the one assigned to device {name!r}")
@@ -376,7 +376,7 @@ def download_package(
 
 @router.put(
     "/api/v1/devices/{name}/desired",
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_operator)],
     responses={
         404: {"description": "no such device or package"},
         409: {"description": "NAME@VERSION names more than one package"},
@@ -410,7 +410,7 @@ def set_desired(request: Request, name: Annotated[str, Path(pattern=NAME_PATTERN
 
 @router.get(
     "/api/v1/devices/{name}/deploy",
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_operator)],
     responses={404: {"description": "no such device"}},
 )
 def get_deploy(request: Request, name: Annotated[str, Path(pattern=NAME_PATTERN)]) -> DeployOut:

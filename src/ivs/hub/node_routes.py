@@ -1,7 +1,7 @@
 """A node's site file, deployed from the hub (the node's twin: desired site, reported health).
 
-    PUT  /api/v1/devices/{name}/node-config     {"config": "<site YAML>"} -> its next revision (admin token)
-    GET  /api/v1/devices/{name}/node            desired revision vs the node's last report (admin token)
+    PUT  /api/v1/devices/{name}/node-config     {"config": "<site YAML>"} -> its next revision (operator)
+    GET  /api/v1/devices/{name}/node            desired revision vs the node's last report (operator)
     GET  /api/v1/device/node-config             the calling node's desired site file (its device token)
     POST /api/v1/device/node-report             the calling node reports the revision applied and its sensors
 
@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
-from ivs.hub.auth import ADMIN_RESPONSES, require_admin, require_device
+from ivs.hub.auth import OPERATOR_RESPONSES, require_device, require_operator
 from ivs.hub.store import NAME_PATTERN, Store
 from ivs.node_config import parse_node
 
@@ -43,9 +43,9 @@ def _known(store: Store, name: str) -> None:
 
 @router.put(
     "/api/v1/devices/{name}/node-config",
-    dependencies=[Depends(require_admin)],
+    dependencies=[Depends(require_operator)],
     responses={
-        **ADMIN_RESPONSES,
+        **OPERATOR_RESPONSES,
         404: {"description": "no such device"},
         422: {"description": "not a valid site file"},
     },
@@ -69,8 +69,8 @@ def set_node_config(
 
 @router.get(
     "/api/v1/devices/{name}/node",
-    dependencies=[Depends(require_admin)],
-    responses={**ADMIN_RESPONSES, 404: {"description": "no such device"}},
+    dependencies=[Depends(require_operator)],
+    responses={**OPERATOR_RESPONSES, 404: {"description": "no such device"}},
 )
 def node_state(request: Request, name: Annotated[str, Path(pattern=NAME_PATTERN)]) -> dict[str, Any]:
     """The node's desired revision, its last report (applied or why not) and its sensors' health."""

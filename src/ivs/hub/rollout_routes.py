@@ -1,4 +1,4 @@
-"""Tags and staged rollouts over HTTP (admin token); the logic is `ivs.hub.rollouts`.
+"""Tags and staged rollouts over HTTP (operator); the logic is `ivs.hub.rollouts`.
 
 PUT  /api/v1/devices/{name}/tags          {"site": "berlin", "role": null}: set, or remove with null
 GET  /api/v1/tags                         every tagged device and its tags
@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
-from ivs.hub.auth import ADMIN_RESPONSES, require_admin
+from ivs.hub.auth import OPERATOR_RESPONSES, require_operator
 from ivs.hub.rollouts import RolloutController, rollout_view
 from ivs.hub.store import NAME_PATTERN, HubError, HubNotFound, Store
 from ivs.hub.targets import TAG_KEY
 
-router = APIRouter(tags=["rollouts"], dependencies=[Depends(require_admin)], responses=ADMIN_RESPONSES)
+router = APIRouter(tags=["rollouts"], dependencies=[Depends(require_operator)], responses=OPERATOR_RESPONSES)
 _REFUSED: dict[int | str, dict[str, Any]] = {404: {"description": "no such device, package or rollout"},
                                               409: {"description": "refused: the reason says why"}}  # fmt: skip
 

@@ -38,6 +38,7 @@ def serve(
     mqtt_auth: str | None = None,
     mqtt_broker_pid: str | None = None,
     offline_after_s: float | None = 90.0,
+    open_read: bool = False,
 ) -> None:
     """Serve the hub's API on host:port over the database at `database` (a SQLAlchemy url:
     sqlite:///path or postgresql://...) until interrupted. With `mqtt_host`, also store what
@@ -98,6 +99,7 @@ def serve(
             devices_changed=sync,
             rollouts=controller,
             offline_after_s=offline_after_s,
+            open_read=open_read,
         )
         scheme = "https" if tls_cert else "http"
         log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)

@@ -76,9 +76,10 @@ from ivs.hub.store.schema import (
     check_name,
     hash_token,
 )
+from ivs.hub.store.users import ROLES, AuditEntry, User, UserStore
 
 
-class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore):
+class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, UserStore):
     """The hub's database, safe to share between threads (one engine, a connection pool).
 
     url: `sqlite:///path` (or `sqlite://` for an in-memory database) or `postgresql://...`.
@@ -160,8 +161,10 @@ def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
 __all__ = [
     "MAX_NAME",
     "NAME_PATTERN",
+    "ROLES",
     "SCHEMA_VERSION",
     "Assignment",
+    "AuditEntry",
     "DeployReport",
     "DeviceInfo",
     "EnrolmentRefused",
@@ -174,6 +177,7 @@ __all__ = [
     "RolloutDevice",
     "SensorInfo",
     "Store",
+    "User",
     "check_message",
     "check_name",
     "hash_token",

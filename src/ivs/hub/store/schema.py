@@ -196,6 +196,58 @@ class NodeReportRow(Base):
     reported: Mapped[float] = mapped_column(Double)
 
 
+class UserRow(Base):
+    """A person who uses the hub: a role (viewer, operator, admin) and an argon2 password hash."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str | None] = mapped_column(String(256), default=None)
+    created: Mapped[float] = mapped_column(Double)
+    disabled: Mapped[float | None] = mapped_column(Double, default=None)
+
+
+class ApiTokenRow(Base):
+    """A user's API token: a role (at most the user's), an expiry, revocable; only its sha256 kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(MAX_NAME))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created: Mapped[float] = mapped_column(Double)
+    expires: Mapped[float | None] = mapped_column(Double, default=None)
+    revoked: Mapped[float | None] = mapped_column(Double, default=None)
+
+
+class SessionRow(Base):
+    """A dashboard login: the session cookie's sha256, its user, when it ends."""
+
+    __tablename__ = "sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user: Mapped[str] = mapped_column(String(MAX_NAME))
+    created: Mapped[float] = mapped_column(Double)
+    expires: Mapped[float] = mapped_column(Double)
+
+
+class AuditRow(Base):
+    """One thing someone did on the hub: who, what, when, from where, and how it ended."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_time", "time"),)
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    time: Mapped[float] = mapped_column(Double)
+    who: Mapped[str] = mapped_column(String(MAX_NAME + 16))
+    role: Mapped[str | None] = mapped_column(String(16), default=None)
+    action: Mapped[str] = mapped_column(String(256))
+    status: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
 class MqttCredential(Base):
     """An active device's MQTT password hash (Mosquitto's format), for `ivs hub mqtt-auth`."""
 
