@@ -286,3 +286,36 @@ def test_an_http_sensor_shows_its_model_while_it_runs_and_goes_offline_after_its
     finally:
         assert hub.stop()
         store.close()
+
+
+def test_a_site_revision_pushed_over_mqtt_reaches_a_node_that_polls_hourly(
+    mqtt_hub: tuple[Store, Hub], broker: LocalMosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ivs.node import Node
+    from ivs.node_agent import NodeAgent
+    from ivs.node_config import parse_node
+
+    store, hub = mqtt_hub
+    monkeypatch.setenv("IVS_NODE_TOKEN", store.add_device("shop-2"))
+
+    def site(*sensors: str) -> str:
+        return (
+            f"node: {{id: shop-2, hub: {{hub: '{hub.url}', interval_s: 3600, mqtt: {{port: {broker.port}}}}}}}\n"
+            "defaults: {model: {name: face, runtime: onnxruntime}, sinks: []}\n"
+            "sensors:\n" + "".join(f"  - {{id: {s}, source: {{url: 'synthetic:160x120@10'}}}}\n" for s in sensors)
+        )
+
+    first, problems, _ = parse_node(site("cam-1"))
+    assert first is not None and first.node.hub is not None, problems
+    node = Node(first).start()
+    agent = NodeAgent(node, first.node.hub).start()
+    try:
+        wait_for(lambda: hub.call("GET", "/api/v1/devices/shop-2/node", ADMIN)[1]["reported"], WAIT_S, "a report")
+        status, _ = hub.call("PUT", "/api/v1/devices/shop-2/node-config", ADMIN, {"config": site("cam-1", "cam-2")})
+        assert status == 200
+        wait_for(lambda: {h.id for h in node.health()} == {"cam-1", "cam-2"}, WAIT_S, "cam-2 from the pushed site")
+        assert agent.nudges == 1 and agent.revision == 1 and agent.status == "ok"  # an hour between polls: the push
+        wait_for(lambda: next(h for h in node.health() if h.id == "cam-2").frames > 0, WAIT_S, "cam-2 running")
+    finally:
+        agent.close()
+        node.stop()

@@ -1,7 +1,8 @@
 """The node's side of its twin: apply the site file the hub deploys, report how it went and
 every sensor's health (`node.hub` in the site file; the hub's side is `ivs.hub.node_routes`).
 
-Every `interval_s` the agent asks the hub for the node's desired site file. A new revision is
+Every `interval_s` the agent asks the hub for the node's desired site file, and at once when the
+hub publishes a new revision on MQTT (`node.hub.mqtt`: retained `ivs/NODE/desired`). A new revision is
 checked as `ivs config check` checks a file (without opening cameras) and applied with
 `Node.reload`: sensors added start, removed stop, changed restart, the rest run on. A file
 that does not check is not applied: the node runs on as it was and the report says why, with
@@ -12,14 +13,17 @@ last frame's age). A hub that cannot be reached is asked again at the next poll.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import threading
+from typing import Any
 
 from ivs.deploy import DeployError, HubClient
 from ivs.errors import ConfigError
+from ivs.mqtt_client import MqttSettings
 from ivs.node import Node
-from ivs.node_config import NodeHubSettings, parse_node
+from ivs.node_config import NodeHubSettings, NodeMqttSettings, parse_node
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,10 @@ class NodeAgent:
         self.error: str | None = None
         self.applied = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.nudges = 0
+        """Site revisions the hub pushed (MQTT) that woke the agent before its next poll."""
+        self._mqtt = self._listen(settings.mqtt, node.config.node.id) if settings.mqtt is not None else None
         self._thread = threading.Thread(target=self._run, name="ivs-node-agent", daemon=True)
 
     def start(self) -> NodeAgent:
@@ -49,17 +57,46 @@ class NodeAgent:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout=self.client.timeout + 5)
+        if self._mqtt is not None:
+            self._mqtt.disconnect()
+            self._mqtt.loop_stop()
+
+    def _listen(self, mqtt: NodeMqttSettings, node_id: str) -> Any:
+        """A connection of the node's own that hears the hub's pushed revisions (as a sensor's
+        deploy agent does on its sink's connection)."""
+        password = os.environ.get(mqtt.password_env) if mqtt.password_env else None
+        settings = MqttSettings(mqtt.host, mqtt.port, mqtt.username, password, mqtt.tls_ca)
+        client = settings.client(f"ivs-node-{node_id}")
+        topic = f"ivs/{node_id}/desired"
+        client.on_connect = lambda c, u, f, reason, p: None if reason.is_failure else c.subscribe(topic, qos=1)
+        client.on_message = lambda c, u, msg: self.nudge(bytes(msg.payload))
+        client.connect_async(mqtt.host, mqtt.port, keepalive=settings.keepalive)
+        client.loop_start()
+        return client
+
+    def nudge(self, payload: bytes) -> None:
+        """The hub published a site revision (`{"revision": N}`): poll now if it is new."""
+        try:
+            revision = int(json.loads(payload)["revision"])
+        except (ValueError, KeyError, TypeError):
+            log.warning('node: ignored a pushed revision that is not {"revision": N}: %r', payload[:80])
+            return
+        if revision != self.revision:
+            self.nudges += 1
+            self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()
             try:
                 self.poll()
             except DeployError as err:
                 log.warning("node: the hub: %s; trying again in %g s", err, self.settings.interval_s)
             except Exception:  # the agent must outlive a bug in one poll: the sensors keep running
                 log.exception("node: poll failed")
-            self._stop.wait(self.settings.interval_s)
+            self._wake.wait(self.settings.interval_s)
 
     def poll(self) -> None:
         """Ask for the desired site once, apply a new revision, report."""

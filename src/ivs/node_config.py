@@ -43,6 +43,16 @@ from ivs.config import (
 from ivs.errors import ConfigError
 
 
+class NodeMqttSettings(_Model):
+    host: str = Field("127.0.0.1", description="The broker the hub publishes on.")
+    port: int = Field(1883, ge=1, le=65535, description="Its port.")
+    username: str | None = Field(None, description="MQTT user: the node's device name, with `ivs hub mqtt-auth`.")
+    password_env: str | None = Field(
+        None, description="Environment variable holding the MQTT password (the node's device token)."
+    )
+    tls_ca: str | None = Field(None, description="CA certificate (PEM) to verify the broker; enables TLS.")
+
+
 class NodeHubSettings(_Model):
     hub: str = Field(description="The hub's base URL: where the node's desired site file is (`ivs hub node-deploy`).")
     token_env: str = Field(
@@ -51,6 +61,11 @@ class NodeHubSettings(_Model):
     ca_file: str | None = Field(None, description="CA certificate (PEM) to verify an https hub against.")
     interval_s: float = Field(
         30.0, gt=0, le=86400, description="How often to ask the hub and report the sensors' health."
+    )
+    mqtt: NodeMqttSettings | None = Field(
+        None,
+        description="Also act at once when the hub publishes a new site revision (retained `ivs/NODE/desired`) "
+        "on this broker; polling stays as the fallback.",
     )
 
 

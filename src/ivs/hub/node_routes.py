@@ -5,9 +5,11 @@
     GET  /api/v1/device/node-config             the calling node's desired site file (its device token)
     POST /api/v1/device/node-report             the calling node reports the revision applied and its sensors
 
-The hub checks the file as `ivs config check` does without opening cameras (the schema, what
-sensors may not share, `node.id` = the device's name); the node applies it with a reload: the
-sensors it adds start, those it removes stop, those it changes restart, the others run on.
+A hub with MQTT publishes each new revision on `ivs/NODE/desired` (retained), which a node
+with `node.hub.mqtt` acts on at once. The hub checks the file as `ivs config check` does
+without opening cameras (the schema, what sensors may not share, `node.id` = the device's
+name); the node applies it with a reload: the sensors it adds start, those it removes stop,
+those it changes restart, the others run on.
 """
 
 from __future__ import annotations
@@ -64,7 +66,11 @@ def set_node_config(
         raise HTTPException(
             422, detail=f"the site's node.id is {config.node.id!r}: expected the device's name {name!r}"
         )
-    return store.set_node_config(name, body.config)
+    assigned = store.set_node_config(name, body.config)
+    push = request.app.state.push_desired
+    if push is not None:  # a hub with MQTT tells the node at once (`node.hub.mqtt`)
+        push(name, assigned["revision"])
+    return assigned
 
 
 @router.get(
