@@ -269,7 +269,67 @@ def file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-class DeployAgent:
+class HubPoller:
+    """A thread that asks the hub for something every `interval_s` (`poll`), and at once when the
+    hub pushes a new revision (`nudge`, from an MQTT listener) or someone asks (`wake`). A hub
+    that cannot be reached is asked again at the next turn. DeployAgent (a sensor's desired state)
+    and NodeAgent (a node's site file) are two."""
+
+    revision: int
+    """The last revision acted on (0: none yet)."""
+
+    def __init__(self, interval_s: float, what: str, thread_name: str) -> None:
+        if interval_s <= 0:
+            raise ConfigError(f"{what} interval {interval_s}: expected a positive number of seconds")
+        self.interval_s, self.what = interval_s, what
+        self.nudges = 0
+        """Revisions the hub pushed (MQTT) that woke the agent before its next poll."""
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def poll(self) -> Any:
+        """One turn: ask the hub, act on what is new, report."""
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 35.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=timeout)
+
+    def wake(self) -> None:
+        """Ask the hub now, not at the next turn."""
+        self._wake.set()
+
+    def nudge(self, payload: bytes) -> None:
+        """The hub published a revision (`{"revision": N}`, MQTT): poll now if it is new. Only a
+        wake-up: what to do still comes from the hub over HTTP(S), checked as always."""
+        try:
+            revision = int(json.loads(payload)["revision"])
+        except (ValueError, KeyError, TypeError):
+            log.warning('%s: ignored a pushed revision that is not {"revision": N}: %r', self.what, payload[:80])
+            return
+        if revision != self.revision:
+            self.nudges += 1
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.poll()
+            except DeployError as err:
+                log.warning("%s: %s; trying again in %g s", self.what, err, self.interval_s)
+            except Exception:  # the agent must outlive a bug in one turn: the sensors keep running
+                log.exception("%s: poll failed", self.what)
+            self._wake.wait(self.interval_s)
+
+
+class DeployAgent(HubPoller):
     """Keeps a sensor on the hub's desired state (see the module's docstring).
 
     current: the model the sensor runs now (`lambda: sensor.model`).
@@ -292,63 +352,26 @@ class DeployAgent:
         interval_s: float = 10.0,
         on_message: Callable[[str], None] | None = None,
     ) -> None:
-        if interval_s <= 0:
-            raise ConfigError(f"deploy interval {interval_s}: expected a positive number of seconds")
+        super().__init__(interval_s, "deploy", "ivs-deploy")
         self.client, self.folder = client, folder
         self._current, self._load, self._swap = current, load, swap
         self.apply_config = apply_config
-        self.interval_s = interval_s
         self.on_message = on_message or (lambda msg: log.warning("%s", msg))
         self.folder.mkdir(parents=True, exist_ok=True)
         self.revision = 0
-        """The last desired revision acted on (0: none yet)."""
         self.config_revision: int | None = None
         self.last_report: dict[str, Any] | None = None
         self.swaps = 0
         self.refused = 0
         self._unsent: dict[str, Any] | None = None
         self._shas: dict[tuple[str, int, int], str | None] = {}
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self.nudges = 0
-        """Desired revisions the hub pushed (MQTT) that woke the agent before its next poll."""
-        self._thread = threading.Thread(target=self._run, name="ivs-deploy", daemon=True)
 
     def start(self) -> DeployAgent:
-        self._thread.start()
+        super().start()
         return self
 
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=max(5.0, self.client.timeout + 5))
-
-    def wake(self) -> None:
-        """Ask the hub for the desired state now, not at the next poll."""
-        self._wake.set()
-
-    def nudge(self, payload: bytes) -> None:
-        """The hub published a desired revision (`{"revision": N}`, MQTT): poll now if it is new.
-        Only a wake-up: what to run still comes from the hub over HTTPS, verified as always."""
-        try:
-            revision = int(json.loads(payload)["revision"])
-        except (ValueError, KeyError, TypeError):
-            log.warning('deploy: ignored a pushed desired state that is not {"revision": N}: %r', payload[:80])
-            return
-        if revision != self.revision:
-            self.nudges += 1
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self.poll()
-            except DeployError as err:
-                log.warning("deploy: %s; trying again in %g s", err, self.interval_s)
-            except Exception:  # the agent must outlive a bug in one poll: the sensor keeps running
-                log.exception("deploy poll failed")
-            self._wake.wait(self.interval_s)
+    def close(self, timeout: float | None = None) -> None:
+        super().close(max(5.0, self.client.timeout + 5) if timeout is None else timeout)
 
     def running(self) -> Running:
         """The model the sensor runs now, with the sha256 of its package file."""

@@ -13,13 +13,11 @@ last frame's age). A hub that cannot be reached is asked again at the next poll.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import threading
 from typing import Any
 
-from ivs.deploy import DeployError, HubClient
+from ivs.deploy import HubClient, HubPoller
 from ivs.errors import ConfigError
 from ivs.mqtt_client import MqttSettings
 from ivs.node import Node
@@ -28,7 +26,7 @@ from ivs.node_config import NodeHubSettings, NodeMqttSettings, parse_node
 log = logging.getLogger(__name__)
 
 
-class NodeAgent:
+class NodeAgent(HubPoller):
     """Keeps a node on the site file the hub wants (see the module's docstring)."""
 
     def __init__(self, node: Node, settings: NodeHubSettings) -> None:
@@ -38,27 +36,21 @@ class NodeAgent:
                 f"node.hub: token_env {settings.token_env!r} is not set in the environment: expected the node's"
                 " device token (`ivs hub device add NODE`, or `ivs enrol`)"
             )
+        super().__init__(settings.interval_s, "node", "ivs-node-agent")
         self.node, self.settings = node, settings
         self.client = HubClient(settings.hub, token, ca_file=settings.ca_file)
         self.revision = 0
         self.status = "ok"
         self.error: str | None = None
         self.applied = 0
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self.nudges = 0
-        """Site revisions the hub pushed (MQTT) that woke the agent before its next poll."""
         self._mqtt = self._listen(settings.mqtt, node.config.node.id) if settings.mqtt is not None else None
-        self._thread = threading.Thread(target=self._run, name="ivs-node-agent", daemon=True)
 
     def start(self) -> NodeAgent:
-        self._thread.start()
+        super().start()
         return self
 
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=self.client.timeout + 5)
+    def close(self, timeout: float | None = None) -> None:
+        super().close(self.client.timeout + 5 if timeout is None else timeout)
         if self._mqtt is not None:
             self._mqtt.disconnect()
             self._mqtt.loop_stop()
@@ -75,28 +67,6 @@ class NodeAgent:
         client.connect_async(mqtt.host, mqtt.port, keepalive=settings.keepalive)
         client.loop_start()
         return client
-
-    def nudge(self, payload: bytes) -> None:
-        """The hub published a site revision (`{"revision": N}`): poll now if it is new."""
-        try:
-            revision = int(json.loads(payload)["revision"])
-        except (ValueError, KeyError, TypeError):
-            log.warning('node: ignored a pushed revision that is not {"revision": N}: %r', payload[:80])
-            return
-        if revision != self.revision:
-            self.nudges += 1
-            self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                self.poll()
-            except DeployError as err:
-                log.warning("node: the hub: %s; trying again in %g s", err, self.settings.interval_s)
-            except Exception:  # the agent must outlive a bug in one poll: the sensors keep running
-                log.exception("node: poll failed")
-            self._wake.wait(self.settings.interval_s)
 
     def poll(self) -> None:
         """Ask for the desired site once, apply a new revision, report."""
