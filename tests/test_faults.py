@@ -182,8 +182,9 @@ def test_broker_kill_9_and_restart_loses_nothing_and_duplicates_nothing(
 # 2. The hub killed during HTTP ingest, and 3. the sensor killed and restarted
 
 
-def start_hub(db: Path, port: int, log: Path) -> Proc:
-    hub = Proc(ivs("hub", "serve", "--db", f"sqlite:///{db}", "--port", str(port), "--open-read"), log)
+def start_hub(db: Path, port: int, log: Path, *extra: str) -> Proc:
+    """`ivs hub serve` on SQLite (reads open: these tests are about faults, not roles), listening."""
+    hub = Proc(ivs("hub", "serve", "--db", f"sqlite:///{db}", "--port", str(port), "--open-read", *extra), log)
     try:
         wait_for(lambda: listening(port), timeout=60, what="the hub to listen", procs=[hub.proc])
     except AssertionError:
@@ -559,22 +560,8 @@ def test_the_hubs_mqtt_ingest_rejects_and_counts_malformed_traffic_and_keeps_goi
     broker: LocalMosquitto, tmp_path: Path, procs: list[Proc]
 ) -> None:
     db, port = tmp_path / "hub.sqlite", free_port()
-    hub = Proc(
-        ivs(
-            "hub",
-            "serve",
-            "--db",
-            f"sqlite:///{db}",
-            "--port",
-            str(port),
-            "--mqtt",
-            f"127.0.0.1:{broker.port}",
-            "--open-read",
-        ),
-        tmp_path / "hub.log",
-    )
+    hub = start_hub(db, port, tmp_path / "hub.log", "--mqtt", f"127.0.0.1:{broker.port}")
     procs.append(hub)
-    wait_for(lambda: listening(port), timeout=60, what="the hub")
     pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()

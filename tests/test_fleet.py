@@ -3,6 +3,7 @@ acts on it at once, with no polling."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -15,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ivs import cli
-from ivs.build import RunOptions, build_sensor
+from ivs.build import BuiltSensor, RunOptions, build_sensor
 from ivs.config import parse
 from ivs.hub.mqtt_auth import acl_text
 from ivs.hub.mqtt_ingest import MqttIngest
@@ -24,6 +25,22 @@ from ivs.localnet import LocalMosquitto
 from ivs.sinks.mqtt import MqttSink
 from tests.test_deploy import ADMIN, WAIT_S, Collect, Hub
 from tests.waiting import wait_for
+
+
+@contextlib.contextmanager
+def running(text: str, sinks: list[Any] | None = None) -> Iterator[BuiltSensor]:
+    """The sensor this config text describes, built and running on a thread; stopped and closed after."""
+    config, problems, _ = parse(text)
+    assert config is not None, problems
+    built = build_sensor(config, RunOptions(watch=False, sinks=sinks or [], ledger_period_s=None))
+    runner = threading.Thread(target=built.sensor.run, daemon=True)
+    runner.start()
+    try:
+        yield built
+    finally:
+        built.sensor.stop()
+        runner.join(30)
+        built.close()
 
 
 @pytest.fixture()
@@ -57,16 +74,10 @@ def test_a_desired_change_reaches_a_connected_sensor_over_mqtt_without_polling(
         # an hour between polls: within this test only a push can bring the change
         f"deploy: {{hub: '{hub.url}', folder: '{tmp_path / 'deploy'}', interval_s: 3600}}\n"
     )
-    config, problems, _ = parse(text)
-    assert config is not None, problems
-    sink = Collect()
-    built = build_sensor(config, RunOptions(watch=False, sinks=[sink], ledger_period_s=None))
-    agent = built.agent
-    assert agent is not None
-    mqtt = next(s for s in built.sensor.sinks if isinstance(s, MqttSink))
-    runner = threading.Thread(target=built.sensor.run, daemon=True)
-    runner.start()
-    try:
+    with running(text, [Collect()]) as built:
+        agent = built.agent
+        assert agent is not None
+        mqtt = next(s for s in built.sensor.sinks if isinstance(s, MqttSink))
         wait_for(lambda: mqtt.connected.is_set() and built.sensor.stats.frames_processed >= 3,
                  WAIT_S, "the sensor running and connected")  # fmt: skip
         wait_for(lambda: hub.deploy_state("cam-p")["status"] == "none", WAIT_S, "no deploy yet")
@@ -78,10 +89,6 @@ def test_a_desired_change_reaches_a_connected_sensor_over_mqtt_without_polling(
         print(f"desired -> running and reported, pushed over MQTT: {latency * 1e3:.0f} ms")
         assert agent.nudges == 1 and agent.revision == 1
         wait_for(lambda: built.sensor.model.manifest.version == "2.0.0", WAIT_S, "frames on 2.0.0")
-    finally:
-        built.sensor.stop()
-        runner.join(30)
-        built.close()
 
 
 def test_the_hub_may_write_only_desired_states_and_commands_on_the_broker():
@@ -101,17 +108,12 @@ def test_commands_reach_a_sensor_and_one_offline_times_out_with_a_clear_error(
         "apps: [{type: zone, name: door, polygon: [[0, 0], [80, 0], [80, 60]]}]\n"
         f"sinks: [{{type: mqtt, port: {broker.port}, outbox: '{tmp_path / 'outbox.sqlite'}'}}]\n"
     )
-    config, problems, _ = parse(text)
-    assert config is not None, problems
-    built = build_sensor(config, RunOptions(watch=False, ledger_period_s=None))
-    runner = threading.Thread(target=built.sensor.run, daemon=True)
-    runner.start()
 
     def command(device: str, name: str, args: dict[str, Any] | None = None, timeout_s: float = 5) -> Any:
         return hub.call("POST", f"/api/v1/devices/{device}/commands", ADMIN,
                         {"name": name, "args": args or {}, "timeout_s": timeout_s})  # fmt: skip
 
-    try:
+    with running(text) as built:
         # The first may be sent before the sensor's subscription stands (commands are not kept).
         status, ping = wait_for(lambda: (r := command("cam-c", "ping", timeout_s=1))[0] == 200 and r, WAIT_S,
                                 "the sensor answering ping")  # fmt: skip
@@ -135,10 +137,6 @@ def test_commands_reach_a_sensor_and_one_offline_times_out_with_a_clear_error(
         assert result.exit_code == 0, result.output
         assert json.loads(result.output)["result"] == {"app": "door", "enabled": True}
         assert built.sensor.disabled_apps == set()
-    finally:
-        built.sensor.stop()
-        runner.join(30)
-        built.close()
 
 
 def test_a_nodes_sensor_restarts_on_command(broker: LocalMosquitto, tmp_path: Path) -> None:
@@ -261,26 +259,17 @@ def test_an_http_sensor_shows_its_model_while_it_runs_and_goes_offline_after_its
             f"sinks: [{{type: http, url: '{hub.url}/api/v1/ingest', token_env: IVS_HUB_TOKEN, "
             f"outbox: '{tmp_path / 'box.sqlite'}', batch_wait_s: 0.1}}]\n"
         )
-        config, problems, _ = parse(text)
-        assert config is not None, problems
-        built = build_sensor(config, RunOptions(watch=False, ledger_period_s=None))
-        runner = threading.Thread(target=built.sensor.run, daemon=True)
-        runner.start()
 
         def listed() -> dict[str, Any]:
             request = urllib.request.Request(f"{hub.url}/api/v1/sensors", headers={"Authorization": f"Bearer {ADMIN}"})
             with urllib.request.urlopen(request, timeout=10) as r:
                 return {s["sensor_id"]: s for s in json.loads(r.read())}.get("cam-h", {})
 
-        try:
+        with running(text):
             seen = wait_for(lambda: (s := listed()).get("online") and s.get("model") and s, WAIT_S, "cam-h online")
             assert (seen["model"], seen["version"]) == ("face", "1.0.0")
             health = wait_for(lambda: (h := store.health("cam-h")) and h.frames >= 5 and h, WAIT_S, "heartbeats")
             assert health.model == "face" and health.fps > 0
-        finally:
-            built.sensor.stop()
-            runner.join(30)
-            built.close()
         wait_for(lambda: listed().get("online") is False, WAIT_S, "cam-h offline after its heartbeats stopped")
         assert listed()["model"] == "face"  # what it ran is still shown
     finally:

@@ -21,7 +21,7 @@ from ivs.localnet import LocalMosquitto, free_port
 from ivs.node_config import parse_node
 from tests.processes import Proc, ivs
 from tests.stream_server import make_clip
-from tests.test_faults import listening, metric, scrape, stored
+from tests.test_faults import metric, scrape, start_hub, stored
 from tests.test_rtsp import rtsp_server
 from tests.waiting import wait_for
 
@@ -143,22 +143,8 @@ def _four_sensors(vtest: Path, tmp_path: Path, procs: list[Proc], broker: LocalM
     camera = rtsp_server(clip, rtsp_port, tmp_path / "rtsp.log")
     procs.append(camera)
     db, hub_port = tmp_path / "hub.sqlite", free_port()
-    hub = Proc(
-        ivs(
-            "hub",
-            "serve",
-            "--db",
-            f"sqlite:///{db}",
-            "--port",
-            str(hub_port),
-            "--mqtt",
-            f"127.0.0.1:{broker.port}",
-            "--open-read",
-        ),
-        tmp_path / "hub.log",
-    )
+    hub = start_hub(db, hub_port, tmp_path / "hub.log", "--mqtt", f"127.0.0.1:{broker.port}")
     procs.append(hub)
-    wait_for(lambda: listening(hub_port), timeout=60, what="the hub", procs=[hub.proc])
     metrics = free_port()
     site = site_yaml(tmp_path / "site.yaml", broker.port, f"rtsp://127.0.0.1:{rtsp_port}/clip", vtest, metrics)
     node = Proc(ivs("node", "--config", str(site), "--status-s", "5"), tmp_path / "node.log")
