@@ -141,7 +141,9 @@ def assemble(
             settings = MqttSettings(
                 sc.host, sc.port, sc.username, password, sc.tls_ca, sc.tls_cert, sc.tls_key, encoding=sc.encoding
             )
-            sinks.append(MqttSink(config.id, box, settings))
+            sinks.append(
+                MqttSink(config.id, box, settings, batch_linger_s=sc.batch_linger_ms / 1000, batch_max=sc.batch_max)
+            )
             if sc.home_assistant:
                 ha = HomeAssistantSink(
                     config.id, apps, settings, discovery_prefix=sc.discovery_prefix, model_name=config.model.name

@@ -127,6 +127,14 @@ class MqttSinkConfig(_Model):
     outbox: str = Field("ivs-outbox.sqlite", description="Durable outbox file: messages wait here until acknowledged.")
     max_messages: int = Field(1_000_000, ge=1, description="Outbox bound; past it the oldest are shed, and counted.")
     encoding: Literal["json", "msgpack"] = Field("json", description="Payload encoding.")
+    batch_linger_ms: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Wait up to this long to send many messages as one on ivs/ID/batch (0: one MQTT message"
+        " each). A stop or clear is never held back.",
+    )
+    batch_max: int = Field(500, ge=1, le=10_000, description="Messages in one batch at most.")
     home_assistant: bool = Field(False, description="Also publish Home Assistant MQTT discovery and entity states.")
     discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery topic prefix.")
 

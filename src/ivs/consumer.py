@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import paho.mqtt.client as mqtt
 
-from ivs.events import AnyEvent, explained
+from ivs.events import EVENT_SCHEMA, AnyEvent, explained
 from ivs.mqtt_client import MqttSettings
 from ivs.records import FrameRecord
 
@@ -80,6 +80,54 @@ def decode_message(payload: bytes) -> Message:
     return message
 
 
+_EVENT_ARRAYS: dict[str, Any] = {
+    "json": msgspec.json.Decoder(list[AnyEvent]),
+    "msgpack": msgspec.msgpack.Decoder(list[AnyEvent]),
+}
+_ARRAYS: dict[str, Any] = {
+    "json": msgspec.json.Decoder(list[msgspec.Raw]),
+    "msgpack": msgspec.msgpack.Decoder(list[msgspec.Raw]),
+}
+
+
+def split_batch(payload: bytes) -> list[bytes]:
+    """A batch (`ivs/S/batch`: a JSON array, or a MessagePack array, of messages) -> each
+    message's bytes, undecoded (each goes to `decode_message`, so one bad message is refused
+    alone). msgspec.DecodeError for anything but an array."""
+    encoding = "json" if payload.lstrip()[:1] == b"[" else "msgpack"
+    first = payload[:1]
+    if encoding == "msgpack" and not (first and (0x90 <= first[0] <= 0x9F or first[0] in (0xDC, 0xDD))):
+        raise msgspec.DecodeError(
+            f"expected a batch: a JSON array or a MessagePack array of messages, got {payload[:24]!r}"
+        )
+    try:
+        return [bytes(raw) for raw in _ARRAYS[encoding].decode(payload)]
+    except msgspec.DecodeError as err:
+        raise msgspec.DecodeError(f"cannot decode the batch ({err}): expected an array of messages") from None
+
+
+def decode_batch(payload: bytes) -> list[Message]:
+    """A batch -> its messages, each validated as `decode_message` would. Decodes a batch of
+    events in one pass (a tenth of the time of message by message); a batch holding frame
+    records, or anything invalid, is decoded message by message, so that the first bad one
+    raises msgspec.DecodeError (or ValidationError) saying which and why."""
+    msgpack = payload.lstrip()[:1] != b"["
+    try:
+        events: list[AnyEvent] = _EVENT_ARRAYS["msgpack" if msgpack else "json"].decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        events = []
+    else:
+        if all(e.schema == EVENT_SCHEMA for e in events) and not (msgpack and _non_finite(events, "$")):
+            return [*events]
+    out: list[Message] = []
+    for n, item in enumerate(split_batch(payload)):
+        try:
+            out.append(decode_message(item))
+        except msgspec.DecodeError as err:  # ValidationError too
+            raise type(err)(f"message {n} of the batch: {err}") from None
+    return out
+
+
 def _non_finite(value: Any, path: str) -> str | None:
     """The path to the first NaN or infinite float in a decoded message, or None."""
     if isinstance(value, float):
@@ -119,9 +167,12 @@ class Dedup:
 
 
 class Consumer:
-    """Subscribes to `ivs/<sensor>/events/#` and `ivs/<sensor>/frames` (all sensors by default).
+    """Subscribes to `ivs/<sensor>/events/#`, `ivs/<sensor>/frames` and `ivs/<sensor>/batch`
+    (all sensors by default); each message of a batch is taken as if it came alone.
 
     on_message: called once per accepted message, on the MQTT network thread.
+    on_batch: where given, called instead with a batch's accepted messages together (one call
+        per batch: what a consumer that stores in bulk wants).
     client_id + clean_session=False: the broker keeps the subscription and queues QoS 1
         messages while this consumer is away (and across a broker restart, with persistence).
     tls_ca: CA certificate (PEM) to verify the broker against; enables TLS. tls_cert, tls_key:
@@ -134,6 +185,7 @@ class Consumer:
         port: int,
         on_message: Callable[[Message], None],
         *,
+        on_batch: Callable[[list[Message]], None] | None = None,
         sensors: str = "+",
         client_id: str | None = None,
         username: str | None = None,
@@ -143,14 +195,14 @@ class Consumer:
         tls_cert: str | None = None,
         tls_key: str | None = None,
     ) -> None:
-        self.on_message = on_message
+        self.on_message, self.on_batch = on_message, on_batch
         self.accepted = self.duplicates = 0
         self.rejected: Counter[str] = Counter()
         self.last_reject: str | None = None
         self.dedup = Dedup()
         self._lock = threading.Lock()
         prefix = f"$share/{shared_group}/" if shared_group else ""
-        self.topics = [f"{prefix}ivs/{sensors}/events/#", f"{prefix}ivs/{sensors}/frames"]
+        self.topics = [f"{prefix}ivs/{sensors}/{t}" for t in ("events/#", "frames", "batch")]
         self.connected = threading.Event()
         settings = MqttSettings(host, port, username, password, tls_ca, tls_cert, tls_key)
         self._client = settings.client(client_id or "", clean_session=client_id is None, max_delay=10)
@@ -188,22 +240,55 @@ class Consumer:
         if len(parts) < 3 or parts[0] != "ivs":
             self._reject("unexpected topic: expected ivs/<sensor>/events/<kind> or ivs/<sensor>/frames", msg.topic)
             return
+        payload = bytes(msg.payload)
+        if len(parts) == 3 and parts[2] == "batch":
+            try:
+                messages = decode_batch(payload)
+            except msgspec.DecodeError:
+                # some message in it is bad: take the others one by one, refusing each bad one alone
+                try:
+                    items = split_batch(payload)
+                except msgspec.DecodeError as err:
+                    self._reject(f"malformed payload: {err}", msg.topic)
+                    return
+                for n, item in enumerate(items):
+                    self._take(item, parts[1], f"{msg.topic}[{n}]")
+                return
+            if self.on_batch is None:
+                for n, message in enumerate(messages):
+                    self._accept(message, parts[1], f"{msg.topic}[{n}]")
+            else:
+                fresh = [m for n, m in enumerate(messages) if self._fresh(m, parts[1], f"{msg.topic}[{n}]")]
+                if fresh:
+                    self.on_batch(fresh)
+            return
+        self._take(payload, parts[1], msg.topic)
+
+    def _take(self, payload: bytes, sensor: str, topic: str) -> None:
         try:
-            message = decode_message(bytes(msg.payload))
+            message = decode_message(payload)
         except (msgspec.ValidationError, msgspec.DecodeError) as err:
-            self._reject(f"malformed payload: {err}", msg.topic)
+            self._reject(f"malformed payload: {err}", topic)
             return
-        if message.sensor_id != parts[1]:
-            self._reject(f"sensor_id {message.sensor_id!r} does not match the topic's {parts[1]!r}", msg.topic)
-            return
+        self._accept(message, sensor, topic)
+
+    def _accept(self, message: Message, sensor: str, topic: str) -> None:
+        if self._fresh(message, sensor, topic):
+            self.on_message(message)
+
+    def _fresh(self, message: Message, sensor: str, topic: str) -> bool:
+        """Whether a message is new from the sensor its topic names: counts it accepted, a
+        duplicate or (another sensor's) rejected."""
+        if message.sensor_id != sensor:
+            self._reject(f"sensor_id {message.sensor_id!r} does not match the topic's {sensor!r}", topic)
+            return False
         with self._lock:
             fresh = self.dedup.first_time(message.sensor_id, message.seq)
             if fresh:
                 self.accepted += 1
             else:
                 self.duplicates += 1
-        if fresh:
-            self.on_message(message)
+        return fresh
 
     def close(self) -> None:
         self._client.disconnect()

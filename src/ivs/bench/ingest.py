@@ -9,7 +9,9 @@ Three paths, each into a fresh SQLite file and a fresh database on a throw-away 
     MQTT           `MQTT_PUBLISHERS` publishers (one per sensor, QoS 1, in this process) ->
                    a Mosquitto on a free port -> 1 or 2 hub workers (`ivs hub serve --mqtt`, each
                    a process of its own, one shared subscription); timed from the first publish
-                   until the database holds every event.
+                   until the database holds every event. One MQTT message per event, and
+                   batched: `MQTT_BATCH` events per message on ivs/S/batch, what a sensor with
+                   `batch_linger_ms` sends (`ivs.sinks.mqtt.batch_payload`).
 
 Everything runs on this one machine: the publishers, the broker, the hub workers and the
 database share its cores, so the MQTT rows are a floor for what a hub worker does with a
@@ -50,7 +52,10 @@ PUBLISHER_INFLIGHT = 100
 """Unacknowledged QoS 1 messages per publisher: paho-mqtt publishes fastest near 100 here (at
 1,000 its bookkeeping per acknowledgement costs more than the wait at 20)."""
 
-MQTT_WORKER_BATCH = 500
+MQTT_BATCH = 100
+"""Events per MQTT message in the batched rows: a sensor lingering 100 ms at 1,000 events/s."""
+
+MQTT_WORKER_BATCH = 2_000
 """Messages per `Store.ingest` call in a hub worker at most (`MqttIngest`'s default batch_size)."""
 
 SQLITE = "sqlite (file)"
@@ -133,9 +138,10 @@ STORE_PATH = "Store.ingest"
 HTTP_PATH = "HTTP POST /api/v1/ingest (uvicorn, one client, sequential)"
 
 
-def mqtt_path(workers: int) -> str:
+def mqtt_path(workers: int, batch: int = 1) -> str:
+    each = "one event per message" if batch == 1 else f"{batch} events per message"
     return (
-        f"MQTT QoS 1: {MQTT_PUBLISHERS} publishers -> Mosquitto -> {workers} hub worker"
+        f"MQTT QoS 1, {each}: {MQTT_PUBLISHERS} publishers -> Mosquitto -> {workers} hub worker"
         f"{'s' if workers > 1 else ''} (`ivs hub serve --mqtt`, shared subscription)"
     )
 
@@ -224,15 +230,19 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, procs: list[
         time.sleep(0.05)
 
 
-def bench_ingest_mqtt(events: int, url: str, database: str, workers: int, workdir: Path) -> IngestRow:
+def bench_ingest_mqtt(
+    events: int, url: str, database: str, workers: int, workdir: Path, batch: int = 1
+) -> IngestRow:
     """Publishers -> Mosquitto -> `workers` hub processes on one shared subscription -> the
-    database; events per second from the first publish until every event is stored."""
+    database; events per second from the first publish until every event is stored. `batch`:
+    events per MQTT message (1: one message each on its event topic)."""
     import msgspec
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     from ivs.events import kind_of
     from ivs.hub.store import Store
+    from ivs.sinks.mqtt import batch_payload
 
     # The broker logs subscriptions: publishing starts once every worker is in the group (a
     # shared subscription keeps nothing for a group that is not there yet).
@@ -248,7 +258,12 @@ def bench_ingest_mqtt(events: int, url: str, database: str, workers: int, workdi
     for sensor in sensors:
         messages = ingest_events(min(per_sensor, events - total), sensor)
         total += len(messages)
-        payloads.append([(f"ivs/{sensor}/events/{kind_of(m)}", msgspec.json.encode(m)) for m in messages])
+        if batch == 1:
+            payloads.append([(f"ivs/{sensor}/events/{kind_of(m)}", msgspec.json.encode(m)) for m in messages])
+        else:
+            encoded = [msgspec.json.encode(m) for m in messages]
+            chunks = [encoded[s : s + batch] for s in range(0, len(encoded), batch)]
+            payloads.append([(f"ivs/{sensor}/batch", batch_payload(c, "json")) for c in chunks])
     procs: list[subprocess.Popen[bytes]] = []
     store = Store(url)  # creates the schema before the workers start, and counts what they store
     broker.start()
@@ -302,7 +317,7 @@ def bench_ingest_mqtt(events: int, url: str, database: str, workers: int, workdi
         store.close()
         broker.stop()
     return _rate(
-        mqtt_path(workers),
+        mqtt_path(workers, batch),
         database,
         stored,
         total,
@@ -385,8 +400,10 @@ def bench_ingest(events: int) -> Ingest:
                 for database in (SQLITE, POSTGRES):
                     url = fresh(database)
                     rows.append(run(events, url, database) if url else _absent(path, database, events, pg_absent))
-            for database, workers in ((SQLITE, 1), (POSTGRES, 1), (POSTGRES, 2)):
-                path = mqtt_path(workers)
+            mqtt_rows = [(SQLITE, 1, 1), (POSTGRES, 1, 1), (POSTGRES, 2, 1)]
+            mqtt_rows += [(SQLITE, 1, MQTT_BATCH), (POSTGRES, 1, MQTT_BATCH), (POSTGRES, 2, MQTT_BATCH)]
+            for database, workers, batch in mqtt_rows:
+                path = mqtt_path(workers, batch)
                 if mosquitto_path() is None:
                     rows.append(_absent(path, database, events, "mosquitto not found: scripts/install-system-deps.sh"))
                     continue
@@ -396,7 +413,7 @@ def bench_ingest(events: int) -> Ingest:
                     continue
                 workdir = Path(tmp) / f"mqtt-{made}"
                 workdir.mkdir()
-                rows.append(bench_ingest_mqtt(events, url, database, workers, workdir))
+                rows.append(bench_ingest_mqtt(events, url, database, workers, workdir, batch))
         finally:
             if pg is not None:
                 pg.stop()

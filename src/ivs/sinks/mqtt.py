@@ -4,6 +4,8 @@ Topics, for a sensor `S`:
 
     ivs/S/events/<kind>    every event (QoS 1)
     ivs/S/frames           per-frame records, when the sensor sends them (QoS 1)
+    ivs/S/batch            with `batch_linger_s` > 0: many of the above in one message, a JSON
+                           array (a MessagePack array with msgpack encoding) in seq order
     ivs/S/availability     "online" / "offline", retained; "offline" is the last will
     ivs/S/state            a retained JSON summary (outbox depth, and the sensor's `state`: model,
                            frames, events), on connect, every `state_period_s` and at close
@@ -12,6 +14,13 @@ A message is committed to the outbox before it is published and removed on its P
 a reconnect everything not yet acknowledged is published again, in sequence order, so a
 consumer gets every message at least once and removes duplicates by `(sensor_id, seq)`.
 paho reconnects by itself, backing off from 1 to 30 seconds.
+
+Batching (`batch_linger_s` > 0): the sender waits up to the linger for more messages and
+publishes up to `batch_max` of them as one MQTT message on `ivs/S/batch`, so a busy sensor
+(or a hub taking a whole fleet) handles one message per batch instead of one per event. Each
+message in it keeps its own seq, and the batch is removed from the outbox on its PUBACK, so
+delivery stays exactly-once by `(sensor_id, seq)` at the consumer. A `stop` or `clear` never
+waits for the linger: a safety stop goes out at once, with whatever is pending before it.
 
 `write` does not wait for the disk: it queues the message, and the sink's sender thread
 commits everything queued in one transaction (one fsync for a frame's record and its events
@@ -30,7 +39,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -38,13 +47,49 @@ import paho.mqtt.client as mqtt
 
 from ivs.events import Event, kind_of
 from ivs.mqtt_client import MqttSettings
-from ivs.outbox import Outbox
+from ivs.outbox import Outbox, Pending
 
 log = logging.getLogger(__name__)
+
+URGENT_TOPICS = ("/events/stop", "/events/clear")
+"""Messages published at once even when batching: a safety stop must not wait for the linger."""
+
+BATCH_BYTES = 1024 * 1024
+"""Bytes of messages in one batch at most (a larger message goes alone): well under the hub's
+limit on one MQTT message (4 MiB, `ivs.hub.mqtt_ingest.MAX_PAYLOAD`)."""
 
 MAX_QUEUED = 10_000
 """Messages `write` may queue ahead of the sender's commits; past it `write` waits (a stalled
 disk slows the sensor down instead of filling its memory)."""
+
+
+def batch_payload(payloads: list[bytes], encoding: str) -> bytes:
+    """Encoded messages -> one array of them, in the same encoding (without decoding them)."""
+    if encoding == "msgpack":
+        n = len(payloads)  # a MessagePack array header: fixarray, array 16 or array 32
+        if n < 16:
+            head = bytes([0x90 | n])
+        elif n < 1 << 16:
+            head = b"\xdc" + n.to_bytes(2, "big")
+        else:
+            head = b"\xdd" + n.to_bytes(4, "big")
+        return head + b"".join(payloads)
+    return b"[" + b",".join(payloads) + b"]"
+
+
+def _chunks(items: list[Pending], most: int, most_bytes: int) -> Iterator[list[Pending]]:
+    """`items` in order, in runs of at most `most` messages and `most_bytes` bytes (a single
+    larger message is a run of its own)."""
+    chunk: list[Pending] = []
+    size = 0
+    for item in items:
+        if chunk and (len(chunk) >= most or size + len(item.payload) > most_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item.payload)
+    if chunk:
+        yield chunk
 
 
 def topic_for(sensor_id: str, message: msgspec.Struct) -> str:
@@ -64,8 +109,16 @@ class MqttSink:
         *,
         state: Callable[[], dict[str, Any]] | None = None,
         state_period_s: float = 5.0,
+        batch_linger_s: float = 0.0,
+        batch_max: int = 500,
     ) -> None:
+        if batch_linger_s < 0 or batch_max < 1:
+            raise ValueError(f"batch_linger_s {batch_linger_s}, batch_max {batch_max}: expected >= 0 and >= 1")
         self.sensor_id, self.outbox, self.settings = sensor_id, outbox, settings
+        self.batch_linger_s, self.batch_max = batch_linger_s, batch_max
+        self.batch_topic = f"ivs/{sensor_id}/batch"
+        self._pending_since: float | None = None  # when the sender first saw an unsent message
+        self._flushing = False
         self.state = state
         """What the sensor reports in its retained state (set by the composition root once the
         sensor exists: `Sensor.state`); the outbox depth is added."""
@@ -83,7 +136,7 @@ class MqttSink:
         self.bytes_sent = 0
         self.lost = 0
         """Messages the outbox could not commit (a full or read-only disk); the reason is logged."""
-        self._inflight: dict[int, int] = {}  # paho mid -> seq
+        self._inflight: dict[int, list[int]] = {}  # paho mid -> the seqs it carries
         self._sent_upto = 0
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
@@ -202,19 +255,21 @@ class MqttSink:
         """Match the PUBACKs received to their messages and delete those from the outbox (sender thread)."""
         with self._lock:
             while self._acks:
-                seq = self._inflight.pop(self._acks.popleft(), None)  # None: availability, state, or resent
-                if seq is not None:
-                    self._acked_seqs.append(seq)
-                    self.acked += 1
+                seqs = self._inflight.pop(self._acks.popleft(), None)  # None: availability, state, or resent
+                if seqs is not None:
+                    self._acked_seqs.extend(seqs)
+                    self.acked += len(seqs)
             seqs, self._acked_seqs = self._acked_seqs, []
         if seqs:
             self.outbox.ack(seqs)
 
     def _send_loop(self) -> None:
         last_state = time.monotonic()
+        wait = 0.5
         while not self._stop.is_set():
-            self._wake.wait(0.5)
+            self._wake.wait(wait)
             self._wake.clear()
+            wait = 0.5
             self._commit_queued()
             self._forget_acked()
             if time.monotonic() - last_state >= self._state_period:
@@ -227,17 +282,52 @@ class MqttSink:
                 after = self._sent_upto
             if room <= 0:
                 continue
-            for item in self.outbox.pending(limit=room, after=after):
-                info = self._client.publish(item.topic, item.payload, qos=1)
-                if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                    break  # not connected after all: the next connect resends from the outbox
-                with self._lock:
-                    self._inflight[info.mid] = item.seq
-                    self._sent_upto = max(self._sent_upto, item.seq)
-                self.published += 1
-                self.bytes_sent += len(item.payload)
+            if self.batch_linger_s > 0:
+                wait = self._send_batches(room, after)
+            else:
+                self._send_each(room, after)
         self._commit_queued()  # written before close: kept in the outbox for the next run
         self._forget_acked()
+
+    def _send_each(self, room: int, after: int) -> None:
+        """One MQTT message per message (sender thread)."""
+        for item in self.outbox.pending(limit=room, after=after):
+            info = self._client.publish(item.topic, item.payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break  # not connected after all: the next connect resends from the outbox
+            with self._lock:
+                self._inflight[info.mid] = [item.seq]
+                self._sent_upto = max(self._sent_upto, item.seq)
+            self.published += 1
+            self.bytes_sent += len(item.payload)
+
+    def _send_batches(self, room: int, after: int) -> float:
+        """Up to `room` batches of up to `batch_max` messages, once the linger is over, the
+        batch full, a stop pending or a flush asked for; returns how long the sender may sleep
+        (sender thread)."""
+        items = list(self.outbox.pending(limit=room * self.batch_max, after=after))
+        now = time.monotonic()
+        if not items:
+            self._pending_since = None
+            return 0.5
+        if self._pending_since is None:
+            self._pending_since = now
+        due = self._pending_since + self.batch_linger_s
+        urgent = any(item.topic.endswith(URGENT_TOPICS) for item in items)
+        if len(items) < self.batch_max and now < due and not urgent and not self._flushing:
+            return due - now
+        self._pending_since = None
+        for chunk in _chunks(items, self.batch_max, BATCH_BYTES):
+            payload = batch_payload([item.payload for item in chunk], self.settings.encoding)
+            info = self._client.publish(self.batch_topic, payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                break
+            with self._lock:
+                self._inflight[info.mid] = [item.seq for item in chunk]
+                self._sent_upto = max(self._sent_upto, chunk[-1].seq)
+            self.published += len(chunk)
+            self.bytes_sent += len(payload)
+        return 0.5
 
     def _publish_state(self, online: bool = True) -> mqtt.MQTTMessageInfo | None:
         if not self.connected.is_set():
@@ -257,10 +347,14 @@ class MqttSink:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything written is committed and acknowledged, or the timeout passes."""
         deadline = time.monotonic() + timeout
-        while self._queue and time.monotonic() < deadline and self._sender.is_alive():
-            self._wake.set()
-            time.sleep(0.005)
-        return not self._queue and self.outbox.wait_empty(max(0.0, deadline - time.monotonic()), self._wake.set)
+        self._flushing = True  # nothing waits for the linger meanwhile
+        try:
+            while self._queue and time.monotonic() < deadline and self._sender.is_alive():
+                self._wake.set()
+                time.sleep(0.005)
+            return not self._queue and self.outbox.wait_empty(max(0.0, deadline - time.monotonic()), self._wake.set)
+        finally:
+            self._flushing = False
 
     def close(self, timeout: float = 10.0) -> None:
         """Deliver what can be delivered, say "offline", disconnect. Undelivered messages stay
