@@ -82,6 +82,7 @@ COVERED_ELSEWHERE = {
     "hub rollout resume": "tests/test_rollouts.py",
     "hub rollout abort": "tests/test_rollouts.py",
     "hub command": "tests/test_fleet.py",
+    "hub prune": "tests/test_counts.py",
 }
 
 runner = CliRunner()

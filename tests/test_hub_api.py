@@ -52,9 +52,9 @@ def metric(client: TestClient, line_start: str) -> float:
 
 
 def test_schema_is_created_with_its_version(store: Store, db_url: str) -> None:
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     again = Store(db_url)  # opening it again changes nothing
-    assert again.schema_version() == 3
+    assert again.schema_version() == 4
     again.close()
 
 

@@ -55,7 +55,7 @@ PUBLISHER_INFLIGHT = 100
 MQTT_BATCH = 100
 """Events per MQTT message in the batched rows: a sensor lingering 100 ms at 1,000 events/s."""
 
-MQTT_WORKER_BATCH = 2_000
+MQTT_WORKER_BATCH = 5_000
 """Messages per `Store.ingest` call in a hub worker at most (`MqttIngest`'s default batch_size)."""
 
 SQLITE = "sqlite (file)"
@@ -230,9 +230,7 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, procs: list[
         time.sleep(0.05)
 
 
-def bench_ingest_mqtt(
-    events: int, url: str, database: str, workers: int, workdir: Path, batch: int = 1
-) -> IngestRow:
+def bench_ingest_mqtt(events: int, url: str, database: str, workers: int, workdir: Path, batch: int = 1) -> IngestRow:
     """Publishers -> Mosquitto -> `workers` hub processes on one shared subscription -> the
     database; events per second from the first publish until every event is stored. `batch`:
     events per MQTT message (1: one message each on its event topic)."""

@@ -36,6 +36,57 @@ def _hub_installed() -> None:
         )
 
 
+_KEEP_MESSAGES = "Delete raw messages (events, frame records) older than this many days."
+_KEEP_ROLLUPS = "Delete hourly count rollups older than this many days (at least --keep-messages-days)."
+_KEEP_AUDIT = "Delete audit log entries older than this many days."
+_MAX_MESSAGES = "Keep at most this many raw messages: the oldest beyond it are deleted."
+
+
+def _retention(messages: float | None, rollups: float | None, audit: float | None, most: int | None) -> Any:
+    """The `Retention` of the --keep-* options; exits 2 saying what is wrong."""
+    from ivs.hub.store import Retention
+
+    try:
+        return Retention(messages, rollups, audit, most)
+    except ValueError as err:
+        why = str(err)
+        for field, option in (("messages_days", "--keep-messages-days"), ("rollups_days", "--keep-rollups-days"),
+                              ("audit_days", "--keep-audit-days"), ("max_messages", "--max-messages")):  # fmt: skip
+            why = why.replace(field, option)
+        raise fail(why, 2) from None
+
+
+@hub_app.command("prune")
+def hub_prune(
+    db: Annotated[str, typer.Option(help="SQLAlchemy URL of the hub's database.")] = "sqlite:///ivs-hub.db",
+    keep_messages_days: Annotated[float | None, typer.Option(help=_KEEP_MESSAGES)] = None,
+    keep_rollups_days: Annotated[float | None, typer.Option(help=_KEEP_ROLLUPS)] = None,
+    keep_audit_days: Annotated[float | None, typer.Option(help=_KEEP_AUDIT)] = None,
+    max_messages: Annotated[int | None, typer.Option(help=_MAX_MESSAGES)] = None,
+) -> None:
+    """Apply retention once (from cron or a systemd timer; `ivs hub serve` takes the same options
+    and does it every hour), and say what was deleted and how big the database is."""
+    retention = _retention(keep_messages_days, keep_rollups_days, keep_audit_days, max_messages)
+    if not retention.active:
+        raise fail("nothing to prune: expected --keep-messages-days, --keep-rollups-days, --keep-audit-days"
+                   " or --max-messages", 2)  # fmt: skip
+    from ivs.hub.store import Store
+
+    try:
+        store = Store(db)
+    except IvsError as err:
+        raise fail(str(err), 1) from None
+    try:
+        pruned = store.prune(retention)
+        size, left = store.database_bytes(), store.message_count()
+    finally:
+        store.close()
+    typer.echo(
+        f"deleted {pruned.messages} messages, {pruned.rollups} rollup rows, {pruned.audit} audit entries;"
+        f" {left} messages left, {size / 2**20:.1f} MiB of data"
+    )
+
+
 @hub_app.command("serve")
 def hub_serve(
     db: Annotated[str, typer.Option(help="SQLAlchemy URL: sqlite:///hub.db or postgresql://user@host/db.")] = (
@@ -75,8 +126,15 @@ def hub_serve(
     open_read: Annotated[
         bool, typer.Option(help="Let anyone read what a viewer may (events, counts, sensors, dashboard): a demo.")
     ] = False,
+    keep_messages_days: Annotated[float | None, typer.Option(help=_KEEP_MESSAGES)] = None,
+    keep_rollups_days: Annotated[float | None, typer.Option(help=_KEEP_ROLLUPS)] = None,
+    keep_audit_days: Annotated[float | None, typer.Option(help=_KEEP_AUDIT)] = None,
+    max_messages: Annotated[int | None, typer.Option(help=_MAX_MESSAGES)] = None,
 ) -> None:
     """Serve the hub's HTTP API (ingest, queries, OpenAPI docs at /docs, /metrics).
+
+    With a --keep-* or --max-messages option, the hub prunes its database at start and every
+    hour (`ivs hub prune` does it once).
 
     Users and their tokens: `ivs hub user add`, `ivs hub token create`. The admin token (an
     admin's rights) comes from the environment: IVS_HUB_ADMIN_TOKEN.
@@ -85,6 +143,7 @@ def hub_serve(
 
     from ivs.hub.serve import serve
 
+    retention = _retention(keep_messages_days, keep_rollups_days, keep_audit_days, max_messages)
     mqtt_password = None
     if mqtt_password_file is not None:
         try:
@@ -112,7 +171,7 @@ def hub_serve(
             tls_cert=str(tls_cert) if tls_cert else None, tls_key=str(tls_key) if tls_key else None,
             mqtt_auth=str(mqtt_auth) if mqtt_auth else None,
             mqtt_broker_pid=str(mqtt_broker_pid) if mqtt_broker_pid else None,
-            offline_after_s=offline_after or None, open_read=open_read,
+            offline_after_s=offline_after or None, open_read=open_read, retention=retention,
         )  # fmt: skip
     except IvsError as err:
         raise fail(str(err), 1) from None

@@ -121,7 +121,7 @@ class MqttIngest:
         username: str | None = None,
         password: str | None = None,
         metrics: HubMetrics | None = None,
-        batch_size: int = 2000,
+        batch_size: int = 5000,
         batch_wait_s: float = 0.1,
         max_payload: int = MAX_PAYLOAD,
         tls_ca: str | None = None,

@@ -12,8 +12,9 @@ from ivs.hub.app import create_app
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.mqtt_auth import HUB_USER, BrokerSync
 from ivs.hub.mqtt_ingest import MqttIngest
+from ivs.hub.retention import RetentionJob
 from ivs.hub.rollouts import RolloutController
-from ivs.hub.store import Store
+from ivs.hub.store import Retention, Store
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def serve(
     mqtt_broker_pid: str | None = None,
     offline_after_s: float | None = 90.0,
     open_read: bool = False,
+    retention: Retention | None = None,
 ) -> None:
     """Serve the hub's API on host:port over the database at `database` (a SQLAlchemy url:
     sqlite:///path or postgresql://...) until interrupted. With `mqtt_host`, also store what
@@ -50,7 +52,8 @@ def serve(
     `mqtt_tls_key`: a client certificate, for a listener that wants one); a broker that cannot be
     verified is a ConfigError before anything is served. `mqtt_auth` (a folder `ivs hub mqtt-auth`
     wrote) and `mqtt_broker_pid` (Mosquitto's pid file): rewrite the broker's password file and
-    ACL and reload it after each enrolment and revocation over HTTP (`BrokerSync`)."""
+    ACL and reload it after each enrolment and revocation over HTTP (`BrokerSync`). `retention`:
+    prune the database at start and every hour (`RetentionJob`)."""
     if not 0 < port < 65536:
         raise ConfigError(f"port {port}: expected 1 to 65535")
     check_tls_files(tls_cert, tls_key)
@@ -73,7 +76,10 @@ def serve(
             raise
     ingest: MqttIngest | None = None
     controller: RolloutController | None = None
+    job: RetentionJob | None = None
     try:
+        if retention is not None and retention.active:
+            job = RetentionJob(store, retention).start()
         if mqtt_host is not None:
             ingest = MqttIngest(
                 store,
@@ -105,6 +111,8 @@ def serve(
         log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)
         uvicorn.run(app, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
     finally:
+        if job is not None:
+            job.close()
         if controller is not None:
             controller.close()
         if ingest is not None:

@@ -14,6 +14,8 @@ Tables:
                     frame, time (the message's wall-clock time), t_capture_ns, app (NULL for
                     frame records), payload (the message as JSON text);
                     UNIQUE(sensor_id, seq), INDEX(sensor_id, kind, time), INDEX(time)
+    count_rollups   start (the hour, epoch seconds), sensor_id, app, direction, label, n: count
+                    events per hour, kept on ingest (`ivs.hub.store.counts`)
     sensors         sensor_id, online, last_seen (hub clock, epoch seconds), model, version,
                     last_seq (the highest seq stored)
     packages        sha256 (primary key), name, version, size, uploaded, signed_by (the key id
@@ -29,8 +31,9 @@ Tables:
                     created when missing, like every table, without a version change
     schema_version  version (2): what a migration looks at
 
-Upgrades: a version 1 database (no deploy tables) gets the three deploy tables created and its
-version set to 2 when a Store opens it; nothing else changes.
+Upgrades: a database of an older version gets the tables it lacks and its version set when a
+Store opens it (2: deploys, 3: enrolment, users and rollouts, 4: count rollups, computed from
+the count events already stored); nothing else changes.
 
 `Store.ingest` stores a batch in one transaction (SQLite: one prepared INSERT executed per row;
 PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT) and is idempotent on
@@ -56,6 +59,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from ivs.errors import ConfigError
+from ivs.hub.store.counts import CountStore, Pruned, Retention
 from ivs.hub.store.deploys import DeployStore
 from ivs.hub.store.devices import DeviceStore
 from ivs.hub.store.enrolments import EnrolmentRefused, EnrolmentStore
@@ -79,7 +83,7 @@ from ivs.hub.store.schema import (
 from ivs.hub.store.users import ROLES, AuditEntry, User, UserStore
 
 
-class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, UserStore):
+class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, UserStore, CountStore):
     """The hub's database, safe to share between threads (one engine, a connection pool).
 
     url: `sqlite:///path` (or `sqlite://` for an in-memory database) or `postgresql://...`.
@@ -122,6 +126,13 @@ class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, U
     def create_schema(self) -> None:
         """Create the tables that are missing and record the schema version (idempotent).
         Raises ConfigError for a database written by a newer ivs."""
+        found = self._create_tables()
+        if found is not None and found < 4:
+            # version 4 added the count rollups: count what was stored before them
+            self.rebuild_rollups()
+
+    def _create_tables(self) -> int | None:
+        """Create what is missing and set the version; the version found before (None: a new database)."""
         with self._write_lock, Session(self.engine) as session, session.begin():
             if self.dialect == "postgresql":
                 # Hub workers started together on a new database would race to create the same
@@ -132,13 +143,14 @@ class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, U
             if found is None:
                 session.add(SchemaVersion(version=SCHEMA_VERSION))
             elif found < SCHEMA_VERSION:
-                # 1 -> 2 -> 3 only add tables (deploys, then enrolment), which create_all has just made.
+                # 1 -> 2 -> 3 -> 4 only add tables (deploys, enrolment, rollups), which create_all has just made.
                 session.execute(update(SchemaVersion).values(version=SCHEMA_VERSION))
             elif found > SCHEMA_VERSION:
                 raise ConfigError(
                     f"the hub database has schema version {found}; this ivs knows versions up to {SCHEMA_VERSION}:"
                     " upgrade ivs"
                 )
+        return found
 
     def schema_version(self) -> int:
         """The schema version recorded in the database."""
@@ -173,6 +185,8 @@ __all__ = [
     "HubNotFound",
     "MessageRow",
     "PackageInfo",
+    "Pruned",
+    "Retention",
     "Rollout",
     "RolloutDevice",
     "SensorInfo",

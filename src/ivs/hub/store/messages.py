@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import re
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,6 @@ import msgspec
 from sqlalchemy import (
     ColumnElement,
     Engine,
-    case,
     func,
     select,
 )
@@ -21,9 +21,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ivs.consumer import Message
-from ivs.events import Event, Heartbeat, kind_of
+from ivs.events import Count, Event, Heartbeat, kind_of
 from ivs.hub.store.infos import SensorInfo
-from ivs.hub.store.schema import _CONTROL, _INT64, MAX_NAME, MessageRow, SensorRow
+from ivs.hub.store.schema import _CONTROL, _INT64, MAX_NAME, ROLLUP_S, MessageRow, SensorRow
 
 _COLUMNS = ("sensor_id", "seq", "kind", "frame", "time", "t_capture_ns", "app", "payload")
 """The columns `ingest` writes, in the order of `_row`'s tuples."""
@@ -35,30 +35,63 @@ _SQLITE_INSERT = (
 # (executemany) the server runs one INSERT per message and ingest is three times slower; the
 # table lives for one transaction (ON COMMIT DROP) so that this also works behind a pooler
 # in transaction mode (PgBouncer).
+#
+# The count rollups (`count_rollups`, one row per hour, sensor, app, direction and label) grow
+# by exactly the count events the batch newly stored: PostgreSQL's INSERT returns them (one
+# statement, so two workers storing the same message concurrently add it once); SQLite, whose
+# writers take turns, adds the staged counts not yet in `messages` before inserting them.
+_ROLLUP_KEY = "start, sensor_id, app, direction, label"
 _PG_STAGE = (
     "CREATE TEMPORARY TABLE ivs_ingest (sensor_id text, seq bigint, kind text, frame bigint,"
-    " time double precision, t_capture_ns bigint, app text, payload text) ON COMMIT DROP"
+    " time double precision, t_capture_ns bigint, app text, payload text, start bigint, direction text,"
+    " label text) ON COMMIT DROP"
 )
-_PG_COPY = f"COPY ivs_ingest ({', '.join(_COLUMNS)}) FROM STDIN"
+_PG_COPY = f"COPY ivs_ingest ({', '.join(_COLUMNS)}, start, direction, label) FROM STDIN"
 _PG_INSERT = (
-    f"INSERT INTO messages ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM ivs_ingest"
-    " ON CONFLICT (sensor_id, seq) DO NOTHING"
+    f"WITH ins AS (INSERT INTO messages ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM ivs_ingest"
+    " ON CONFLICT (sensor_id, seq) DO NOTHING RETURNING sensor_id, seq),"
+    f" counted AS (INSERT INTO count_rollups ({_ROLLUP_KEY}, n)"
+    " SELECT s.start, s.sensor_id, s.app, s.direction, s.label, count(*)"
+    " FROM ins JOIN ivs_ingest s ON s.sensor_id = ins.sensor_id AND s.seq = ins.seq WHERE s.kind = 'count'"
+    " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"  # one order for every worker: no deadlock between two
+    f" ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET n = count_rollups.n + excluded.n)"
+    " SELECT count(*) FROM ins"
+)
+_SQLITE_STAGE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS ivs_counts"
+    " (sensor_id TEXT, seq INTEGER, start INTEGER, app TEXT, direction TEXT, label TEXT)"
+)
+_SQLITE_COUNT = (
+    f"INSERT INTO count_rollups ({_ROLLUP_KEY}, n) SELECT {_ROLLUP_KEY}, count(*) FROM ivs_counts c"
+    " WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.sensor_id = c.sensor_id AND m.seq = c.seq)"
+    f" GROUP BY {_ROLLUP_KEY} ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET n = n + excluded.n"
 )
 
 
-class _CountFields(msgspec.Struct):
-    direction: str
-    label: str
+_NO_COUNT = (None, None, None)
 
 
-_count_decoder = msgspec.json.Decoder(_CountFields)
+def _sensors_upsert(dialect: str, mark_online: bool) -> str:
+    """The statement that records a batch's sensors: seen now, their highest seq (never moved
+    back by a late message), online when `mark_online`."""
+    p, greatest = ("%s", "GREATEST") if dialect == "postgresql" else ("?", "max")
+    return (
+        f"INSERT INTO sensors (sensor_id, online, last_seen, last_seq) VALUES ({p}, {p}, {p}, {p})"
+        " ON CONFLICT (sensor_id) DO UPDATE SET last_seen = excluded.last_seen,"
+        f" last_seq = {greatest}(sensors.last_seq, excluded.last_seq)"
+        + (", online = excluded.online" if mark_online else "")
+    )
+
+
+_SENSORS_UPSERT = {(d, m): _sensors_upsert(d, m) for d in ("sqlite", "postgresql") for m in (False, True)}
 
 
 def check_message(message: Message) -> str | None:
     """Why a schema-valid message still cannot be stored, or None when it can: the numbers
     must fit the database's 64-bit columns and the names its text columns."""
-    if not message.sensor_id or len(message.sensor_id) > MAX_NAME or _CONTROL.search(message.sensor_id):
-        return f"sensor_id {message.sensor_id[:MAX_NAME]!r}: expected 1 to {MAX_NAME} printable characters"
+    why = _name_problem("sensor_id", message.sensor_id, 1, _CONTROL)
+    if why is not None:
+        return why
     if not 1 <= message.seq <= _INT64:
         return f"seq {message.seq}: expected 1 to 2**63-1 (messages are numbered from 1)"
     if not 0 <= message.frame <= _INT64:
@@ -67,9 +100,27 @@ def check_message(message: Message) -> str | None:
         return f"t_capture_ns {message.t_capture_ns}: expected 0 to 2**63-1"
     if not math.isfinite(message.time):
         return f"time {message.time}: expected a finite number of seconds"
-    if isinstance(message, Event) and (len(message.app) > MAX_NAME or _CONTROL.search(message.app)):
-        return f"app {message.app[:MAX_NAME]!r}: expected at most {MAX_NAME} printable characters"
+    if isinstance(message, Event):
+        why = _name_problem("app", message.app, 0, _CONTROL)
+        if why is None and isinstance(message, Count):
+            # kept in the rollups' text columns, where PostgreSQL takes no NUL
+            why = _name_problem("direction", message.direction, 0, _NUL) or _name_problem(
+                "label", message.label, 0, _NUL
+            )
+        return why
     return None
+
+
+_NUL = re.compile("\x00")
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_problem(field: str, value: str, least: int, bad: re.Pattern[str]) -> str | None:
+    """Why a name cannot be stored, or None (cached: a fleet repeats the same few names)."""
+    if least <= len(value) <= MAX_NAME and not bad.search(value):
+        return None
+    what = "printable characters" if bad is _CONTROL else "characters, none of them NUL"
+    return f"{field} {value[:MAX_NAME]!r}: expected {least} to {MAX_NAME} {what}"
 
 
 def message_kind(message: Message) -> str:
@@ -110,6 +161,8 @@ class MessageStore:
         `mark_online`: the HTTP ingest, whose sensors have no availability topic).
         Messages must pass `check_message` (ValueError otherwise)."""
         rows: list[tuple[Any, ...]] = []
+        counts: list[tuple[Any, ...]] = []  # (sensor_id, seq, start, app, direction, label) of each count
+        extras: list[tuple[Any, ...]] = []  # PostgreSQL's staged (start, direction, label) of each row
         seen: set[tuple[str, int]] = set()
         per_sensor: dict[str, int] = {}
         beats: dict[str, Heartbeat] = {}
@@ -123,11 +176,16 @@ class MessageStore:
             if key not in seen:
                 seen.add(key)
                 rows.append(_row(message))
+                if isinstance(message, Count):
+                    start = math.floor(message.time / ROLLUP_S) * ROLLUP_S
+                    counts.append((sensor_id, seq, start, message.app, message.direction, message.label))
+                    extras.append((start, message.direction, message.label))
+                else:
+                    extras.append(_NO_COUNT)
                 if seq > per_sensor.get(sensor_id, 0):
                     per_sensor[sensor_id] = seq
         if not rows:
             return 0, len(messages)
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         now = time.time()
         with self._write_lock, self.engine.begin() as conn:
             # Plain driver statements: SQLAlchemy's per-row parameter processing and its multi-row
@@ -136,27 +194,22 @@ class MessageStore:
                 with conn.connection.driver_connection.cursor() as cursor:  # type: ignore[union-attr]
                     cursor.execute(_PG_STAGE)
                     with cursor.copy(_PG_COPY) as copy:
-                        for row in rows:
-                            copy.write_row(row)
+                        for row, extra in zip(rows, extras, strict=True):
+                            copy.write_row(row + extra)
                     cursor.execute(_PG_INSERT)
-                    accepted = max(cursor.rowcount, 0)
+                    found = cursor.fetchone()
+                    accepted = int(found[0]) if found else 0
             else:
+                if counts:  # before the messages: what is not in `messages` yet is new
+                    conn.exec_driver_sql(_SQLITE_STAGE)
+                    conn.exec_driver_sql("DELETE FROM ivs_counts")
+                    conn.exec_driver_sql("INSERT INTO ivs_counts VALUES (?, ?, ?, ?, ?, ?)", counts)
+                    conn.exec_driver_sql(_SQLITE_COUNT)
                 # executemany: sqlite3 sums the rows each execution inserted (0 for a conflict).
                 accepted = max(conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount, 0)
-            sensors = [
-                {"sensor_id": s, "online": mark_online, "last_seen": now, "last_seq": seq}
-                for s, seq in sorted(per_sensor.items())
-            ]
-            up = insert(SensorRow).values(sensors)
-            set_: dict[str, Any] = {
-                "last_seen": up.excluded.last_seen,
-                "last_seq": case(
-                    (up.excluded.last_seq > SensorRow.last_seq, up.excluded.last_seq), else_=SensorRow.last_seq
-                ),
-            }
-            if mark_online:
-                set_["online"] = True
-            conn.execute(up.on_conflict_do_update(index_elements=[SensorRow.sensor_id], set_=set_))
+            # in sensor order in every worker, so that two batches never wait on each other's rows
+            sensors = [(s, mark_online, now, seq) for s, seq in sorted(per_sensor.items())]
+            conn.exec_driver_sql(_SENSORS_UPSERT[self.dialect, mark_online], sensors)
         for beat in beats.values():  # what it runs and how, on whatever transport it came
             self.set_sensor(beat.sensor_id, model=beat.model, version=beat.version)
             self.set_health(beat.sensor_id, beat.fps, beat.frames, beat.dropped, beat.model, beat.version)
@@ -183,39 +236,6 @@ class MessageStore:
             stmt = stmt.order_by(MessageRow.time, MessageRow.sensor_id, MessageRow.seq)
         with self.engine.connect() as conn:
             return list(conn.scalars(stmt.limit(limit)))
-
-    def counts(
-        self,
-        *,
-        interval: int = 60,
-        sensor: str | None = None,
-        app: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """`count` events per `interval`-second bucket (aligned to multiples of the interval since
-        the epoch), by direction and label: [{"start", "end", "counts": {direction: {label: n}}}],
-        oldest first, only buckets that have some."""
-        if interval < 1:
-            raise ValueError(f"interval {interval}: expected at least 1 second")
-        stmt = (
-            select(MessageRow.time, MessageRow.payload)
-            .where(*self._filters(sensor, "count", app, since, until))
-            .order_by(MessageRow.time)
-        )
-        buckets: dict[int, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
-        with self.engine.connect() as conn:
-            for t, payload in conn.execute(stmt):
-                fields = _count_decoder.decode(payload)
-                buckets[math.floor(t / interval)][fields.direction][fields.label] += 1
-        return [
-            {
-                "start": b * interval,
-                "end": (b + 1) * interval,
-                "counts": {d: dict(labels) for d, labels in sorted(by_dir.items())},
-            }
-            for b, by_dir in sorted(buckets.items())
-        ]
 
     @staticmethod
     def _filters(

@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ivs.errors import IvsError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version of the tables below; `schema_version` in the database says which one it has."""
 
 MAX_NAME = 128
@@ -75,6 +75,25 @@ class MessageRow(Base):
     t_capture_ns: Mapped[int] = mapped_column(BigInteger)
     app: Mapped[str | None] = mapped_column(String(MAX_NAME))
     payload: Mapped[str] = mapped_column(Text)
+
+
+ROLLUP_S = 3600
+"""The rollups' bucket: an hour (aligned to multiples of 3600 s since the epoch)."""
+
+
+class CountRollup(Base):
+    """`count` events per hour, sensor, app, direction and label, kept on ingest (exactly once:
+    only messages the ingest newly stored add to it) and kept after the raw messages are pruned."""
+
+    __tablename__ = "count_rollups"
+    __table_args__ = (Index("ix_count_rollups_sensor_start", "sensor_id", "start"),)
+
+    start: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sensor_id: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    app: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    direction: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    label: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class SensorRow(Base):

@@ -178,12 +178,6 @@ class UserStore:
                 AuditEntry(r.id, r.time, r.who, r.role, r.action, r.status, r.address) for r in session.scalars(stmt)
             ]
 
-    def prune_audit(self, older_than_days: float) -> int:
-        """Delete audit entries older than this; how many."""
-        cut = time.time() - older_than_days * 86400
-        with self._write_lock, Session(self.engine) as session, session.begin():
-            return int(session.execute(delete(AuditRow).where(AuditRow.time < cut)).rowcount or 0)  # type: ignore[attr-defined]
-
 
 @functools.cache
 def _dummy_hash() -> str:
