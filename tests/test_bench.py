@@ -44,6 +44,7 @@ TINY = BenchConfig(
     rss_frames=5,
     rss_events=2_000,
     stop_outboxes=("full",),  # "normal" is the same code with one pragma; the delivery rows time both
+    counts_events=3_000,
 )
 
 
@@ -173,14 +174,32 @@ def test_hub_ingest(result: BenchResult):
         ("MQTT", "sqlite"),
         ("MQTT", "postgresql"),
         ("MQTT", "postgresql"),
+        ("MQTT", "sqlite"),
+        ("MQTT", "postgresql"),
+        ("MQTT", "postgresql"),
     ]
+    assert ["100 events per message" in r.path for r in rows] == [False] * 7 + [True] * 3
     for r in rows:  # make test installs PostgreSQL and Mosquitto: every row runs
         assert not r.absent, r
         assert r.events == r.accepted == 2_000 and r.events_per_s > 0
-        assert r.batch == (500 if r.path.startswith("MQTT") else 1_000)
-    two = rows[-1]
-    assert len(two.per_worker) == 2 and sum(two.per_worker) == 2_000 and min(two.per_worker) > 0
-    assert markdown_report(result).count("| sqlite (file) |") == 3
+        assert r.batch == (5_000 if r.path.startswith("MQTT") else 1_000)
+    for two in (rows[6], rows[9]):
+        assert len(two.per_worker) == 2 and sum(two.per_worker) == 2_000 and min(two.per_worker) > 0
+    assert markdown_report(result).count("| sqlite (file) |") == 5  # four ingest rows and the counts row
+
+
+def test_counts_at_scale(result: BenchResult):
+    assert [r.database.split()[0] for r in result.counts] == ["sqlite", "postgresql"]
+    for r in result.counts:
+        assert not r.absent, r
+        assert (r.events, r.sensors, r.days) == (3_000, 100, 30)
+        assert r.hourly_query_ms > 0 and r.raw_query_ms > 0
+        # retention keeps a week of the 30 days' messages, and every count in the rollups
+        assert r.messages_before == 3_000 and r.messages_after == round(3_000 * 7 / 30)
+        assert r.rollup_total_before == r.rollup_total_after == 3_000
+        assert r.hourly_unchanged
+    # SQLite's data in use shrinks at once; PostgreSQL's files keep their size and are filled again
+    assert result.counts[0].data_mib_after < result.counts[0].data_mib_before
 
 
 def test_unknown_model_is_refused():

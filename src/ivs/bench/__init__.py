@@ -14,7 +14,10 @@ f. data reduction: bytes of metadata records against raw frames and the compress
 g. memory: the peak resident set of the bench process, and of a real `ivs run` and a real
    `ivs hub serve` process (`ivs.bench.memory`);
 h. tracking: IDF1 and ID switches on the hand-labelled tracks of the sample video
-   (`ivs.bench.tracking`).
+   (`ivs.bench.tracking`);
+i. camera streams per box, a node against separate processes (`ivs.bench.streams`);
+j. counts at fleet scale: 2,000,000 count events of 100 sensors over 30 days, the hourly query
+   from the rollups, and retention (`ivs.bench.counts`).
 
 Absolute times depend on the machine and on whatever else runs on it; compare rows as ratios
 measured in the same run.
@@ -41,6 +44,7 @@ from ivs.bench.common import (
 )
 from ivs.bench.latency import bench_model_latency, latency_ratios
 from ivs.bench.parts import (
+    bench_counts_part,
     bench_data_reduction,
     bench_delivery_part,
     bench_end_to_end,
@@ -127,6 +131,7 @@ def run_bench(
         skipped.append("f: vtest.avi not found (scripts/fetch-media.sh fetches it) or skipped")
     tracking = bench_tracking_part(cfg, log, skipped)
     streams = bench_streams_part(cfg, log, skipped)
+    counts = bench_counts_part(cfg, log, skipped)
     memory.after_data_reduction_mib = peak_rss_mib()
     memory.current_rss_mib = current_rss_mib()
     memory.processes = bench_memory_part(cfg, log, skipped)
@@ -156,6 +161,7 @@ def run_bench(
         memory=memory,
         tracking=tracking,
         streams=streams,
+        counts=counts,
         not_measured=[
             "g: RSS over a long run is the soak's (python -m ivs.bench.soak --minutes 30; docs/reliability.md)",
         ],
@@ -189,6 +195,7 @@ def _config_summary(cfg: BenchConfig) -> RunConfig:
         rss_events=cfg.rss_events,
         rss_runtimes=list(cfg.rss_runtimes),
         streams_s=cfg.streams_s,
+        counts_events=cfg.counts_events,
     )
 
 

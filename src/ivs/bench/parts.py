@@ -1,4 +1,4 @@
-"""Parts b to g of `ivs bench` as the driver runs them: end to end, data reduction, the stop and
+"""Parts b to j of `ivs bench` as the driver runs them: end to end, data reduction, the stop and
 delivery latency, hub ingest, the naive pipeline and memory (each in its own module; here,
 how the driver calls it and what it keeps)."""
 
@@ -26,6 +26,7 @@ from ivs.bench.common import (
     media_dir,
 )
 from ivs.bench.results import (
+    CountsRow,
     DataReduction,
     DeliveryRow,
     EndToEndRow,
@@ -344,3 +345,16 @@ def bench_streams_part(cfg: BenchConfig, log: Callable[[str], None], skipped: li
     rows = bench_streams(video, cfg.streams_s, _e2e_runtime(cfg), log)
     log("i. streams: " + ", ".join(f"{r.how} {r.max_streams}" for r in rows))
     return rows
+
+
+# ---------------------------------------------------------------------------------------- part j
+
+
+def bench_counts_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> list[CountsRow]:
+    """Part j, or nothing with the reason in `skipped`."""
+    if cfg.counts_events <= 0:
+        skipped.append("j: counts at fleet scale not asked for (the full run measures 2,000,000 events)")
+        return []
+    from ivs.bench.counts import bench_counts_all
+
+    return bench_counts_all(cfg.counts_events, log)

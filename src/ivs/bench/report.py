@@ -23,6 +23,15 @@ def print_report(result: BenchResult, console: Console) -> None:
     _print_live(result, console)
     _print_footprint(result, console)
     _print_streams(result, console)
+    for r in result.counts:
+        if r.absent:
+            console.print(f"[bold]j. counts[/] {r.database}: {r.absent}")
+        else:
+            console.print(
+                f"[bold]j. counts[/] {r.database}: {r.events:,} events, hourly over {r.days} days in"
+                f" {r.hourly_query_ms} ms (raw messages {r.raw_query_ms} ms); retention {r.messages_before:,} ->"
+                f" {r.messages_after:,} messages, rollups {r.rollup_total_before:,} -> {r.rollup_total_after:,}"
+            )
     for key in ("mobilenet-v1", "litert", "fp32", "timing"):
         console.print(f"[dim]note ({key}): {result.notes[key]}[/]")
     for s in result.skipped:
@@ -321,6 +330,10 @@ def markdown_report(result: BenchResult) -> str:
         cols = ("tracking", "people", "boxes matched", "HOTA", "DetA", "AssA", "IDF1", "IDP", "IDR", "ID switches")
         lines += _markdown_rows(cols, [row], left=1)
     lines += _markdown_streams(result)
+    if result.counts:
+        from ivs.bench.counts import markdown as counts_markdown
+
+        lines += ["", *counts_markdown(result.counts)]
     return "\n".join(lines) + "\n"
 
 

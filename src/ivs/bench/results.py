@@ -65,6 +65,7 @@ class RunConfig(msgspec.Struct, kw_only=True):
     rss_events: int
     rss_runtimes: list[str]
     streams_s: float = 0.0
+    counts_events: int = 0
 
 
 # ---------------------------------------------------------------------------------------- part a
@@ -362,6 +363,39 @@ class StreamsRow(msgspec.Struct, kw_only=True):
     trials: list[StreamsTrial]
 
 
+# ---------------------------------------------------------------------------------------- part j
+
+
+class CountsRow(msgspec.Struct, kw_only=True):
+    """Counts at fleet scale on one database (`ivs.bench.counts`); `absent` says why it did not run."""
+
+    database: str
+    events: int
+    sensors: int
+    days: int
+    ingest_s: float | None = None
+    hourly_query_ms: float | None = None
+    """Median of the runs: an hourly count over the whole range, from the rollups."""
+    hourly_query_max_ms: float | None = None
+    raw_query_ms: float | None = None
+    """The same hours read from the raw messages (what every count query did before the rollups)."""
+    target_ms: float = 200.0
+    keep_days: float | None = None
+    max_messages: int | None = None
+    messages_before: int | None = None
+    messages_after: int | None = None
+    data_mib_before: float | None = None
+    data_mib_after: float | None = None
+    data_mib_week_later: float | None = None
+    """After another `keep_days` of events at the same rate and a second retention run."""
+    prune_s: float | None = None
+    rollup_total_before: int | None = None
+    rollup_total_after: int | None = None
+    hourly_unchanged: bool | None = None
+    """The hourly answer after retention is the one before it, and the one the raw messages gave."""
+    absent: str | None = None
+
+
 # ---------------------------------------------------------------------------------------- the run
 
 
@@ -389,6 +423,7 @@ class BenchResult(msgspec.Struct, kw_only=True):
     memory: Memory
     tracking: TrackIdentity | None = None
     streams: list[StreamsRow] = []
+    counts: list[CountsRow] = []
     not_measured: list[str]
     notes: dict[str, str]
     skipped: list[str]

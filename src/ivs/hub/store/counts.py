@@ -1,11 +1,12 @@
 """Counts over time, and retention.
 
 `count` events are aggregated in the database as they are stored: `count_rollups` holds one
-row per hour, sensor, app, direction and label (kept by `Store.ingest`, exactly once per
-message). A count query whose interval is a whole number of hours reads the rollups for the
-whole hours of its range and the raw messages only for the part-hours at its ends, so a month
-of a hundred sensors is read from a few hundred thousand rows instead of millions of JSON
-payloads; any other interval reads the raw messages.
+row per hour, sensor, app, direction and label, and one per hour, app, direction and label for
+the whole fleet (kept by `Store.ingest`, exactly once per message). A count query whose
+interval is a whole number of hours reads the rollups for the whole hours of its range and the
+raw messages only for the part-hours at its ends, so a month of a hundred sensors is read from
+a few thousand rows (the fleet's, or one sensor's) instead of millions of JSON payloads; any
+other interval reads the raw messages.
 
 Retention (`prune`) deletes raw messages, rollups and audit entries older than their own
 ages, and the oldest raw messages beyond a row bound, in bounded steps so that ingest keeps
@@ -28,7 +29,7 @@ import msgspec
 from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from ivs.hub.store.schema import ROLLUP_S, AuditRow, CountRollup, MessageRow
+from ivs.hub.store.schema import FLEET, ROLLUP_S, AuditRow, CountRollup, MessageRow
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +98,16 @@ class CountStore:
         app: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        from_messages: bool = False,
     ) -> list[dict[str, Any]]:
         """`count` events per `interval`-second bucket (aligned to multiples of the interval since
         the epoch), by direction and label: [{"start", "end", "counts": {direction: {label: n}}}],
-        oldest first, only buckets that have some. `since` inclusive, `until` exclusive."""
+        oldest first, only buckets that have some. `since` inclusive, `until` exclusive.
+        `from_messages`: read the raw messages even where the rollups would do (a check, or a bench)."""
         if interval < 1:
             raise ValueError(f"interval {interval}: expected at least 1 second")
         buckets: Buckets = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
-        if interval % ROLLUP_S:
+        if interval % ROLLUP_S or from_messages:
             self._raw_counts(buckets, interval, sensor, app, since, until)
         else:
             # whole hours from the rollups; the part-hours at either end from the messages
@@ -131,8 +134,7 @@ class CountStore:
         self, buckets: Buckets, interval: int, sensor: str | None, app: str | None, lo: int | None, hi: int | None
     ) -> None:
         stmt = select(CountRollup.start, CountRollup.direction, CountRollup.label, func.sum(CountRollup.n))
-        if sensor is not None:
-            stmt = stmt.where(CountRollup.sensor_id == sensor)
+        stmt = stmt.where(CountRollup.sensor_id == (FLEET if sensor is None else sensor))
         if app is not None:
             stmt = stmt.where(CountRollup.app == app)
         if lo is not None:
@@ -170,7 +172,8 @@ class CountStore:
     def rollup_total(self) -> int:
         """Every count event the rollups hold."""
         with self.engine.connect() as conn:
-            return int(conn.scalar(select(func.coalesce(func.sum(CountRollup.n), 0))) or 0)
+            total = select(func.coalesce(func.sum(CountRollup.n), 0)).where(CountRollup.sensor_id != FLEET)
+            return int(conn.scalar(total) or 0)
 
     def rebuild_rollups(self) -> int:
         """Recompute the rollups from the count events stored (a database upgraded from before
@@ -184,13 +187,14 @@ class CountStore:
                 fields = _count_decoder.decode(payload)
                 start = math.floor(t / ROLLUP_S) * ROLLUP_S
                 totals[(start, sensor_id, app or "", fields.direction, fields.label)] += 1
+                totals[(start, FLEET, app or "", fields.direction, fields.label)] += 1
         keys = ("start", "sensor_id", "app", "direction", "label")
         with self._write_lock, Session(self.engine) as session, session.begin():
             session.execute(delete(CountRollup))
             rows = [dict(zip(keys, key, strict=True), n=n) for key, n in totals.items()]
             for step in range(0, len(rows), 10_000):
                 session.execute(insert(CountRollup), rows[step : step + 10_000])
-        return sum(totals.values())
+        return sum(n for key, n in totals.items() if key[1] != FLEET)
 
     def prune(self, retention: Retention, now: float | None = None) -> Pruned:
         """Delete what `retention` no longer keeps; see the module's docstring."""
@@ -217,6 +221,11 @@ class CountStore:
             with self._write_lock, self.engine.begin() as conn:
                 cut_audit = now - retention.audit_days * 86400
                 audit = int(conn.execute(delete(AuditRow).where(AuditRow.time < cut_audit)).rowcount or 0)
+        if messages and self.dialect == "postgresql":
+            # the deleted rows' space is reused only once vacuumed; autovacuum would get there
+            # later, with the table bigger meanwhile (VACUUM runs outside a transaction)
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM (ANALYZE) messages")
         if messages or rollups or audit:
             log.info("retention: deleted %d messages, %d rollup rows, %d audit entries", messages, rollups, audit)
         return Pruned(messages, rollups, audit)

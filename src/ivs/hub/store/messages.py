@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from ivs.consumer import Message
 from ivs.events import Count, Event, Heartbeat, kind_of
 from ivs.hub.store.infos import SensorInfo
-from ivs.hub.store.schema import _CONTROL, _INT64, MAX_NAME, ROLLUP_S, MessageRow, SensorRow
+from ivs.hub.store.schema import _CONTROL, _INT64, FLEET, MAX_NAME, ROLLUP_S, MessageRow, SensorRow
 
 _COLUMNS = ("sensor_id", "seq", "kind", "frame", "time", "t_capture_ns", "app", "payload")
 """The columns `ingest` writes, in the order of `_row`'s tuples."""
@@ -36,11 +36,16 @@ _SQLITE_INSERT = (
 # table lives for one transaction (ON COMMIT DROP) so that this also works behind a pooler
 # in transaction mode (PgBouncer).
 #
-# The count rollups (`count_rollups`, one row per hour, sensor, app, direction and label) grow
-# by exactly the count events the batch newly stored: PostgreSQL's INSERT returns them (one
-# statement, so two workers storing the same message concurrently add it once); SQLite, whose
-# writers take turns, adds the staged counts not yet in `messages` before inserting them.
+# The count rollups (`count_rollups`, one row per hour, sensor, app, direction and label, plus
+# the whole fleet's under the sensor FLEET) grow by exactly the count events the batch newly
+# stored: PostgreSQL's INSERT returns them (one statement, so two workers storing the same
+# message concurrently add it once); SQLite, whose writers take turns, drops the staged counts
+# already in `messages` and adds the rest before inserting them.
 _ROLLUP_KEY = "start, sensor_id, app, direction, label"
+_NEW_COUNTS = (  # each new count twice: under its sensor and under the fleet
+    "SELECT start, sensor_id, app, direction, label FROM new"
+    f" UNION ALL SELECT start, '{FLEET}', app, direction, label FROM new"
+)
 _PG_STAGE = (
     "CREATE TEMPORARY TABLE ivs_ingest (sensor_id text, seq bigint, kind text, frame bigint,"
     " time double precision, t_capture_ns bigint, app text, payload text, start bigint, direction text,"
@@ -50,9 +55,10 @@ _PG_COPY = f"COPY ivs_ingest ({', '.join(_COLUMNS)}, start, direction, label) FR
 _PG_INSERT = (
     f"WITH ins AS (INSERT INTO messages ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM ivs_ingest"
     " ON CONFLICT (sensor_id, seq) DO NOTHING RETURNING sensor_id, seq),"
+    " new AS (SELECT s.start, s.sensor_id, s.app, s.direction, s.label FROM ins"
+    " JOIN ivs_ingest s ON s.sensor_id = ins.sensor_id AND s.seq = ins.seq WHERE s.kind = 'count'),"
     f" counted AS (INSERT INTO count_rollups ({_ROLLUP_KEY}, n)"
-    " SELECT s.start, s.sensor_id, s.app, s.direction, s.label, count(*)"
-    " FROM ins JOIN ivs_ingest s ON s.sensor_id = ins.sensor_id AND s.seq = ins.seq WHERE s.kind = 'count'"
+    f" SELECT {_ROLLUP_KEY}, count(*) FROM ({_NEW_COUNTS}) c"
     " GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"  # one order for every worker: no deadlock between two
     f" ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET n = count_rollups.n + excluded.n)"
     " SELECT count(*) FROM ins"
@@ -61,9 +67,13 @@ _SQLITE_STAGE = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS ivs_counts"
     " (sensor_id TEXT, seq INTEGER, start INTEGER, app TEXT, direction TEXT, label TEXT)"
 )
+_SQLITE_KNOWN = (
+    "DELETE FROM ivs_counts WHERE EXISTS"
+    " (SELECT 1 FROM messages m WHERE m.sensor_id = ivs_counts.sensor_id AND m.seq = ivs_counts.seq)"
+)
 _SQLITE_COUNT = (
-    f"INSERT INTO count_rollups ({_ROLLUP_KEY}, n) SELECT {_ROLLUP_KEY}, count(*) FROM ivs_counts c"
-    " WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.sensor_id = c.sensor_id AND m.seq = c.seq)"
+    f"WITH new AS (SELECT * FROM ivs_counts) INSERT INTO count_rollups ({_ROLLUP_KEY}, n)"
+    f" SELECT {_ROLLUP_KEY}, count(*) FROM ({_NEW_COUNTS}) WHERE true"
     f" GROUP BY {_ROLLUP_KEY} ON CONFLICT ({_ROLLUP_KEY}) DO UPDATE SET n = n + excluded.n"
 )
 
@@ -204,6 +214,7 @@ class MessageStore:
                     conn.exec_driver_sql(_SQLITE_STAGE)
                     conn.exec_driver_sql("DELETE FROM ivs_counts")
                     conn.exec_driver_sql("INSERT INTO ivs_counts VALUES (?, ?, ?, ?, ?, ?)", counts)
+                    conn.exec_driver_sql(_SQLITE_KNOWN)
                     conn.exec_driver_sql(_SQLITE_COUNT)
                 # executemany: sqlite3 sums the rows each execution inserted (0 for a conflict).
                 accepted = max(conn.exec_driver_sql(_SQLITE_INSERT, rows).rowcount, 0)

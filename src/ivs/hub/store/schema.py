@@ -79,11 +79,15 @@ class MessageRow(Base):
 
 ROLLUP_S = 3600
 """The rollups' bucket: an hour (aligned to multiples of 3600 s since the epoch)."""
+FLEET = ""
+"""The rollups' sensor_id of the whole fleet's rows (no sensor has an empty name)."""
 
 
 class CountRollup(Base):
     """`count` events per hour, sensor, app, direction and label, kept on ingest (exactly once:
-    only messages the ingest newly stored add to it) and kept after the raw messages are pruned."""
+    only messages the ingest newly stored add to it) and kept after the raw messages are pruned.
+    Each count is also in the fleet's row (sensor_id `FLEET`): a query over every sensor reads
+    a row per hour and label, not one per sensor too."""
 
     __tablename__ = "count_rollups"
     __table_args__ = (Index("ix_count_rollups_sensor_start", "sensor_id", "start"),)
