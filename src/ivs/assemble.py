@@ -8,12 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ivs.apps import App, registry, uses_tracks
 from ivs.apps.registry import AppEnv
 from ivs.config import (
     AppConfig,
+    FiltersConfig,
     HttpSinkConfig,
     MqttSinkConfig,
+    ObjectFilterConfig,
     Problem,
     SensorConfig,
     SourceConfig,
@@ -21,6 +25,7 @@ from ivs.config import (
     load,
 )
 from ivs.errors import ConfigError, IvsError
+from ivs.filters import ClassRule, DetectionFilter, Mask
 from ivs.model import Model
 from ivs.mqtt_client import MqttSettings
 from ivs.outbox import Outbox
@@ -96,10 +101,38 @@ def build_app(app: AppConfig, labels: list[str], size: tuple[int, int], classifi
     return registry.build_app(app, AppEnv(labels, size, classifier))
 
 
+def build_filter(config: FiltersConfig, labels: list[str], size: tuple[int, int] | None) -> DetectionFilter | None:
+    """The detection filter of a `filters:` section (None when it filters nothing). Areas below 1
+    are fractions of the frame's area and normalized mask points fractions of its sides, so
+    both need the frame size."""
+    if not config.objects and not config.exclude:
+        return None
+    if size is None:
+        raise ConfigError("filters: the source does not say its frame size: expected source.frame_size: [w, h]")
+    frame_area = float(size[0] * size[1])
+
+    def area(v: float | None) -> float | None:
+        return None if v is None else (v * frame_area if v < 1 else v)
+
+    def rule(c: ObjectFilterConfig) -> ClassRule:
+        lo, hi = c.aspect if c.aspect is not None else (None, None)
+        return ClassRule(area(c.min_area), area(c.max_area), c.min_score, lo, hi)
+
+    rules = {labels.index(name): rule(c) for name, c in config.objects.items() if name != "*" and name in labels}
+    default = rule(config.objects["*"]) if "*" in config.objects else None
+    scale = (1.0, 1.0) if config.coords == "pixels" else (float(size[0]), float(size[1]))
+    masks = [
+        Mask(np.asarray([(x * scale[0], y * scale[1]) for x, y in m.polygon], np.float32), m.anchor, m.name or "")
+        for m in config.exclude
+    ]
+    return DetectionFilter(rules, default, masks)
+
+
 @dataclass
 class Assembly:
-    """What a configured sensor adds to its source and models: tracker, apps, sinks."""
+    """What a configured sensor adds to its source and models: filter, tracker, apps, sinks."""
 
+    detection_filter: DetectionFilter | None
     tracker: ByteTracker | None
     """None when no app reads tracks (a safety stop alone) and no deploy may bring one."""
     apps: list[App]
@@ -124,6 +157,7 @@ def assemble(
     tc = config.tracker
     classifier = second_stage[0] if second_stage else None
     apps = [build_app(a, model.labels, size, classifier) for a in config.apps] if size else []
+    detection_filter = build_filter(config.filters, model.labels, size)
     tracker = None
     if uses_tracks(apps) or config.deploy is not None:  # a deployed config may bring apps that do
         tracker = ByteTracker(
@@ -168,4 +202,4 @@ def assemble(
             )
         else:
             sinks.append(JsonlSink(sc.path))
-    return Assembly(tracker, apps, sinks, seq_start)
+    return Assembly(detection_filter, tracker, apps, sinks, seq_start)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ivs.apps.registry import AppSettings, app_types
 from ivs.errors import ConfigError
@@ -98,6 +98,53 @@ class TrackerConfig(_Model):
     high_threshold: float = Field(0.5, ge=0, le=1, description="Detections above this start and extend tracks.")
     low_threshold: float = Field(0.1, ge=0, le=1, description="Detections above this only extend tracks.")
     lost_frames: int = Field(30, ge=0, description="Frames a lost track is kept to be found again.")
+
+
+class ObjectFilterConfig(_Model):
+    min_area: float | None = Field(
+        None, gt=0, description="Smallest box: square pixels, or below 1 a fraction of the frame's area."
+    )
+    max_area: float | None = Field(
+        None, gt=0, description="Largest box: square pixels, or below 1 a fraction of the frame's area."
+    )
+    min_score: float | None = Field(None, ge=0, le=1, description="Lowest score kept.")
+    aspect: tuple[float, float] | None = Field(None, description="Range of a box's width / height: [min, max].")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ObjectFilterConfig:
+        lo, hi = self.min_area, self.max_area
+        if lo is not None and hi is not None and (lo < 1) == (hi < 1) and lo > hi:
+            raise ValueError(f"min_area {lo:g} > max_area {hi:g}: expected min_area <= max_area")
+        if self.aspect is not None:
+            a, b = self.aspect
+            if not 0 < a <= b:
+                raise ValueError(f"aspect [{a:g}, {b:g}]: expected 0 < min <= max (width / height)")
+        return self
+
+
+class MaskConfig(_Model):
+    name: str | None = Field(None, description="What the mask covers (for people reading the config).")
+    polygon: list[tuple[float, float]] = Field(description="The masked area's corners, in order.")
+    anchor: Literal["bottom_center", "center", "top_center"] = Field(
+        "bottom_center", description="The point of a box that, inside the mask, drops it."
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _three(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(v) < 3:
+            raise ValueError(f"a polygon needs at least 3 points, got {len(v)}")
+        return v
+
+
+class FiltersConfig(_Model):
+    coords: Literal["pixels", "normalized"] = Field(
+        "pixels", description="The masks' points in pixels, or as fractions of the frame's width and height."
+    )
+    objects: dict[str, ObjectFilterConfig] = Field(
+        default_factory=dict, description='Per label ("*": every label without its own): area, score, aspect.'
+    )
+    exclude: list[MaskConfig] = Field(default_factory=list, description="Masks: nothing is detected inside them.")
 
 
 # The `apps:` entries: each app's module registers its settings (ivs.apps.registry).
@@ -187,6 +234,9 @@ class SensorConfig(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="Sensor id in every message.")
     source: SourceConfig
     model: ModelConfig
+    filters: FiltersConfig = Field(
+        default_factory=lambda: FiltersConfig(), description="What is dropped before tracking: per class, masks."
+    )
     tracker: TrackerConfig = Field(default_factory=lambda: TrackerConfig(), description="Multi-object tracker.")
     apps: list[AppConfig] = Field(default_factory=list, description="What to decide from the tracks.")
     sinks: list[SinkConfig] = Field(default_factory=lambda: _stdout(), description="Where messages go.")
@@ -372,6 +422,7 @@ def check_against(
     def bad(loc: tuple[str | int, ...], message: str) -> None:
         problems.append(Problem(loc, message, _line_of(node, loc)))
 
+    _check_filters(config.filters, bad, size, labels)
     for i, app in enumerate(config.apps):
         classes = app.class_names()
         if labels is not None and classes:
@@ -397,3 +448,25 @@ def check_against(
         for key, message in app.problems(config.model.classify_with is not None):
             bad(("apps", i, key), message)
     return problems
+
+
+def _check_filters(
+    filters: FiltersConfig,
+    bad: Callable[[tuple[str | int, ...], str], None],
+    size: tuple[int, int] | None,
+    labels: list[str] | None,
+) -> None:
+    """The filters' labels are the model's and their masks' points on the frame."""
+    if labels is not None:
+        for label in filters.objects:
+            if label != "*" and label not in labels:
+                shown = ", ".join(labels[:12]) + (" ..." if len(labels) > 12 else "")
+                bad(("filters", "objects", label), f'unknown class {label!r}: expected "*" or one of {shown}')
+    for i, mask in enumerate(filters.exclude):
+        for j, (x, y) in enumerate(mask.polygon):
+            loc: tuple[str | int, ...] = ("filters", "exclude", i, "polygon", j)
+            if filters.coords == "normalized" and not (0 <= x <= 1 and 0 <= y <= 1):
+                bad(loc, f"point ({x}, {y}) is not normalized: expected 0 <= x, y <= 1")
+            elif filters.coords == "pixels" and size is not None and not (0 <= x <= size[0] and 0 <= y <= size[1]):
+                w, h = size
+                bad(loc, f"point ({x:g}, {y:g}) is outside the {w}x{h} frame: expected 0 <= x <= {w}, 0 <= y <= {h}")

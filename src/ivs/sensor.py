@@ -79,6 +79,7 @@ class Sensor:
         artifacts: ArtifactWriter | None = None,
         on_record: Callable[[FrameRecord, Detections], None] | None = None,
         second_stage: Sequence[Model] = (),
+        detection_filter: Callable[[Detections], Detections] | None = None,
         tracker: Tracker | None = None,
         apps: Sequence[App] = (),
         emit_frames: bool = True,
@@ -96,6 +97,7 @@ class Sensor:
         self.sensor_id, self.mode, self.artifacts = sensor_id, mode, artifacts
         self.max_frames, self.on_record = max_frames, on_record
         self.second_stage = list(second_stage)
+        self.detection_filter = detection_filter
         self.apps = list(apps)
         self.disabled_apps: set[str] = set()
         """Apps turned off by a command: they see no frames and send nothing until turned on."""
@@ -240,6 +242,8 @@ class Sensor:
         outputs = self.model.infer(inputs)
         t_infer = time.monotonic_ns()
         det = self.model.decode(outputs, inputs)
+        if self.detection_filter is not None:  # before anything sees them: tracker, apps, records
+            det = self.detection_filter(det)
         t_decode = time.monotonic_ns()
         for classifier in self.second_stage:
             det = classify_detections(classifier, frame.pixels, det)
