@@ -54,6 +54,8 @@ class LineCounter(AppBase):
         is wider than `hysteresis`: a near person's feet move more pixels, and jitter more, than
         a far one's.
     forget_frames: a track unseen this long is forgotten (its side too).
+    directions: the directions counted ("in", "out"); a crossing the other way moves the track
+        to its new side and sends nothing.
     """
 
     name: str
@@ -65,6 +67,7 @@ class LineCounter(AppBase):
     hysteresis_height: float = 0.12
     margin: float = 20.0
     forget_frames: int = 100
+    directions: frozenset[str] = frozenset({"in", "out"})
     counts: dict[str, dict[str, int]] = field(default_factory=lambda: {"in": {}, "out": {}})
     _tracks: dict[int, _TrackSide] = field(default_factory=dict)
 
@@ -99,13 +102,13 @@ class LineCounter(AppBase):
             # The anchor is clearly on the other side now.
             if on_segment:
                 class_id = int(det.class_id[i])
-                events.append(self._count(ctx, tid, class_id, side, state.point, point))
+                events += self._count(ctx, tid, class_id, side, state.point, point)
                 # Those hidden in this box (walking together) crossed with it; when they part
                 # later they are on this side already and are not counted again.
                 for hid in sorted(h for h, carrier in ctx.hidden.items() if carrier == tid):
                     carried = self._tracks.get(hid)
                     if carried is not None and carried.side == state.side != 0:
-                        events.append(self._count(ctx, hid, class_id, side, carried.point, point))
+                        events += self._count(ctx, hid, class_id, side, carried.point, point)
                         carried.side, carried.point, carried.last_seen = side, point, ctx.index
             state.side, state.point = side, point
         for tid in [t for t, s in self._tracks.items() if ctx.index - s.last_seen > self.forget_frames]:
@@ -120,20 +123,25 @@ class LineCounter(AppBase):
         side: int,
         start: tuple[float, float],
         end: tuple[float, float],
-    ) -> Count:
+    ) -> list[Event]:
+        """The crossing's count event, or none when its direction is not counted."""
         direction = "in" if side > 0 else "out"
+        if direction not in self.directions:
+            return []
         label = ctx.label(class_id)
         self.counts[direction][label] = self.counts[direction].get(label, 0) + 1
-        return Count(
-            **ctx.event_fields(self.name),
-            track_id=tid,
-            class_id=class_id,
-            label=label,
-            direction=direction,
-            anchor_from=start,
-            anchor_to=end,
-            totals={k: dict(v) for k, v in self.counts.items()},
-        )
+        return [
+            Count(
+                **ctx.event_fields(self.name),
+                track_id=tid,
+                class_id=class_id,
+                label=label,
+                direction=direction,
+                anchor_from=start,
+                anchor_to=end,
+                totals={k: dict(v) for k, v in self.counts.items()},
+            )
+        ]
 
     def state(self) -> dict[str, Any]:
         return {"in": dict(self.counts["in"]), "out": dict(self.counts["out"])}
@@ -165,6 +173,9 @@ class LineSettings(AppSettings):
         le=1,
         description="Dead band as a fraction of the box's height, where wider than `hysteresis` (near people).",
     )
+    directions: list[Literal["in", "out"]] = Field(
+        ["in", "out"], min_length=1, description="Directions counted (e.g. [in]: entries only)."
+    )
 
     def class_names(self) -> list[str] | None:
         return self.classes
@@ -179,4 +190,7 @@ class LineSettings(AppSettings):
 @register(LineSettings)
 def _build(s: LineSettings, env: AppEnv) -> App:
     p1, p2 = env.scale([s.p1, s.p2], s.coords)
-    return LineCounter(s.name, p1, p2, env.class_ids(s.classes), s.anchor, s.hysteresis, s.hysteresis_height)
+    return LineCounter(
+        s.name, p1, p2, env.class_ids(s.classes), s.anchor, s.hysteresis, s.hysteresis_height,
+        directions=frozenset(s.directions),
+    )  # fmt: skip

@@ -37,6 +37,20 @@ class _Visit:
     outside_streak: int = 0
     member: bool = False
     loitered: bool = False
+    refused: bool = False
+    """Came in from a side `enter_from` does not list (or appeared inside): never a member."""
+
+
+Side = Literal["left", "right", "top", "bottom"]
+
+
+def side_entered_from(outside: tuple[float, float], inside: tuple[float, float]) -> Side:
+    """Which side an object came in from, by its way from its last point outside to its first
+    inside: from the left is moving right (on screen), from the top is moving down."""
+    dx, dy = inside[0] - outside[0], inside[1] - outside[1]
+    if abs(dx) >= abs(dy):
+        return "left" if dx > 0 else "right"
+    return "top" if dy > 0 else "bottom"
 
 
 @dataclass
@@ -45,6 +59,8 @@ class Zone(AppBase):
 
     classes: class ids that count (None: all).
     loiter_s: send one `loiter` event when a visit lasts this long (None: never).
+    enter_from: the sides an entry may come from (None: any); one from another side, or an
+        object that appears inside, never enters (no event, not in the occupancy).
     """
 
     name: str
@@ -54,8 +70,11 @@ class Zone(AppBase):
     enter_frames: int = 2
     leave_frames: int = 5
     loiter_s: float | None = None
+    enter_from: frozenset[str] | None = None
     entered: int = 0
     _visits: dict[int, _Visit] = field(default_factory=dict)
+    _outside: dict[int, tuple[tuple[float, float], int]] = field(default_factory=dict)
+    """Each track's last point outside, and the frame: where an entry came from."""
 
     @property
     def occupancy(self) -> int:
@@ -91,6 +110,8 @@ class Zone(AppBase):
             seen.add(tid)
             visit = self._visits.get(tid)
             if not inside[i]:
+                if tid in row_of and row_of[tid] == i:  # its own box, not a carrier's
+                    self._outside[tid] = ((float(points[i, 0]), float(points[i, 1])), ctx.index)
                 if visit is not None:
                     visit.inside_streak = 0
                     visit.outside_streak += 1
@@ -100,7 +121,13 @@ class Zone(AppBase):
             visit.inside_streak += 1
             visit.outside_streak = 0
             visit.last_inside = ctx.t_source
-            if not visit.member and visit.inside_streak >= self.enter_frames:
+            if not visit.member and not visit.refused and visit.inside_streak >= self.enter_frames:
+                if self.enter_from is not None:
+                    came = self._outside.get(tid)
+                    here = (float(points[i, 0]), float(points[i, 1]))
+                    if came is None or side_entered_from(came[0], here) not in self.enter_from:
+                        visit.refused = True
+                        continue
                 visit.member = True
                 self.entered += 1
                 point = (round(float(points[i, 0]), 1), round(float(points[i, 1]), 1))
@@ -124,6 +151,8 @@ class Zone(AppBase):
                         dwell_s=round(dwell, 2),
                     )
                 )
+        for tid in [t for t, (_, at) in self._outside.items() if ctx.index - at > 300]:
+            del self._outside[tid]  # gone long ago
         for tid, visit in list(self._visits.items()):
             if tid not in seen:
                 visit.inside_streak = 0
@@ -170,9 +199,15 @@ class ZoneSettings(PolygonSettings):
     enter_frames: int = Field(2, ge=1, description="Consecutive frames inside before `zone_enter`.")
     leave_frames: int = Field(5, ge=1, description="Consecutive frames outside before `zone_leave`.")
     loiter_s: float | None = Field(None, gt=0, description="Send `loiter` once a visit lasts this long (seconds).")
+    enter_from: list[Side] | None = Field(
+        None, min_length=1, description="Sides an entry may come from (left, right, top, bottom; default any)."
+    )
 
 
 @register(ZoneSettings)
 def _build(s: ZoneSettings, env: AppEnv) -> App:
     polygon = np.asarray(env.scale(s.polygon, s.coords), np.float32)
-    return Zone(s.name, polygon, env.class_ids(s.classes), s.anchor, s.enter_frames, s.leave_frames, s.loiter_s)
+    return Zone(
+        s.name, polygon, env.class_ids(s.classes), s.anchor, s.enter_frames, s.leave_frames, s.loiter_s,
+        frozenset(s.enter_from) if s.enter_from else None,
+    )  # fmt: skip
