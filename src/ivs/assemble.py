@@ -40,6 +40,7 @@ from ivs.sinks.mqtt import MqttSink
 from ivs.sources import Source, open_source
 from ivs.sources.reconnect import Reconnect
 from ivs.track import ByteTracker
+from ivs.track.stationary import Stationary
 
 
 def reconnect_policy(config: SourceConfig) -> Reconnect | None:
@@ -134,6 +135,7 @@ class Assembly:
 
     detection_filter: DetectionFilter | None
     tracker: ByteTracker | None
+    stationary: Stationary | None
     """None when no app reads tracks (a safety stop alone) and no deploy may bring one."""
     apps: list[App]
     sinks: list[Sink]
@@ -202,4 +204,5 @@ def assemble(
             )
         else:
             sinks.append(JsonlSink(sc.path))
-    return Assembly(detection_filter, tracker, apps, sinks, seq_start)
+    stationary = Stationary(tc.stationary_px, tc.stationary_s) if tracker is not None and tc.stationary_s else None
+    return Assembly(detection_filter, tracker, stationary, apps, sinks, seq_start)

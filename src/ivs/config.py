@@ -98,6 +98,12 @@ class TrackerConfig(_Model):
     high_threshold: float = Field(0.5, ge=0, le=1, description="Detections above this start and extend tracks.")
     low_threshold: float = Field(0.1, ge=0, le=1, description="Detections above this only extend tracks.")
     lost_frames: int = Field(30, ge=0, description="Frames a lost track is kept to be found again.")
+    stationary_px: float = Field(10.0, gt=0, description="A track whose box centre stays within this many pixels...")
+    stationary_s: float | None = Field(
+        10.0,
+        gt=0,
+        description="... for this many seconds is stationary (in its record; zones may ignore it); null: off.",
+    )
 
 
 class ObjectFilterConfig(_Model):

@@ -30,6 +30,9 @@ class DetectionRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     hides: list[int] | None = None
     """Ids of tracks hidden in this box (two people walking together, one box for both); the
     apps count them where this box goes."""
+    stationary: bool | None = None
+    """True when the track has barely moved for a while (a parked car, someone standing):
+    `tracker.stationary_px` over `tracker.stationary_s`; absent otherwise."""
 
 
 class Timings(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -29,12 +29,14 @@ from ivs.events import Event, Heartbeat, Ledger, SourceGap
 from ivs.frame import Frame
 from ivs.model import Model
 from ivs.outbox import OutboxWriteError
-from ivs.records import ClassScore, DetectionRecord, FrameRecord, ModelRef, Timings, encode
+from ivs.records import FrameRecord, ModelRef, Timings, encode
+from ivs.sensor_record import detection_rows
 from ivs.sensor_slot import FrameSlot, _Captured
 from ivs.sensor_stats import SENSOR_STAGES, STAGES, Samples, SensorStats, summarize
 from ivs.sinks import Sink
 from ivs.sources.base import Source
 from ivs.track import ByteTracker
+from ivs.track.stationary import Stationary
 
 __all__ = ["STAGES", "FrameSlot", "Samples", "Sensor", "SensorStats", "summarize"]
 
@@ -81,6 +83,7 @@ class Sensor:
         second_stage: Sequence[Model] = (),
         detection_filter: Callable[[Detections], Detections] | None = None,
         tracker: Tracker | None = None,
+        stationary: Stationary | None = None,
         apps: Sequence[App] = (),
         emit_frames: bool = True,
         seq_start: int = 0,
@@ -103,6 +106,7 @@ class Sensor:
         """Apps turned off by a command: they see no frames and send nothing until turned on."""
         # Apps reason about objects over time: they need track ids (all but the safety stop).
         self.tracker = tracker if tracker is not None or not uses_tracks(self.apps) else ByteTracker()
+        self.stationary = stationary if self.tracker is not None else None
         self.emit_frames = emit_frames
         self.events = 0
         self.messages_lost: dict[int, int] = {}
@@ -251,6 +255,8 @@ class Sensor:
         pixels = frame.pixels if frame.pixels.size else None  # none from a metadata-only sensor
         if self.tracker is not None:
             det = self.tracker.update(det, pixels)
+            if self.stationary is not None:
+                det = self.stationary.update(det, self._t_source(frame))
         tracked = det.tracked() if self.tracker is not None else det
         # Asked once a frame: the apps and the record must say the same.
         hidden = self.tracker.hidden() if self.tracker is not None else {}
@@ -434,44 +440,7 @@ class Sensor:
         hidden: dict[int, int],
     ) -> FrameRecord:
         m = self.model.manifest
-        labels = m.labels
-        top_ids = det.data.get("top_k_class_id")
-        top_scores = det.data.get("top_k_confidence")
-        rows = []
-        carried: dict[int, list[int]] = {}
-        for hid, carrier in sorted(hidden.items()):
-            carried.setdefault(carrier, []).append(hid)
-        for i in range(len(det)):
-            cid = int(det.class_id[i])
-            top_k = None
-            if top_ids is not None and top_scores is not None:
-                top_k = [
-                    ClassScore(int(c), _label(labels, int(c)), round(float(s), 4))
-                    for c, s in zip(top_ids[i], top_scores[i], strict=True)
-                ]
-            attributes = {
-                m.manifest.name: ClassScore(
-                    int(det.data[f"{m.manifest.name}.class_id"][i]),
-                    _label(m.labels, int(det.data[f"{m.manifest.name}.class_id"][i])),
-                    round(float(det.data[f"{m.manifest.name}.confidence"][i]), 4),
-                )
-                for m in self.second_stage
-                if int(det.data[f"{m.manifest.name}.class_id"][i]) >= 0
-            }
-            tid = int(det.tracker_id[i])
-            x1, y1, x2, y2 = (round(float(v), 1) for v in det.xyxy[i])
-            rows.append(
-                DetectionRecord(
-                    box=(x1, y1, x2, y2),
-                    score=round(float(det.confidence[i]), 4),
-                    class_id=cid,
-                    label=_label(labels, cid),
-                    track_id=tid if tid >= 0 else None,
-                    top_k=top_k,
-                    attributes=attributes or None,
-                    hides=carried.get(tid) if tid >= 0 else None,
-                )
-            )
+        rows = detection_rows(det, m.labels, self.second_stage, hidden)
         roi = self.model.isp.roi
         previous = self._last_dropped
         self._last_dropped = dropped_total
@@ -494,7 +463,3 @@ class Sensor:
             mode=self.mode,
             artifact=artifact,
         )
-
-
-def _label(labels: list[str], cid: int) -> str:
-    return labels[cid] if 0 <= cid < len(labels) else str(cid)

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from ivs.apps import App, FrameContext
 from ivs.apps.registry import AppBase, AppEnv, Entity, PolygonSettings, register
+from ivs.detections import box_iou
 from ivs.events import Event, Loiter, ZoneEnter, ZoneLeave
 from ivs.geometry import Anchor, anchors, inside_polygon
 
@@ -39,6 +40,11 @@ class _Visit:
     loitered: bool = False
     refused: bool = False
     """Came in from a side `enter_from` does not list (or appeared inside): never a member."""
+    stationary: bool = False
+    """Stationary when last seen (`ivs.track.stationary`): held through a flicker."""
+    settled: npt.NDArray[np.float32] | None = None
+    """Its box when it became stationary: a new track there takes the held visit over, and is
+    stationary at once (the tracker's new id has no history yet)."""
 
 
 Side = Literal["left", "right", "top", "bottom"]
@@ -61,6 +67,12 @@ class Zone(AppBase):
     loiter_s: send one `loiter` event when a visit lasts this long (None: never).
     enter_from: the sides an entry may come from (None: any); one from another side, or an
         object that appears inside, never enters (no event, not in the occupancy).
+    stationary: "include" (default), "ignore" (a stationary object does not enter: a parked
+        car is not an arrival; a member that stops stays a member) or "only" (only stationary
+        objects enter: a car parked where it must not be, with `loiter_s` for how long).
+    hold_s: a stationary member unseen (its detection flickers, the tracker loses it) stays a
+        member this long, and a new track whose box overlaps its last box takes its visit over:
+        a parked object does not leave and enter again.
     """
 
     name: str
@@ -71,6 +83,8 @@ class Zone(AppBase):
     leave_frames: int = 5
     loiter_s: float | None = None
     enter_from: frozenset[str] | None = None
+    stationary: Literal["include", "ignore", "only"] = "include"
+    hold_s: float = 30.0
     entered: int = 0
     _visits: dict[int, _Visit] = field(default_factory=dict)
     _outside: dict[int, tuple[tuple[float, float], int]] = field(default_factory=dict)
@@ -93,7 +107,9 @@ class Zone(AppBase):
 
     def update(self, ctx: FrameContext) -> list[Event]:
         det = self._select(ctx)
+        still = det.data.get("stationary")
         row_of = {int(t): i for i, t in enumerate(det.tracker_id)}
+        self._take_over_held(det, row_of)
         judged = list(row_of.items())  # (track id, the det row whose anchor says where it is)
         # A member hidden in another's box (walking together) is where that box is: it stays
         # while hidden, and is not counted again when the two part. One not yet a member
@@ -121,6 +137,10 @@ class Zone(AppBase):
             visit.inside_streak += 1
             visit.outside_streak = 0
             visit.last_inside = ctx.t_source
+            if row_of.get(tid) == i:  # its own box (not a carrier's)
+                self._note_stationary(visit, det.xyxy[i : i + 1], still is not None and bool(still[i]))
+            if not visit.member and self.stationary != "include" and visit.stationary != (self.stationary == "only"):
+                continue  # "ignore": a stationary object does not enter; "only": a moving one does not
             if not visit.member and not visit.refused and visit.inside_streak >= self.enter_frames:
                 if self.enter_from is not None:
                     came = self._outside.get(tid)
@@ -156,6 +176,8 @@ class Zone(AppBase):
         for tid, visit in list(self._visits.items()):
             if tid not in seen:
                 visit.inside_streak = 0
+                if visit.member and visit.stationary and ctx.t_source - visit.last_inside <= self.hold_s:
+                    continue  # held: a parked object's detection flickers
                 visit.outside_streak += 1
             if visit.outside_streak >= self.leave_frames:
                 del self._visits[tid]
@@ -170,6 +192,28 @@ class Zone(AppBase):
                         )
                     )
         return events
+
+    @staticmethod
+    def _note_stationary(visit: _Visit, box: npt.NDArray[np.float32], flagged: bool) -> None:
+        if visit.settled is not None and box_iou(box, visit.settled)[0, 0] >= 0.5:
+            visit.stationary = True  # still where it settled (a new track id is not flagged yet)
+        elif flagged:
+            visit.stationary, visit.settled = True, box.copy()
+        else:
+            visit.stationary, visit.settled = False, None
+
+    def _take_over_held(self, det: Any, row_of: dict[int, int]) -> None:
+        """A new track over a held stationary member's last box is that member, found again."""
+        held = [t for t, v in self._visits.items() if v.member and v.settled is not None and t not in row_of]
+        if not held:
+            return
+        for tid, i in row_of.items():
+            if tid in self._visits or not held:
+                continue
+            overlap = box_iou(det.xyxy[i : i + 1], np.concatenate([self._visits[h].settled for h in held]))[0]
+            k = int(np.argmax(overlap))
+            if overlap[k] >= 0.3:
+                self._visits[tid] = self._visits.pop(held.pop(k))
 
     def dwell(self) -> dict[int, float]:
         """Current dwell time in seconds of each track in the zone."""
@@ -199,6 +243,10 @@ class ZoneSettings(PolygonSettings):
     enter_frames: int = Field(2, ge=1, description="Consecutive frames inside before `zone_enter`.")
     leave_frames: int = Field(5, ge=1, description="Consecutive frames outside before `zone_leave`.")
     loiter_s: float | None = Field(None, gt=0, description="Send `loiter` once a visit lasts this long (seconds).")
+    stationary: Literal["include", "ignore", "only"] = Field(
+        "include", description="Stationary objects: enter like any (include), never enter (ignore), or alone (only)."
+    )
+    hold_s: float = Field(30.0, ge=0, description="A stationary member unseen stays a member this long (seconds).")
     enter_from: list[Side] | None = Field(
         None, min_length=1, description="Sides an entry may come from (left, right, top, bottom; default any)."
     )
@@ -209,5 +257,5 @@ def _build(s: ZoneSettings, env: AppEnv) -> App:
     polygon = np.asarray(env.scale(s.polygon, s.coords), np.float32)
     return Zone(
         s.name, polygon, env.class_ids(s.classes), s.anchor, s.enter_frames, s.leave_frames, s.loiter_s,
-        frozenset(s.enter_from) if s.enter_from else None,
+        frozenset(s.enter_from) if s.enter_from else None, s.stationary, s.hold_s,
     )  # fmt: skip
