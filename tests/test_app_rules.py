@@ -3,16 +3,23 @@ one side, stationary objects, and apps active on a schedule."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import zoneinfo
+
 import numpy as np
 
 from ivs.apps import FrameContext
 from ivs.apps.line import LineCounter
+from ivs.apps.safety import SafetyZone
+from ivs.apps.schedule import Schedule, Scheduled, ScheduleSettings
 from ivs.apps.zone import Zone, side_entered_from
 from ivs.detections import Detections
-from ivs.events import Loiter, ZoneEnter, ZoneLeave
+from ivs.events import Loiter, ScheduleChange, ZoneEnter, ZoneLeave
 from ivs.track import ByteTracker
 from ivs.track.stationary import Stationary
 from tests.test_apps import LINE, SQUARE, ctx, feet_at, walk
+from tests.test_config import GOOD, check
 
 
 def test_a_line_counts_only_its_directions_and_keeps_the_side_of_the_others():
@@ -141,3 +148,61 @@ def test_a_zone_can_ignore_stationary_objects_or_count_only_them():
     only_enters = [e for e in only if isinstance(e, ZoneEnter)]
     assert len(only_enters) == 1 and only_enters[0].frame > 50  # 3 s after it stopped (frame 30), not at 9
     assert [type(e) for e in only if isinstance(e, Loiter)] == [Loiter]
+
+
+def berlin(text: str) -> float:
+    """Epoch seconds of a local time in Berlin, e.g. "2026-12-07 07:59" (a Monday)."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=zoneinfo.ZoneInfo("Europe/Berlin")).timestamp()
+
+
+def at(i: int, wall: float, boxes=()) -> FrameContext:
+    c = ctx(i, boxes)
+    return dataclasses.replace(c, time=wall)
+
+
+def test_an_app_on_a_schedule_sends_nothing_outside_its_windows_and_says_when_it_changes():
+    settings = ScheduleSettings(
+        timezone="Europe/Berlin",
+        windows=[{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "18:00"},
+                 {"days": ["sat"], "start": "22:00", "end": "02:00"}],
+    )  # fmt: skip
+    app = Scheduled(SafetyZone("press", SQUARE, classes={0}, clear_frames=2), Schedule.of(settings))
+    person = [feet_at(200, 200)]
+    out = []
+    times = [
+        ("2026-12-07 07:59", person),  # Monday before the window: inactive, no stop
+        ("2026-12-07 08:00", person),  # the window opens: a stop at once
+        ("2026-12-07 12:00", []),
+        ("2026-12-07 12:00", []),  # cleared
+        ("2026-12-07 18:00", person),  # closed: nothing
+        ("2026-12-12 23:30", person),  # Saturday night, past midnight window
+        ("2026-12-13 01:59", []),  # Sunday morning: still Saturday's window
+        ("2026-12-13 02:00", []),  # over
+    ]
+    for i, (text, boxes) in enumerate(times):
+        out.append([type(e).__name__ + (f":{e.active}" if isinstance(e, ScheduleChange) else "") for e in
+                    app.update(at(i, berlin(text), boxes))])  # fmt: skip
+    assert out == [
+        ["ScheduleChange:False"],
+        ["ScheduleChange:True", "Stop"],
+        [],
+        ["Clear"],
+        ["ScheduleChange:False"],
+        ["ScheduleChange:True", "Stop"],
+        [],
+        ["ScheduleChange:False"],
+    ]
+    assert app.state()["active"] is False and app.name == "press"
+
+
+def test_schedule_settings_say_what_was_wrong(tmp_path):
+    bad = GOOD.replace(
+        "    classes: [person]\n  - type: zone",
+        "    classes: [person]\n    schedule:\n      timezone: Mars/Olympus\n"
+        "      windows: [{start: '8am', end: '18:00'}]\n  - type: zone",
+    )
+    r = check(tmp_path, bad)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("ivs: error:")]
+    assert r.returncode == 1
+    assert any("sensor.yaml:13:" in e and "unknown time zone 'Mars/Olympus'" in e for e in errors), errors
+    assert any("sensor.yaml:14:" in e and "time '8am': expected HH:MM" in e for e in errors), errors

@@ -174,6 +174,15 @@ class SourceGap(Event, frozen=True, tag="gap"):
     """Why the source stopped: the error, or "end of stream"."""
 
 
+class ScheduleChange(Event, frozen=True, tag="schedule"):
+    """An app with a `schedule` became active or inactive (sent with its first frame too): while
+    inactive it sees no frames and sends nothing."""
+
+    active: bool
+    window: str | None = None
+    """The window it is active in ("mon-fri 08:00-18:00 Europe/Berlin"), or None when inactive."""
+
+
 AnyEvent = (
     Count
     | ZoneEnter
@@ -188,10 +197,11 @@ AnyEvent = (
     | Ledger
     | SourceGap
     | Heartbeat
+    | ScheduleChange
 )
 EVENT_KINDS: tuple[type[Event], ...] = (
     Count, ZoneEnter, ZoneLeave, Loiter, Crowded, CrowdCleared, Stop, Clear, MaskPing, Heatmap, Ledger, SourceGap,
-    Heartbeat,
+    Heartbeat, ScheduleChange,
 )  # fmt: skip
 
 _decoder = msgspec.json.Decoder(AnyEvent)

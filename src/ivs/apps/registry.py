@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ivs.apps import App, FrameContext
+from ivs.apps.schedule import Schedule, Scheduled, ScheduleSettings
 from ivs.errors import ConfigError
 from ivs.events import Event
 
@@ -36,6 +37,9 @@ class AppSettings(BaseModel):
     name: str = Field(description="This app's name in every event it sends.")
     coords: Literal["pixels", "normalized"] = Field(
         "pixels", description="Coordinates in pixels, or as fractions of the frame's width and height."
+    )
+    schedule: ScheduleSettings | None = Field(
+        None, description="Active only in these time windows (default: always); outside them it sends nothing."
     )
 
     def class_names(self) -> list[str] | None:
@@ -187,4 +191,5 @@ def build_app(settings: AppSettings, env: AppEnv) -> App:
     app_type = app_types().get(settings.type)
     if app_type is None or not isinstance(settings, app_type.settings):
         raise ConfigError(f"unknown app type {settings.type!r}: expected one of {', '.join(sorted(app_types()))}")
-    return app_type.build(settings, env)
+    app = app_type.build(settings, env)
+    return Scheduled(app, Schedule.of(settings.schedule)) if settings.schedule is not None else app
