@@ -16,8 +16,10 @@ from ivs.config import (
     AppConfig,
     FiltersConfig,
     HttpSinkConfig,
+    ModbusSinkConfig,
     MqttSinkConfig,
     ObjectFilterConfig,
+    OpcUaSinkConfig,
     Problem,
     SensorConfig,
     SourceConfig,
@@ -37,6 +39,7 @@ from ivs.sinks.homeassistant import HomeAssistantSink
 from ivs.sinks.http import HttpSink
 from ivs.sinks.jsonl import JsonlSink
 from ivs.sinks.mqtt import MqttSink
+from ivs.sinks.plant import points_of
 from ivs.sources import Source, open_source
 from ivs.sources.reconnect import Reconnect
 from ivs.track import ByteTracker
@@ -129,6 +132,24 @@ def build_filter(config: FiltersConfig, labels: list[str], size: tuple[int, int]
     return DetectionFilter(rules, default, masks)
 
 
+def _plant_sink(sc: ModbusSinkConfig | OpcUaSinkConfig, config: SensorConfig) -> Sink:
+    """A Modbus or OPC UA server with the values of the config's apps."""
+    points = points_of([(a.name, a.type) for a in config.apps])
+    if isinstance(sc, ModbusSinkConfig):
+        from ivs.sinks.modbus import ModbusSink
+
+        return ModbusSink(points, sc.host, sc.port)
+    from ivs.sinks.opcua import OpcUaSink
+
+    password = os.environ.get(sc.password_env) if sc.password_env else None
+    if sc.password_env and password is None:
+        raise ConfigError(f"sinks: password_env {sc.password_env!r} is not set in the environment")
+    return OpcUaSink(
+        config.id, points, sc.host, sc.port, username=sc.username, password=password, cert=sc.cert, key=sc.key,
+        client_certs=sc.client_certs,
+    )  # fmt: skip
+
+
 @dataclass
 class Assembly:
     """What a configured sensor adds to its source and models: filter, tracker, apps, sinks."""
@@ -202,6 +223,8 @@ def assemble(
                     ca_file=sc.ca_file,
                 )
             )
+        elif isinstance(sc, ModbusSinkConfig | OpcUaSinkConfig):
+            sinks.append(_plant_sink(sc, config))
         else:
             sinks.append(JsonlSink(sc.path))
     stationary = Stationary(tc.stationary_px, tc.stationary_s) if tracker is not None and tc.stationary_s else None

@@ -207,7 +207,39 @@ class HttpSinkConfig(_Model):
     batch_wait_s: float = Field(0.2, gt=0, description="How long to wait for a batch to fill.")
 
 
-SinkConfig = Annotated[JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig, Field(discriminator="type")]
+class ModbusSinkConfig(_Model):
+    type: Literal["modbus"]
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0: every interface).")
+    port: int = Field(502, ge=1, le=65535, description="TCP port (502 is Modbus's; below 1024 needs privileges).")
+
+
+class OpcUaSinkConfig(_Model):
+    type: Literal["opcua"]
+    host: str = Field("127.0.0.1", description="Address to listen on (not loopback: needs a login).")
+    port: int = Field(4840, ge=1, le=65535, description="TCP port (4840 is OPC UA's).")
+    username: str | None = Field(None, description="The one user name clients log in with.")
+    password_env: str | None = Field(
+        None, description="Name of the environment variable holding that user's password (never the password)."
+    )
+    cert: str | None = Field(None, description="The server's certificate (DER or PEM): encrypted channels only.")
+    key: str | None = Field(None, description="The server's private key (PEM).")
+    client_certs: str | None = Field(None, description="Folder of client certificates that may log in with them.")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> OpcUaSinkConfig:
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env come together: expected both or neither")
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key come together: expected both or neither")
+        if self.client_certs is not None and self.cert is None:
+            raise ValueError("client_certs need the server's cert and key (certificate logins are encrypted)")
+        return self
+
+
+SinkConfig = Annotated[
+    JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig | ModbusSinkConfig | OpcUaSinkConfig,
+    Field(discriminator="type"),
+]
 
 
 class DeployConfig(_Model):
@@ -230,7 +262,7 @@ class DeployConfig(_Model):
     )
 
 
-def _stdout() -> list[JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig]:
+def _stdout() -> list[SinkConfig]:
     return [JsonlSinkConfig(type="jsonl", path="-")]
 
 
@@ -261,7 +293,7 @@ class SensorConfig(_Model):
 
     @model_validator(mode="after")
     def _separate_outboxes(self) -> SensorConfig:
-        boxes = [s.outbox for s in self.sinks if not isinstance(s, JsonlSinkConfig)]
+        boxes = [s.outbox for s in self.sinks if isinstance(s, MqttSinkConfig | HttpSinkConfig)]
         if len(boxes) != len(set(boxes)):
             raise ValueError("each MQTT or HTTP sink needs an outbox file of its own: two sinks share one")
         return self
