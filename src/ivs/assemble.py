@@ -23,6 +23,7 @@ from ivs.config import (
     Problem,
     SensorConfig,
     SourceConfig,
+    WebhookSinkConfig,
     check_against,
     load,
 )
@@ -40,6 +41,7 @@ from ivs.sinks.http import HttpSink
 from ivs.sinks.jsonl import JsonlSink
 from ivs.sinks.mqtt import MqttSink
 from ivs.sinks.plant import points_of
+from ivs.sinks.webhook import WebhookSink
 from ivs.sources import Source, open_source
 from ivs.sources.reconnect import Reconnect
 from ivs.track import ByteTracker
@@ -222,6 +224,15 @@ def assemble(
                     batch_wait_s=sc.batch_wait_s,
                     ca_file=sc.ca_file,
                 )
+            )
+        elif isinstance(sc, WebhookSinkConfig):
+            box = Outbox(sc.outbox, max_messages=sc.max_messages)
+            seq_start = max(seq_start, box.last_seq())
+            secret = os.environ.get(sc.secret_env)
+            if not secret:
+                raise ConfigError(f"sinks: secret_env {sc.secret_env!r} is not set in the environment")
+            sinks.append(
+                WebhookSink(config.id, box, sc.url, secret=secret.encode(), kinds=sc.kinds, ca_file=sc.ca_file)
             )
         elif isinstance(sc, ModbusSinkConfig | OpcUaSinkConfig):
             sinks.append(_plant_sink(sc, config))

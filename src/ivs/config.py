@@ -207,6 +207,29 @@ class HttpSinkConfig(_Model):
     batch_wait_s: float = Field(0.2, gt=0, description="How long to wait for a batch to fill.")
 
 
+class WebhookSinkConfig(_Model):
+    type: Literal["webhook"]
+    url: str = Field(description="Where each event is POSTed (http:// or https://).")
+    secret_env: str = Field(
+        description="Name of the environment variable holding the HMAC secret (never the secret itself)."
+    )
+    kinds: list[str] | None = Field(None, min_length=1, description="Event kinds to post (default: every event).")
+    ca_file: str | None = Field(None, description="CA certificate (PEM) to verify an https url against.")
+    outbox: str = Field("ivs-webhook-outbox.sqlite", description="Durable outbox file (not shared with another sink).")
+    max_messages: int = Field(100_000, ge=1, description="Outbox bound; past it the oldest are shed, and counted.")
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, v: list[str] | None) -> list[str] | None:
+        from ivs.events import EVENT_KINDS
+
+        known = sorted(str(k.__struct_config__.tag) for k in EVENT_KINDS)
+        for kind in v or ():
+            if kind not in known:
+                raise ValueError(f"unknown event kind {kind!r}: expected some of {', '.join(known)}")
+        return v
+
+
 class ModbusSinkConfig(_Model):
     type: Literal["modbus"]
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0: every interface).")
@@ -237,7 +260,7 @@ class OpcUaSinkConfig(_Model):
 
 
 SinkConfig = Annotated[
-    JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig | ModbusSinkConfig | OpcUaSinkConfig,
+    JsonlSinkConfig | MqttSinkConfig | HttpSinkConfig | WebhookSinkConfig | ModbusSinkConfig | OpcUaSinkConfig,
     Field(discriminator="type"),
 ]
 
@@ -260,6 +283,10 @@ class DeployConfig(_Model):
         description="Also act at once when the hub publishes a new desired revision on MQTT (retained "
         "`ivs/ID/desired`, through the first MQTT sink's connection); polling stays as the fallback.",
     )
+
+
+_SINK_TYPES = ("jsonl", "mqtt", "http", "webhook", "modbus", "opcua")
+"""Every sink config's `type` (the tags pydantic puts in an error's location)."""
 
 
 def _stdout() -> list[SinkConfig]:
@@ -293,9 +320,9 @@ class SensorConfig(_Model):
 
     @model_validator(mode="after")
     def _separate_outboxes(self) -> SensorConfig:
-        boxes = [s.outbox for s in self.sinks if isinstance(s, MqttSinkConfig | HttpSinkConfig)]
+        boxes = [s.outbox for s in self.sinks if isinstance(s, MqttSinkConfig | HttpSinkConfig | WebhookSinkConfig)]
         if len(boxes) != len(set(boxes)):
-            raise ValueError("each MQTT or HTTP sink needs an outbox file of its own: two sinks share one")
+            raise ValueError("each MQTT, HTTP or webhook sink needs an outbox file of its own: two sinks share one")
         return self
 
     @model_validator(mode="after")
@@ -347,7 +374,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
     for i, part in enumerate(loc):
         if i > 0 and out and out[-2:-1] == ["apps"] and isinstance(part, str) and part in app_types():
             continue
-        if i > 0 and out and out[-2:-1] == ["sinks"] and part in ("jsonl", "mqtt", "http"):
+        if i > 0 and out and out[-2:-1] == ["sinks"] and part in _SINK_TYPES:
             continue
         out.append(part)
     return tuple(out)

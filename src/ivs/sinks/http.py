@@ -284,9 +284,13 @@ class HttpSink:
         self.last_drop = self.last_error = f"seq {bad.seq} ({bad.topic}) dropped: {answer.reason}"
         log.error("HTTP sink %s: %s", self.url, self.last_drop)
 
+    def _request(self, batch: list[Pending]) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of one POST (a webhook's differ: `ivs.sinks.webhook`)."""
+        return b"[" + b",".join(p.payload for p in batch) + b"]", self._headers
+
     def _post(self, batch: list[Pending]) -> _Answer:
-        body = b"[" + b",".join(p.payload for p in batch) + b"]"
-        request = urllib.request.Request(self.url, data=body, headers=self._headers, method="POST")
+        body, headers = self._request(batch)
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         self.posted += 1
         self.bytes_sent += len(body)
         try:
