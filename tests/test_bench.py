@@ -45,6 +45,7 @@ TINY = BenchConfig(
     rss_events=2_000,
     stop_outboxes=("full",),  # "normal" is the same code with one pragma; the delivery rows time both
     counts_events=3_000,
+    plant_stops=2,
 )
 
 
@@ -328,3 +329,12 @@ def test_bench_report_prints_a_saved_run_without_measuring(result: BenchResult, 
     saved.write_text('{"schema": "ivs.bench/1"}')
     out = runner.invoke(cli.app, ["bench", "--report", str(saved)])
     assert out.exit_code == 1 and "not an ivs.bench/1 results file" in out.output
+
+
+def test_the_stop_at_plant_clients(result: BenchResult):
+    rows = result.plant
+    assert [(r.kind.split()[0], r.path.split()[0]) for r in rows] == [
+        ("delivery", "Modbus"), ("delivery", "OPC"), ("end", "Modbus"), ("end", "OPC"),
+    ]  # fmt: skip
+    for r in rows:
+        assert r.seen == r.stops > 0 and 0 < r.p50_ms <= r.p99_ms <= r.max_ms, r

@@ -17,7 +17,9 @@ h. tracking: IDF1 and ID switches on the hand-labelled tracks of the sample vide
    (`ivs.bench.tracking`);
 i. camera streams per box, a node against separate processes (`ivs.bench.streams`);
 j. counts at fleet scale: 2,000,000 count events of 100 sensors over 30 days, the hourly query
-   from the rollups, and retention (`ivs.bench.counts`).
+   from the rollups, and retention (`ivs.bench.counts`);
+k. the stop at a plant's clients: capture to a Modbus coil a client polls and to an OPC UA data
+   change at a subscribed client (`ivs.bench.plant`).
 
 Absolute times depend on the machine and on whatever else runs on it; compare rows as ratios
 measured in the same run.
@@ -51,6 +53,7 @@ from ivs.bench.parts import (
     bench_ingest_part,
     bench_memory_part,
     bench_pipeline_parts,
+    bench_plant_part,
     bench_stop_part,
     bench_streams_part,
     bench_tracking_part,
@@ -132,6 +135,7 @@ def run_bench(
     tracking = bench_tracking_part(cfg, log, skipped)
     streams = bench_streams_part(cfg, log, skipped)
     counts = bench_counts_part(cfg, log, skipped)
+    plant = bench_plant_part(cfg, log, skipped)
     memory.after_data_reduction_mib = peak_rss_mib()
     memory.current_rss_mib = current_rss_mib()
     memory.processes = bench_memory_part(cfg, log, skipped)
@@ -162,6 +166,7 @@ def run_bench(
         tracking=tracking,
         streams=streams,
         counts=counts,
+        plant=plant,
         not_measured=[
             "g: RSS over a long run is the soak's (python -m ivs.bench.soak --minutes 30; docs/reliability.md)",
         ],
@@ -196,6 +201,7 @@ def _config_summary(cfg: BenchConfig) -> RunConfig:
         rss_runtimes=list(cfg.rss_runtimes),
         streams_s=cfg.streams_s,
         counts_events=cfg.counts_events,
+        plant_stops=cfg.plant_stops,
     )
 
 

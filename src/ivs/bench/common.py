@@ -86,6 +86,8 @@ class BenchConfig:
     """Part i: seconds of each trial of N camera streams (node and separate processes); 0: skip."""
     counts_events: int = 0
     """Part j: count events of 100 sensors over 30 days, queried hourly and pruned; 0: skip."""
+    plant_stops: int = 0
+    """Part k: stops through the person detector to a Modbus and an OPC UA client; 0: skip."""
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -100,7 +102,7 @@ class BenchConfig:
             tuple(zoo_names()), 100, 10, 4, (1, 2), None, 12.0, E2E_MODELS, tuple(FRAME_SIZES), 60, None, 20, 50_000,
             sustain_s=5.0, naive_frames=12, naive_blocks=3, rss_frames=None, rss_events=50_000,
             rss_runtimes=("auto", "onnxruntime", "openvino"), tracking=True, streams_s=60.0,
-            counts_events=2_000_000,
+            counts_events=2_000_000, plant_stops=50,
         )  # fmt: skip
 
 

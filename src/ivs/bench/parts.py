@@ -33,6 +33,7 @@ from ivs.bench.results import (
     HubMemory,
     Ingest,
     NaiveRow,
+    PlantRow,
     SafetyStop,
     SensorMemory,
     StreamsRow,
@@ -358,3 +359,23 @@ def bench_counts_part(cfg: BenchConfig, log: Callable[[str], None], skipped: lis
     from ivs.bench.counts import bench_counts_all
 
     return bench_counts_all(cfg.counts_events, log)
+
+
+# ---------------------------------------------------------------------------------------- part k
+
+
+def bench_plant_part(cfg: BenchConfig, log: Callable[[str], None], skipped: list[str]) -> list[PlantRow]:
+    """Part k, or nothing with the reason in `skipped`."""
+    video = media_dir() / "vtest.avi"
+    if cfg.plant_stops <= 0:
+        skipped.append("k: the stop at Modbus and OPC UA clients not asked for (the full run measures 50)")
+        return []
+    if not video.is_file():
+        skipped.append("k: vtest.avi not found (scripts/fetch-media.sh fetches it)")
+        return []
+    from ivs.bench.plant import bench_plant_delivery, bench_plant_end_to_end
+
+    rows = bench_plant_delivery(2 * cfg.plant_stops)
+    rows += bench_plant_end_to_end(cfg.plant_stops, video, _e2e_runtime(cfg), max(cfg.threads))
+    log("k. plant: " + ", ".join(f"{r.path.split()[0]} p99 {r.p99_ms} ms" for r in rows))
+    return rows

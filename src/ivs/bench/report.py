@@ -23,6 +23,10 @@ def print_report(result: BenchResult, console: Console) -> None:
     _print_live(result, console)
     _print_footprint(result, console)
     _print_streams(result, console)
+    for p in result.plant:
+        console.print(
+            f"[bold]k. plant[/] {p.kind}, {p.path}: p50 {p.p50_ms} ms, p99 {p.p99_ms} ms ({p.seen}/{p.stops})"
+        )
     for r in result.counts:
         if r.absent:
             console.print(f"[bold]j. counts[/] {r.database}: {r.absent}")
@@ -334,6 +338,10 @@ def markdown_report(result: BenchResult) -> str:
         from ivs.bench.counts import markdown as counts_markdown
 
         lines += ["", *counts_markdown(result.counts)]
+    if result.plant:
+        from ivs.bench.plant import markdown as plant_markdown
+
+        lines += ["", *plant_markdown(result.plant)]
     return "\n".join(lines) + "\n"
 
 

@@ -66,6 +66,7 @@ class RunConfig(msgspec.Struct, kw_only=True):
     rss_runtimes: list[str]
     streams_s: float = 0.0
     counts_events: int = 0
+    plant_stops: int = 0
 
 
 # ---------------------------------------------------------------------------------------- part a
@@ -221,6 +222,21 @@ class DeliveryRow(msgspec.Struct, kw_only=True):
     p99_ms: float | None = None
     max_ms: float | None = None
     within_target: float | None = None
+
+
+class PlantRow(msgspec.Struct, kw_only=True):
+    """A stop at a plant's client: Modbus coil or OPC UA data change (`ivs.bench.plant`)."""
+
+    kind: str
+    path: str
+    stops: int
+    seen: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    target_ms: float
+    within_target: float | None
+    note: str
 
 
 # ---------------------------------------------------------------------------------------- part e
@@ -424,6 +440,7 @@ class BenchResult(msgspec.Struct, kw_only=True):
     tracking: TrackIdentity | None = None
     streams: list[StreamsRow] = []
     counts: list[CountsRow] = []
+    plant: list[PlantRow] = []
     not_measured: list[str]
     notes: dict[str, str]
     skipped: list[str]

@@ -115,7 +115,7 @@ class ModbusSink:
         return True
 
     def close(self) -> None:
-        if self._server is not None:
+        if self._server is not None and not self._loop.is_closed():
             try:
                 asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
             except (RuntimeError, TimeoutError):
@@ -123,6 +123,8 @@ class ModbusSink:
         self._stop_loop()
 
     def _stop_loop(self) -> None:
+        if self._loop.is_closed():
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():

@@ -144,6 +144,8 @@ class OpcUaSink:
         return True
 
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
         try:
             asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(10)
         except (RuntimeError, TimeoutError, OSError):
@@ -151,6 +153,8 @@ class OpcUaSink:
         self._stop_loop()
 
     def _stop_loop(self) -> None:
+        if self._loop.is_closed():
+            return
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():
