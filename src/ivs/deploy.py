@@ -201,7 +201,18 @@ class LiveApps:
         return owed + [event for app in self.apps for event in app.finish(ctx)]
 
 
-_RESTART_SECTIONS = ("id", "source", "model", "tracker", "sinks", "frames", "keyring", "deploy")
+_RESTART_SECTIONS = (
+    "id",
+    "source",
+    "model",
+    "filters",
+    "tracker",
+    "sinks",
+    "frames",
+    "keyring",
+    "heartbeat_s",
+    "deploy",
+)
 
 
 class LiveConfig:
