@@ -178,3 +178,58 @@ def test_the_opcua_variable_types(tmp_path: Path):
         sub.close()
     finally:
         sink.close()
+
+
+def _cert(folder: Path, name: str, uri: str, server: bool) -> tuple[Path, Path]:
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = cert_gen.generate_private_key()
+    use = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+    names = [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost")]
+    cert = cert_gen.generate_self_signed_app_certificate(key, uri, {"commonName": name}, names, extended=use, days=2)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.der").write_bytes(cert.public_bytes(Encoding.DER))
+    (folder / f"{name}.pem").write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return folder / f"{name}.der", folder / f"{name}.pem"
+
+
+def test_opcua_certificate_logins_over_encrypted_channels(tmp_path: Path):
+    client_uri = "urn:example.org:FreeOpcUa:opcua-asyncio"  # asyncua's client default
+    server_cert, server_key = _cert(tmp_path / "server", "server", "urn:freeopcua:python:server", True)
+    plc_cert, plc_key = _cert(tmp_path / "trusted", "plc", client_uri, False)
+    other_cert, other_key = _cert(tmp_path / "others", "stranger", client_uri, False)
+    plc_key.rename(tmp_path / "plc.pem")  # the trusted folder holds certificates only
+    plc_key = tmp_path / "plc.pem"
+    port = free_port()
+    sink = OpcUaSink(
+        "cam", points_of([("press", "safety")]), port=port, cert=str(server_cert), key=str(server_key),
+        client_certs=str(tmp_path / "trusted"),
+    )  # fmt: skip
+    url = f"opc.tcp://127.0.0.1:{port}/ivs/"
+
+    def read_as(cert: Path, key: Path):
+        async def go():
+            client = Client(url)
+            await client.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cert},{key},{server_cert}")
+            await client.load_client_certificate(str(cert))  # ... and log in with it (an X.509 user token)
+            await client.load_private_key(key)
+            async with client:
+                return await client.get_node("ns=2;s=cam.press.stop").read_value()
+
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(go())
+        finally:
+            loop.close()
+
+    try:
+        assert read_as(plc_cert, plc_key) is False
+        with pytest.raises(Exception):  # noqa: B017 - asyncua raises its own kinds for a refused identity
+            read_as(other_cert, other_key)
+        with pytest.raises(Exception):  # noqa: B017 - no encryption offered: a plain client finds no endpoint
+            Subscriber(url, "ns=2;s=cam.press.stop")
+    finally:
+        sink.close()
