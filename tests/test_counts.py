@@ -187,7 +187,7 @@ def test_a_database_from_before_the_rollups_gets_them_on_upgrade(tmp_path: Path)
     old.close()
     upgraded = Store(url)
     try:
-        assert upgraded.schema_version() == 4
+        assert upgraded.schema_version() == 5
         assert upgraded.rollup_total() == sum(1 for m in messages if m.__class__.__name__ == "Count")
         assert upgraded.counts(interval=3600) == by_hand(messages, 3600)
     finally:
@@ -204,7 +204,10 @@ def test_ivs_hub_prune_deletes_old_messages_and_says_so(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(cli.app, ["hub", "prune", "--db", url, "--keep-messages-days", "1"])
     assert result.exit_code == 0, result.output
-    assert f"deleted {len(messages)} messages, 0 rollup rows, 0 audit entries; 0 messages left" in result.output
+    assert (
+        f"deleted {len(messages)} messages, 0 rollup rows, 0 audit entries, 0 evidence files; 0 messages left"
+        in result.output
+    )
     after = Store(url)
     try:
         assert after.message_count() == 0 and after.counts(interval=3600) == hourly

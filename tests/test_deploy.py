@@ -324,7 +324,7 @@ def test_a_version_1_database_is_upgraded(db_url: str) -> None:
     store.close()
     store = Store(url)
     try:
-        assert SCHEMA_VERSION == 4 and store.schema_version() == 4
+        assert SCHEMA_VERSION == 5 and store.schema_version() == 5
         assert store.authenticate(token) == "cam-1"
         info, new = store.add_package(b"bytes", name="x", version="1")
         assert new and store.assign("cam-1", info.sha256).revision == 1

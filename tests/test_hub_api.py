@@ -52,9 +52,9 @@ def metric(client: TestClient, line_start: str) -> float:
 
 
 def test_schema_is_created_with_its_version(store: Store, db_url: str) -> None:
-    assert store.schema_version() == SCHEMA_VERSION == 4
+    assert store.schema_version() == SCHEMA_VERSION == 5
     again = Store(db_url)  # opening it again changes nothing
-    assert again.schema_version() == 4
+    assert again.schema_version() == 5
     again.close()
 
 

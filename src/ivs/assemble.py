@@ -28,6 +28,10 @@ from ivs.config import (
     load,
 )
 from ivs.errors import ConfigError, IvsError
+from ivs.evidence.recorder import Recorder
+from ivs.evidence.redact import Redaction
+from ivs.evidence.spool import EvidenceSpool
+from ivs.evidence.upload import Uploader
 from ivs.filters import ClassRule, DetectionFilter, Mask
 from ivs.model import Model
 from ivs.mqtt_client import MqttSettings
@@ -152,14 +156,52 @@ def _plant_sink(sc: ModbusSinkConfig | OpcUaSinkConfig, config: SensorConfig) ->
     )  # fmt: skip
 
 
+def build_evidence(config: SensorConfig, labels: list[str], size: tuple[int, int] | None) -> Recorder | None:
+    """The evidence recorder and its uploader (None with policy none: nothing is kept)."""
+    ec = config.evidence
+    if ec.policy == "none":
+        return None
+    if size is None:
+        raise ConfigError("evidence: the source does not say its frame size: expected source.frame_size: [w, h]")
+    token = os.environ.get(ec.token_env or "")
+    if not token:
+        raise ConfigError(f"evidence: token_env {ec.token_env!r} is not set in the environment")
+    scale = (1.0, 1.0) if ec.coords == "pixels" else (float(size[0]), float(size[1]))
+    masks = [np.asarray([(x * scale[0], y * scale[1]) for x, y in m], np.int32) for m in ec.masks]
+    persons = frozenset(i for i, name in enumerate(labels) if name == "person") or frozenset({0})
+    redaction = Redaction(ec.policy, ec.redact, persons, masks=masks)
+    faces = _face_finder() if ec.policy == "redacted" and ec.redact == "faces" else None
+    spool = EvidenceSpool(ec.spool, ec.spool_mib)
+    recorder = Recorder(
+        config.id, spool, redaction, kinds=ec.events, apps=ec.apps, pre_s=ec.pre_s, post_s=ec.post_s,
+        memory_mib=ec.memory_mib, snapshot=ec.snapshot, clip=ec.clip, faces=faces,
+    )  # fmt: skip
+    recorder.uploader = Uploader(spool, str(ec.url), token, ca_file=ec.ca_file)
+    return recorder
+
+
+def _face_finder() -> Any:
+    """The zoo's face detector as a `FaceFinder` (for `redact: faces`)."""
+    from ivs.model import load_model
+
+    model = load_model("face", runtime="onnxruntime", threads=1)
+
+    def find(image: Any) -> Any:
+        return model(image).xyxy
+
+    return find
+
+
 @dataclass
 class Assembly:
     """What a configured sensor adds to its source and models: filter, tracker, apps, sinks."""
 
     detection_filter: DetectionFilter | None
     tracker: ByteTracker | None
-    stationary: Stationary | None
     """None when no app reads tracks (a safety stop alone) and no deploy may bring one."""
+    stationary: Stationary | None
+    evidence: Recorder | None
+    """None with evidence policy none: no pixel is kept."""
     apps: list[App]
     sinks: list[Sink]
     seq_start: int
@@ -239,4 +281,5 @@ def assemble(
         else:
             sinks.append(JsonlSink(sc.path))
     stationary = Stationary(tc.stationary_px, tc.stationary_s) if tracker is not None and tc.stationary_s else None
-    return Assembly(detection_filter, tracker, stationary, apps, sinks, seq_start)
+    evidence = build_evidence(config, model.labels, size)
+    return Assembly(detection_filter, tracker, stationary, evidence, apps, sinks, seq_start)

@@ -141,7 +141,7 @@ def build_sensor(config: SensorConfig, options: RunOptions | None = None) -> Bui
         source, model, [*options.sinks, *assembly.sinks], sensor_id=config.id, fps=config.source.fps,
         max_frames=config.source.max_frames, mode=options.mode, artifacts=writer, on_record=options.on_record,
         second_stage=second, detection_filter=assembly.detection_filter, tracker=assembly.tracker,
-        stationary=assembly.stationary,
+        stationary=assembly.stationary, evidence=assembly.evidence,
         apps=[live_apps] if live_apps else assembly.apps,
         emit_frames=config.frames, seq_start=assembly.seq_start, ledger_period_s=options.ledger_period_s,
         heartbeat_s=config.heartbeat_s,

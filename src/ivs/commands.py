@@ -12,6 +12,9 @@ methods, the caller gets a timeout and decides. What a command may do is small o
     app  {name, enabled}      turn one app off (it sees no frames, sends nothing) or on again
     log  {lines}              the last lines (warnings and errors) of the sensor's log
     restart                   restart the sensor (a node's sensor; `ivs run` answers it cannot)
+    evidence {since, until}   a snapshot and clip of that wall-clock range from the pre-event
+                              buffer (with an evidence policy that lets pixels out), uploaded
+                              like the rest; refused under policy none
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ivs.sensor import Sensor
 
 log = logging.getLogger(__name__)
 
-NAMES = ("ping", "reload", "app", "log", "restart")
+NAMES = ("ping", "reload", "app", "log", "restart", "evidence")
 MAX_LOG_LINES = 200
 
 
@@ -126,7 +129,25 @@ class Commands:
                 )
             self._restart()
             return {"restarting": True}
+        if name == "evidence":
+            return self._evidence(args)
         raise CommandError(f"unknown command {name!r}: expected one of {', '.join(NAMES)}")
+
+    def _evidence(self, args: dict[str, Any]) -> dict[str, Any]:
+        recorder = self.sensor.evidence
+        if recorder is None:
+            raise CommandError("evidence: this sensor's evidence policy is none: no pixel is kept to send")
+        since, until = args.get("since"), args.get("until")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (since, until)):
+            raise CommandError(f"since {since!r}, until {until!r}: expected wall-clock seconds (epoch)")
+        assert isinstance(since, int | float) and isinstance(until, int | float)
+        if not 0 < until - since <= recorder.buffer.keep_s:
+            raise CommandError(f"until - since: expected 0 to {recorder.buffer.keep_s:g} s (what the buffer keeps)")
+        frames = len(recorder.buffer.between(float(since), float(until), clock="wall"))
+        if frames == 0:
+            raise CommandError("evidence: no buffered frame in that range (it is older than the buffer, or ahead)")
+        recorder.request(float(since), float(until))
+        return {"frames": frames}
 
     def _ping(self) -> dict[str, Any]:
         s = self.sensor

@@ -153,6 +153,53 @@ class FiltersConfig(_Model):
     exclude: list[MaskConfig] = Field(default_factory=list, description="Masks: nothing is detected inside them.")
 
 
+class EvidenceConfig(_Model):
+    policy: Literal["none", "redacted", "full"] = Field(
+        "none", description="none: no pixel is kept or leaves (the default); redacted; full."
+    )
+    redact: Literal["persons", "faces"] = Field(
+        "persons", description="With redacted: every person box pixelated, or faces (the face detector's) blurred."
+    )
+    events: list[str] = Field(
+        ["stop", "count", "zone_enter", "loiter", "mask"], description="Event kinds that get evidence."
+    )
+    apps: list[str] | None = Field(None, description="Only these apps' events (default: every app's).")
+    pre_s: float = Field(5.0, ge=0, le=60, description="Seconds before the event in the clip.")
+    post_s: float = Field(5.0, ge=0, le=60, description="Seconds after the event in the clip.")
+    snapshot: bool = Field(True, description="A JPEG of the event's frame.")
+    clip: bool = Field(True, description="An H.264 clip from pre_s before to post_s after.")
+    memory_mib: float = Field(64.0, gt=0, le=4096, description="Memory cap of the pre-event buffer (JPEG frames).")
+    coords: Literal["pixels", "normalized"] = Field("pixels", description="The masks' points.")
+    masks: list[list[tuple[float, float]]] = Field(
+        default_factory=list, description="Polygons blacked out in all evidence, whatever the policy."
+    )
+    spool: str = Field("ivs-evidence.sqlite", description="Durable spool of evidence waiting for the hub.")
+    spool_mib: float = Field(256.0, gt=0, description="Spool cap: evidence past it is not kept (counted).")
+    url: str | None = Field(None, description="The hub's evidence endpoint, e.g. https://hub:8080/api/v1/evidence.")
+    token_env: str | None = Field(None, description="Environment variable holding the device's hub token.")
+    ca_file: str | None = Field(None, description="CA certificate (PEM) to verify an https hub against.")
+
+    @field_validator("events")
+    @classmethod
+    def _kinds(cls, v: list[str]) -> list[str]:
+        from ivs.events import EVENT_KINDS
+
+        known = sorted(str(k.__struct_config__.tag) for k in EVENT_KINDS)
+        for kind in v:
+            if kind not in known:
+                raise ValueError(f"unknown event kind {kind!r}: expected some of {', '.join(known)}")
+        return v
+
+    @model_validator(mode="after")
+    def _where(self) -> EvidenceConfig:
+        if self.policy != "none" and (self.url is None or self.token_env is None):
+            raise ValueError(f"policy {self.policy!r} sends evidence to the hub: expected url and token_env")
+        for i, polygon in enumerate(self.masks):
+            if len(polygon) < 3:
+                raise ValueError(f"masks[{i}]: a polygon needs at least 3 points, got {len(polygon)}")
+        return self
+
+
 # The `apps:` entries: each app's module registers its settings (ivs.apps.registry).
 if TYPE_CHECKING:
     AppConfig = AppSettings
@@ -303,6 +350,9 @@ class SensorConfig(_Model):
         default_factory=lambda: FiltersConfig(), description="What is dropped before tracking: per class, masks."
     )
     tracker: TrackerConfig = Field(default_factory=lambda: TrackerConfig(), description="Multi-object tracker.")
+    evidence: EvidenceConfig = Field(
+        default_factory=lambda: EvidenceConfig(), description="Redacted snapshots and clips (off by default)."
+    )
     apps: list[AppConfig] = Field(default_factory=list, description="What to decide from the tracks.")
     sinks: list[SinkConfig] = Field(default_factory=lambda: _stdout(), description="Where messages go.")
     frames: bool = Field(False, description="Also send the per-frame record (detections) of every frame.")
@@ -323,6 +373,14 @@ class SensorConfig(_Model):
         boxes = [s.outbox for s in self.sinks if isinstance(s, MqttSinkConfig | HttpSinkConfig | WebhookSinkConfig)]
         if len(boxes) != len(set(boxes)):
             raise ValueError("each MQTT, HTTP or webhook sink needs an outbox file of its own: two sinks share one")
+        return self
+
+    @model_validator(mode="after")
+    def _evidence_apps(self) -> SensorConfig:
+        names = {a.name for a in self.apps}
+        unknown = [a for a in self.evidence.apps or () if a not in names]
+        if unknown:
+            raise ValueError(f"evidence.apps {unknown}: expected names of this sensor's apps ({sorted(names)})")
         return self
 
     @model_validator(mode="after")

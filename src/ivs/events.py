@@ -137,6 +137,9 @@ class Ledger(Event, frozen=True, tag="ledger"):
     """Bytes of every message this sensor sent, as JSON, this one excluded."""
     frames_skipped: int = 0
     """Frames of a damaged video that could not be decoded and were skipped."""
+    evidence_bytes: int = 0
+    """Bytes of evidence (redacted snapshots and clips) this sensor kept to send, apart from the
+    metadata: 0 unless its `evidence.policy` lets pixels out."""
 
 
 class Heartbeat(Event, frozen=True, tag="heartbeat"):

@@ -26,6 +26,7 @@ from ivs.cascade import classify_detections
 from ivs.detections import Detections
 from ivs.errors import IvsError, SourceError
 from ivs.events import Event, Heartbeat, Ledger, SourceGap
+from ivs.evidence.recorder import Recorder
 from ivs.frame import Frame
 from ivs.model import Model
 from ivs.outbox import OutboxWriteError
@@ -84,6 +85,7 @@ class Sensor:
         detection_filter: Callable[[Detections], Detections] | None = None,
         tracker: Tracker | None = None,
         stationary: Stationary | None = None,
+        evidence: Recorder | None = None,
         apps: Sequence[App] = (),
         emit_frames: bool = True,
         seq_start: int = 0,
@@ -107,6 +109,10 @@ class Sensor:
         # Apps reason about objects over time: they need track ids (all but the safety stop).
         self.tracker = tracker if tracker is not None or not uses_tracks(self.apps) else ByteTracker()
         self.stationary = stationary if self.tracker is not None else None
+        self.evidence = evidence
+        """Keeps frames for evidence (only with an evidence policy that lets pixels out); also a sink."""
+        if evidence is not None and evidence not in self.sinks:
+            self.sinks.append(evidence)
         self.emit_frames = emit_frames
         self.events = 0
         self.messages_lost: dict[int, int] = {}
@@ -261,6 +267,8 @@ class Sensor:
         # Asked once a frame: the apps and the record must say the same.
         hidden = self.tracker.hidden() if self.tracker is not None else {}
         events = self._run_apps(frame, det, tracked, hidden)
+        if self.evidence is not None:  # this frame is buffered before its events are sent
+            self.evidence.take_frame(frame.index, self._t_source(frame), frame.wall_time, frame.pixels, det)
         t_apps = time.monotonic_ns()
 
         timings = Timings(
@@ -365,6 +373,7 @@ class Sensor:
             compressed_bytes=int(compressed) if compressed is not None else None,
             metadata_bytes=self.metadata_bytes,
             frames_skipped=self.source.frames_skipped,
+            evidence_bytes=self.evidence.evidence_bytes if self.evidence is not None else 0,
         )
 
     @staticmethod

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
@@ -46,6 +47,7 @@ from ivs.hub.deploy import MAX_UPLOAD_BYTES
 from ivs.hub.deploy import router as deploy_router
 from ivs.hub.enrol import devices_changed as _devices_changed
 from ivs.hub.enrol import router as enrol_router
+from ivs.hub.evidence import router as evidence_router
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.node_routes import router as node_router
 from ivs.hub.rollout_routes import router as rollout_router
@@ -165,6 +167,7 @@ def create_app(
     rollouts: RolloutController | None = None,
     offline_after_s: float | None = OFFLINE_AFTER_S,
     open_read: bool = False,
+    evidence_dir: str | Path | None = None,
 ) -> FastAPI:
     """The hub's API over `store`. `admin_token` guards /api/v1/devices and the operator's deploy
     endpoints (empty: management over HTTP is off; use `Store.add_device`). `metrics` defaults to
@@ -178,7 +181,8 @@ def create_app(
     API's calls only; `ivs hub serve` runs it on its own thread). `offline_after_s`: a sensor not
     heard from for this long (messages, heartbeats, MQTT state) is shown offline (None: only its
     last will says so). Users and roles: `ivs.hub.auth`; `open_read` lets anyone read what a viewer
-    may (events, counts, sensors, the stream, /metrics: a demo), and nothing more."""
+    may (events, counts, sensors, the stream, /metrics: a demo), and nothing more. `evidence_dir`:
+    where uploaded snapshots and clips are kept (None: the hub refuses evidence; `ivs.hub.evidence`)."""
     app = FastAPI(
         title="ivs hub",
         summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
@@ -194,6 +198,7 @@ def create_app(
     app.state.devices_changed = devices_changed
     app.state.offline_after_s = offline_after_s
     app.state.open_read = open_read
+    app.state.evidence_dir = Path(evidence_dir) if evidence_dir is not None else None
     app.state.metrics.offline_after_s = offline_after_s
     app.state.rollouts = rollouts if rollouts is not None else RolloutController(store, push_desired)
     app.include_router(router)
@@ -204,6 +209,7 @@ def create_app(
     app.include_router(rollout_router)
     app.include_router(node_router)
     app.include_router(users_router)
+    app.include_router(evidence_router)
     add_audit(app)
     app.add_exception_handler(StarletteHTTPException, _refused)  # type: ignore[arg-type]
     plain_openapi = app.openapi

@@ -26,7 +26,9 @@ router = APIRouter(tags=["commands"], responses=OPERATOR_RESPONSES)
 
 
 class CommandIn(BaseModel):
-    name: Literal["ping", "reload", "app", "log", "restart"] = Field(description="the command (ivs.commands)")
+    name: Literal["ping", "reload", "app", "log", "restart", "evidence"] = Field(
+        description="the command (ivs.commands)"
+    )
     args: dict[str, Any] = Field(
         default_factory=dict, description='its arguments, e.g. {"name": "door", "enabled": false}'
     )

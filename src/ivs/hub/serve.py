@@ -12,7 +12,7 @@ from ivs.hub.app import create_app
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.mqtt_auth import HUB_USER, BrokerSync
 from ivs.hub.mqtt_ingest import MqttIngest
-from ivs.hub.retention import RetentionJob
+from ivs.hub.retention import EvidenceRetention, RetentionJob
 from ivs.hub.rollouts import RolloutController
 from ivs.hub.store import Retention, Store
 
@@ -41,6 +41,8 @@ def serve(
     offline_after_s: float | None = 90.0,
     open_read: bool = False,
     retention: Retention | None = None,
+    evidence_dir: str | None = None,
+    evidence_retention: EvidenceRetention | None = None,
 ) -> None:
     """Serve the hub's API on host:port over the database at `database` (a SQLAlchemy url:
     sqlite:///path or postgresql://...) until interrupted. With `mqtt_host`, also store what
@@ -53,7 +55,8 @@ def serve(
     verified is a ConfigError before anything is served. `mqtt_auth` (a folder `ivs hub mqtt-auth`
     wrote) and `mqtt_broker_pid` (Mosquitto's pid file): rewrite the broker's password file and
     ACL and reload it after each enrolment and revocation over HTTP (`BrokerSync`). `retention`:
-    prune the database at start and every hour (`RetentionJob`)."""
+    prune the database at start and every hour (`RetentionJob`). `evidence_dir`: keep uploaded
+    snapshots and clips there (None: refuse them); `evidence_retention`: prune them hourly too."""
     if not 0 < port < 65536:
         raise ConfigError(f"port {port}: expected 1 to 65535")
     check_tls_files(tls_cert, tls_key)
@@ -78,8 +81,8 @@ def serve(
     controller: RolloutController | None = None
     job: RetentionJob | None = None
     try:
-        if retention is not None and retention.active:
-            job = RetentionJob(store, retention).start()
+        if (retention is not None and retention.active) or evidence_retention is not None:
+            job = RetentionJob(store, retention or Retention(), evidence=evidence_retention).start()
         if mqtt_host is not None:
             ingest = MqttIngest(
                 store,
@@ -106,6 +109,7 @@ def serve(
             rollouts=controller,
             offline_after_s=offline_after_s,
             open_read=open_read,
+            evidence_dir=evidence_dir,
         )
         scheme = "https" if tls_cert else "http"
         log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)

@@ -16,6 +16,8 @@ Tables:
                     UNIQUE(sensor_id, seq), INDEX(sensor_id, kind, time), INDEX(time)
     count_rollups   start (the hour, epoch seconds), sensor_id, app, direction, label, n: count
                     events per hour, kept on ingest (`ivs.hub.store.counts`)
+    evidence        id, sensor_id, event_seq, kind (snapshot/clip), content_type, size, path (under
+                    the hub's evidence folder), created, meta (JSON)
     sensors         sensor_id, online, last_seen (hub clock, epoch seconds), model, version,
                     last_seq (the highest seq stored)
     packages        sha256 (primary key), name, version, size, uploaded, signed_by (the key id
@@ -33,7 +35,7 @@ Tables:
 
 Upgrades: a database of an older version gets the tables it lacks and its version set when a
 Store opens it (2: deploys, 3: enrolment, users and rollouts, 4: count rollups, computed from
-the count events already stored); nothing else changes.
+the count events already stored, 5: the evidence index); nothing else changes.
 
 `Store.ingest` stores a batch in one transaction (SQLite: one prepared INSERT executed per row;
 PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT) and is idempotent on
@@ -63,6 +65,7 @@ from ivs.hub.store.counts import CountStore, Pruned, Retention
 from ivs.hub.store.deploys import DeployStore
 from ivs.hub.store.devices import DeviceStore
 from ivs.hub.store.enrolments import EnrolmentRefused, EnrolmentStore
+from ivs.hub.store.evidence import EvidenceInfo, EvidenceStore
 from ivs.hub.store.infos import Assignment, DeployReport, DeviceInfo, PackageInfo, SensorInfo
 from ivs.hub.store.messages import check_message, message_kind
 from ivs.hub.store.nodes import NodeStore
@@ -83,7 +86,7 @@ from ivs.hub.store.schema import (
 from ivs.hub.store.users import ROLES, AuditEntry, User, UserStore
 
 
-class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, UserStore, CountStore):
+class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, UserStore, CountStore, EvidenceStore):
     """The hub's database, safe to share between threads (one engine, a connection pool).
 
     url: `sqlite:///path` (or `sqlite://` for an in-memory database) or `postgresql://...`.
@@ -143,7 +146,7 @@ class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, U
             if found is None:
                 session.add(SchemaVersion(version=SCHEMA_VERSION))
             elif found < SCHEMA_VERSION:
-                # 1 -> 2 -> 3 -> 4 only add tables (deploys, enrolment, rollups), which create_all has just made.
+                # 1 -> 2 -> 3 -> 4 -> 5 only add tables (deploys, enrolment, rollups, evidence), made just now.
                 session.execute(update(SchemaVersion).values(version=SCHEMA_VERSION))
             elif found > SCHEMA_VERSION:
                 raise ConfigError(
@@ -180,6 +183,7 @@ __all__ = [
     "DeployReport",
     "DeviceInfo",
     "EnrolmentRefused",
+    "EvidenceInfo",
     "Health",
     "HubError",
     "HubNotFound",

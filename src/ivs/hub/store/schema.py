@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ivs.errors import IvsError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The version of the tables below; `schema_version` in the database says which one it has."""
 
 MAX_NAME = 128
@@ -98,6 +98,30 @@ class CountRollup(Base):
     direction: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
     label: Mapped[str] = mapped_column(String(MAX_NAME), primary_key=True)
     n: Mapped[int] = mapped_column(BigInteger)
+
+
+class EvidenceRow(Base):
+    """A snapshot or clip a sensor uploaded; its bytes are a file under the hub's evidence folder."""
+
+    __tablename__ = "evidence"
+    __table_args__ = (
+        Index("ix_evidence_sensor_seq", "sensor_id", "event_seq"),
+        Index("ix_evidence_created", "created"),
+    )
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
+    sensor_id: Mapped[str] = mapped_column(String(MAX_NAME))
+    event_seq: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """The event it shows (sensor_id, seq); None for a range the hub asked for."""
+    kind: Mapped[str] = mapped_column(String(16))
+    """"snapshot" or "clip"."""
+    content_type: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(512))
+    """Relative to the evidence folder."""
+    created: Mapped[float] = mapped_column(Double)
+    meta: Mapped[str] = mapped_column(Text)
+    """What the sensor said about it (JSON): event kind, app, frames, times, policy, redaction."""
 
 
 class SensorRow(Base):
