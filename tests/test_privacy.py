@@ -150,3 +150,54 @@ def test_cli_image_mode_does_write_pixels(tmp_path: Path):
         assert all(f'"artifact":"art-{mode}/' in line for line in lines)
     tensor = np.load(tmp_path / "art-tensor" / "tensor_000000.npy")
     assert tensor.shape == (1, 3, 224, 224)
+
+
+def test_default_evidence_policy_keeps_no_pixel_on_the_sensor_the_spool_or_the_hub(tmp_path: Path):
+    """A configured sensor (evidence policy none, the default) posting to a hub that would keep
+    evidence: the hub's database holds no window of any frame's bytes, no evidence file exists,
+    and no spool was made."""
+    import os
+
+    from ivs.build import RunOptions, build_sensor
+    from ivs.config import parse
+    from ivs.hub.app import create_app
+    from ivs.hub.store import Store
+    from ivs.localnet import ServerThread
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    os.environ["IVS_PRIVACY_TOKEN"] = store.add_device("cam")
+    hub = ServerThread(create_app(store, "", evidence_dir=tmp_path / "evidence"))
+    try:
+        cfg, problems, _ = parse(
+            "id: cam\nsource: {url: 'synthetic:160x120@30:6', fps: 0}\nmodel: {name: classifier}\nframes: true\n"
+            f"evidence: {{spool: '{tmp_path / 'spool.sqlite'}'}}\n"
+            f"sinks:\n  - {{type: http, url: '{hub.url}/api/v1/ingest', token_env: IVS_PRIVACY_TOKEN,"
+            f" outbox: '{tmp_path / 'out.sqlite'}'}}\n"
+        )
+        assert cfg is not None and cfg.evidence.policy == "none", problems
+        built = build_sensor(cfg, RunOptions(watch=False, ledger_period_s=None))
+        seen: list[np.ndarray] = []
+        source = built.sensor.source
+        frames = source.frames
+
+        def spy():
+            for frame in frames():
+                seen.append(frame.pixels.copy())
+                yield frame
+
+        source.frames = spy  # type: ignore[method-assign]
+        try:
+            built.sensor.run()
+        finally:
+            built.close()
+        assert built.sensor.evidence is None and len(seen) == 6
+        stored = b"".join(p.encode() for p in store.events(limit=10_000))
+        assert store.message_count() >= 6 and store.evidence() == []
+    finally:
+        hub.stop()
+        store.close()
+    rng = np.random.default_rng(2)
+    for pixels in seen:
+        for window in pixel_windows(pixels, rng):
+            assert window not in stored and base64.b64encode(window)[:12] not in stored
+    assert not (tmp_path / "spool.sqlite").exists() and not (tmp_path / "evidence").exists()
