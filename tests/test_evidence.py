@@ -351,3 +351,22 @@ def test_the_hub_can_ask_for_a_time_range_from_the_buffer(tmp_path: Path):
         assert clip.meta["reason"] == "hub request" and len(decode(clip.data)) == 11
     finally:
         recorder.close(timeout=0)
+
+
+def test_faces_are_blurred_where_the_face_detector_found_them_and_masks_black_out_always():
+    from ivs.evidence.redact import Redaction
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    person = np.asarray([[10, 10, 90, 110]], np.float32)
+    face = np.asarray([[30, 15, 60, 45]], np.float32)
+    mask = [np.asarray([[120, 0], [159, 0], [159, 40], [120, 40]], np.int32)]
+    faces = Redaction("redacted", "faces", masks=mask).apply(image, person, np.zeros(1, np.int64), face)
+    assert high_frequency(faces, face[0]) < DETAIL < high_frequency(image, face[0])  # the face blurred
+    below = [30, 70, 60, 100]  # the rest of the person, under the face: untouched
+    assert np.array_equal(faces[70:100, 30:60], image[70:100, 30:60]) and high_frequency(faces, below) > DETAIL
+    assert not faces[0:40, 121:159].any()  # the mask: black
+    full = Redaction("full", masks=mask).apply(image, person, np.zeros(1, np.int64))
+    assert np.array_equal(full[:, :100], image[:, :100]) and not full[0:40, 121:159].any()
+    persons = Redaction("redacted", "persons").apply(image, person, np.zeros(1, np.int64))
+    assert high_frequency(persons, person[0]) < DETAIL and np.array_equal(persons[:, 100:], image[:, 100:])

@@ -211,6 +211,7 @@ _RESTART_SECTIONS = (
     "frames",
     "keyring",
     "heartbeat_s",
+    "evidence",
     "deploy",
 )
 
