@@ -16,7 +16,6 @@ Two kinds of row, for each protocol:
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ import numpy as np
 from ivs.bench.common import spread
 from ivs.bench.results import PlantRow
 from ivs.localnet import free_port
+from ivs.sinks.plant import LoopThread
 
 TARGET_MS = 10.0
 POLL_S = 0.001
@@ -50,9 +50,7 @@ class _Watchers:
         if not self._mb.connect():  # type: ignore[no-untyped-call]  # pymodbus leaves it untyped
             raise RuntimeError("the bench's Modbus client did not connect")
         self._poller = threading.Thread(target=self._poll, name="ivs-bench-modbus", daemon=True)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ivs-bench-opcua", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("ivs-bench-opcua")
         self._client = Client(ua_url)
         watchers = self
 
@@ -66,7 +64,7 @@ class _Watchers:
             sub = await self._client.create_subscription(0, Handler())
             await sub.subscribe_data_change(self._client.get_node(nodeid))
 
-        asyncio.run_coroutine_threadsafe(start(), self._loop).result(20)
+        self._loop.run(start(), 20)
         self._poller.start()
 
     def _poll(self) -> None:
@@ -82,10 +80,8 @@ class _Watchers:
         self._stop.set()
         self._poller.join(5)
         self._mb.close()
-        asyncio.run_coroutine_threadsafe(self._client.disconnect(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+        self._loop.run(self._client.disconnect(), 10)
+        self._loop.stop()
 
 
 class _KeepOpen:

@@ -15,15 +15,13 @@ logs it at start.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from typing import Any
 
 import msgspec
 
 from ivs.errors import ConfigError
-from ivs.sinks.plant import PlantState, Point
+from ivs.sinks.plant import LoopThread, PlantState, Point
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +57,7 @@ class ModbusSink:
             ),
             action=self._serve,
         )
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ivs-modbus", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("ivs-modbus")
         self._server: Any = None
 
         async def start() -> None:
@@ -69,9 +65,9 @@ class ModbusSink:
             await self._server.serve_forever(background=True)
 
         try:
-            asyncio.run_coroutine_threadsafe(start(), self._loop).result(10)
+            self._loop.run(start(), 10)
         except (OSError, RuntimeError) as err:
-            self._stop_loop()
+            self._loop.stop()
             raise ConfigError(f"modbus sink: cannot listen on {host}:{port}: {err}") from None
         log.info("Modbus TCP on %s:%d: %s", host, port, "; ".join(self.map()))
 
@@ -115,17 +111,9 @@ class ModbusSink:
         return True
 
     def close(self) -> None:
-        if self._server is not None and not self._loop.is_closed():
+        if self._server is not None and not self._loop.closed:
             try:
-                asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
+                self._loop.run(self._server.shutdown(), 5)
             except (RuntimeError, TimeoutError):
                 log.debug("modbus server shutdown", exc_info=True)
-        self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        if not self._thread.is_alive():
-            self._loop.close()
+        self._loop.stop()

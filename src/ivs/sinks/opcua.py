@@ -22,18 +22,16 @@ network reaches must be told who may connect (ConfigError otherwise).
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import ipaddress
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from ivs.errors import ConfigError
-from ivs.sinks.plant import PlantState, Point
+from ivs.sinks.plant import LoopThread, PlantState, Point
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +85,7 @@ class OpcUaSink:
         self._username, self._password = username, password
         self.state = PlantState(points, self._changed)
         self.nodeids: dict[tuple[str, str], Any] = {}
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="ivs-opcua", daemon=True)
-        self._thread.start()
+        self._loop = LoopThread("ivs-opcua")
         self._server = Server(user_manager=_Users(self) if (username or client_certs) else None)  # type: ignore[arg-type]
 
         async def start() -> None:
@@ -124,9 +120,9 @@ class OpcUaSink:
             await server.start()
 
         try:
-            asyncio.run_coroutine_threadsafe(start(), self._loop).result(30)
+            self._loop.run(start(), 30)
         except (OSError, RuntimeError, ValueError) as err:
-            self._stop_loop()
+            self._loop.stop()
             raise ConfigError(f"opcua sink: cannot serve on {host}:{port}: {err}") from None
         log.info("OPC UA on %s: %d variables under Objects/%s", self.url, len(points), sensor_id)
 
@@ -135,7 +131,7 @@ class OpcUaSink:
         nodeid, variant = self.nodeids[(point.app, point.field)]
         ua = self._ua
         data = ua.DataValue(ua.Variant(bool(value) if point.kind == "bool" else value, variant))
-        asyncio.run_coroutine_threadsafe(self._server.write_attribute_value(nodeid, data), self._loop)
+        self._loop.submit(self._server.write_attribute_value(nodeid, data))
 
     def write(self, record: msgspec.Struct) -> None:
         self.state.apply(record)
@@ -144,21 +140,13 @@ class OpcUaSink:
         return True
 
     def close(self) -> None:
-        if self._loop.is_closed():
+        if self._loop.closed:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._server.stop(), self._loop).result(10)
+            self._loop.run(self._server.stop(), 10)
         except (RuntimeError, TimeoutError, OSError):
             log.debug("opcua server stop", exc_info=True)
-        self._stop_loop()
-
-    def _stop_loop(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        if not self._thread.is_alive():
-            self._loop.close()
+        self._loop.stop()
 
 
 def _load_certs(folder: Path) -> list[bytes]:

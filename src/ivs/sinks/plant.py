@@ -6,10 +6,11 @@ follows from the sensor's `apps:`, in their order, so a PLC's map stays put as l
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -80,3 +81,37 @@ def _updates(message: msgspec.Struct) -> list[tuple[tuple[str, str], int]]:
     if isinstance(message, ZoneLeave):
         return [((message.app, "occupancy"), message.occupancy)]
     return []
+
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop on a thread of its own: where the Modbus and OPC UA servers (asyncio
+    libraries) run beside the sensor's threads, which hand them work with `run` or `submit`."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run `coro` in the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro` in the loop without waiting for it."""
+        asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    @property
+    def closed(self) -> bool:
+        return self.loop.is_closed()
+
+    def stop(self) -> None:
+        """Stop the loop and close it (idempotent)."""
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
