@@ -20,6 +20,7 @@ from ivs.mqtt_client import MqttSettings
 from ivs.outbox import Outbox
 from ivs.sinks.mqtt import MqttSink, batch_payload
 from tests.test_hub_mqtt import event
+from tests.test_mqtt import Received
 from tests.waiting import wait_for
 
 
@@ -51,20 +52,6 @@ class Topics:
         self.client.loop_stop()
 
 
-class Got:
-    def __init__(self) -> None:
-        self.messages: list = []
-        self.lock = threading.Lock()
-
-    def __call__(self, message) -> None:
-        with self.lock:
-            self.messages.append(message)
-
-    def seqs(self) -> list[int]:
-        with self.lock:
-            return [m.seq for m in self.messages]
-
-
 def stop(sensor: str, seq: int) -> Stop:
     t = 1_700_000_000.0 + seq
     return Stop(
@@ -76,7 +63,7 @@ def stop(sensor: str, seq: int) -> Stop:
 @pytest.mark.parametrize("encoding", ["json", "msgpack"])
 def test_a_lingering_sink_sends_batches_each_message_once_in_order(broker, tmp_path: Path, encoding: str) -> None:
     topics = Topics(broker.port, "cam1")
-    got = Got()
+    got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got)
     wait_for(lambda: consumer.connected.is_set() and topics.subscribed.is_set(), what="subscribers")
     sink = MqttSink(
@@ -90,8 +77,8 @@ def test_a_lingering_sink_sends_batches_each_message_once_in_order(broker, tmp_p
         wait_for(sink.connected.is_set, what="the sink connected")
         for seq in range(1, 201):
             sink.write(event("cam1", seq))
-        wait_for(lambda: len(got.seqs()) >= 200, what="200 messages")
-        assert got.seqs() == list(range(1, 201))
+        wait_for(lambda: len(got.seqs("cam1")) >= 200, what="200 messages")
+        assert got.seqs("cam1") == list(range(1, 201))
         assert consumer.duplicates == 0 and not consumer.rejected
         batches = topics.on("/batch")
         assert topics.on("/events/count") == [] and topics.on("/events/zone_enter") == []
@@ -106,7 +93,7 @@ def test_a_lingering_sink_sends_batches_each_message_once_in_order(broker, tmp_p
 
 
 def test_a_stop_does_not_wait_for_the_linger_and_takes_what_is_pending(broker, tmp_path: Path) -> None:
-    got = Got()
+    got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got)
     wait_for(consumer.connected.is_set, what="consumer connected")
     # a linger of ten minutes: without the stop, nothing would arrive within this test
@@ -116,9 +103,9 @@ def test_a_stop_does_not_wait_for_the_linger_and_takes_what_is_pending(broker, t
         sink.write(event("cam1", 1))
         sink.write(event("cam1", 2))
         wait_for(lambda: sink.outbox.depth() == 2, what="two messages committed")
-        assert got.seqs() == []  # held by the linger
+        assert got.seqs("cam1") == []  # held by the linger
         sink.write(stop("cam1", 3))
-        wait_for(lambda: got.seqs() == [1, 2, 3], timeout=30, what="the stop and what was pending before it")
+        wait_for(lambda: got.seqs("cam1") == [1, 2, 3], timeout=30, what="the stop and what was pending before it")
         assert type(got.messages[-1]) is Stop
     finally:
         sink.close()
@@ -126,7 +113,7 @@ def test_a_stop_does_not_wait_for_the_linger_and_takes_what_is_pending(broker, t
 
 
 def test_batched_messages_survive_a_broker_outage_once_each(broker, tmp_path: Path) -> None:
-    got = Got()
+    got = Received()
     consumer = Consumer("127.0.0.1", broker.port, got, client_id="batch-consumer")
     wait_for(consumer.connected.is_set, what="consumer connected")
     box = Outbox(tmp_path / "o.sqlite")
@@ -135,7 +122,7 @@ def test_batched_messages_survive_a_broker_outage_once_each(broker, tmp_path: Pa
         wait_for(sink.connected.is_set, what="the sink connected")
         for seq in range(1, 51):
             sink.write(event("cam1", seq))
-        wait_for(lambda: len(got.seqs()) == 50, what="the first 50")
+        wait_for(lambda: len(got.seqs("cam1")) == 50, what="the first 50")
         broker.stop()
         wait_for(lambda: not sink.connected.is_set(), what="the sink to see the outage")
         for seq in range(51, 151):
@@ -143,8 +130,8 @@ def test_batched_messages_survive_a_broker_outage_once_each(broker, tmp_path: Pa
         wait_for(lambda: box.depth() == 100, what="100 kept in the outbox")
         broker.start()
         wait_for(lambda: box.depth() == 0, timeout=60, what="the backlog to drain")
-        wait_for(lambda: len(set(got.seqs())) == 150, timeout=30, what="all 150")
-        assert sorted(set(got.seqs())) == list(range(1, 151))
+        wait_for(lambda: len(set(got.seqs("cam1"))) == 150, timeout=30, what="all 150")
+        assert sorted(set(got.seqs("cam1"))) == list(range(1, 151))
     finally:
         sink.close()
         consumer.close()
