@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("ivs.runtime", "ivs.decode", "ivs.package", "ivs.model", "ivs.cascade", "ivs.track")),
     ("parts", ("ivs.sources", "ivs.imx500", "ivs.apps", "ivs.sinks", "ivs.consumer", "ivs.artifacts",
                "ivs.render", "ivs.zoo", "ivs.filters", "ivs.evidence")),
-    ("sensor", ("ivs.sensor", "ivs.sensor_slot", "ivs.sensor_stats", "ivs.sensor_record", "ivs.config", "ivs.assemble", "ivs.hotswap",
+    ("sensor", ("ivs.sensor", "ivs.sensor_slot", "ivs.sensor_stats", "ivs.sensor_record", "ivs.config", "ivs.config_base", "ivs.sink_config", "ivs.assemble", "ivs.hotswap",
                 "ivs.deploy", "ivs.metrics", "ivs.node_config", "ivs.commands")),
     ("programs", ("ivs.build", "ivs.node", "ivs.node_agent", "ivs.run_view", "ivs.hub", "ivs.bench", "ivs.cli", "ivs.__main__")),
 ]  # fmt: skip

@@ -122,7 +122,7 @@ def test_webhook_config_errors_name_their_line(tmp_path: Path):
 def test_every_sink_type_is_known_to_the_line_finder():
     from typing import get_args
 
-    from ivs.config import _SINK_TYPES, SinkConfig
+    from ivs.sink_config import SINK_TYPES, SinkConfig
 
     members = get_args(get_args(SinkConfig)[0])
-    assert set(_SINK_TYPES) == {get_args(m.model_fields["type"].annotation)[0] for m in members}
+    assert set(SINK_TYPES) == {get_args(m.model_fields["type"].annotation)[0] for m in members}

@@ -15,15 +15,10 @@ from ivs.apps.registry import AppEnv
 from ivs.config import (
     AppConfig,
     FiltersConfig,
-    HttpSinkConfig,
-    ModbusSinkConfig,
-    MqttSinkConfig,
     ObjectFilterConfig,
-    OpcUaSinkConfig,
     Problem,
     SensorConfig,
     SourceConfig,
-    WebhookSinkConfig,
     check_against,
     load,
 )
@@ -39,6 +34,7 @@ from ivs.outbox import Outbox
 from ivs.package.reader import read_package
 from ivs.package.signing import Keyring
 from ivs.package.zoo import resolve
+from ivs.sink_config import HttpSinkConfig, ModbusSinkConfig, MqttSinkConfig, OpcUaSinkConfig, WebhookSinkConfig
 from ivs.sinks import Sink
 from ivs.sinks.homeassistant import HomeAssistantSink
 from ivs.sinks.http import HttpSink

@@ -31,16 +31,15 @@ import yaml
 from pydantic import Field, ValidationError
 
 from ivs.config import (
-    HttpSinkConfig,
-    MqttSinkConfig,
     Problem,
     SensorConfig,
     _line_of,
-    _Model,
     read_yaml,
     validation_problems,
 )
+from ivs.config_base import Settings as _Model
 from ivs.errors import ConfigError
+from ivs.sink_config import HttpSinkConfig, MqttSinkConfig
 
 
 class NodeMqttSettings(_Model):

@@ -152,8 +152,9 @@ def _run_config(
     """The sensor `ivs run` builds, as a `SensorConfig`: the YAML file's with the flags that
     override it, or one made of the flags; and where its metadata goes ("-": stdout)."""
     from ivs.assemble import check_file
-    from ivs.config import JsonlSinkConfig, ModelConfig, SensorConfig, SourceConfig
+    from ivs.config import ModelConfig, SensorConfig, SourceConfig
     from ivs.isp import Roi
+    from ivs.sink_config import JsonlSinkConfig
 
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
