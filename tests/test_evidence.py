@@ -370,3 +370,24 @@ def test_faces_are_blurred_where_the_face_detector_found_them_and_masks_black_ou
     assert np.array_equal(full[:, :100], image[:, :100]) and not full[0:40, 121:159].any()
     persons = Redaction("redacted", "persons").apply(image, person, np.zeros(1, np.int64))
     assert high_frequency(persons, person[0]) < DETAIL and np.array_equal(persons[:, 100:], image[:, 100:])
+
+
+def test_the_hubs_retention_job_prunes_evidence_too(tmp_path: Path):
+    from ivs.hub.retention import EvidenceRetention, RetentionJob
+    from ivs.hub.store import Retention
+    from tests.waiting import wait_for
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    folder = tmp_path / "ev"
+    (folder / "cam").mkdir(parents=True)
+    for n in range(3):
+        (folder / "cam" / f"{n}.jpg").write_bytes(b"\xff\xd8\xff" + b"x" * 600_000)
+        store.add_evidence("cam", n + 1, "snapshot", "image/jpeg", 600_003, f"cam/{n}.jpg", {"kind": "snapshot"})
+    job = RetentionJob(store, Retention(), every_s=3600, evidence=EvidenceRetention(folder, max_mib=1.0)).start()
+    try:
+        wait_for(lambda: job.runs >= 1, what="the first run")
+        assert sorted(p.name for p in (folder / "cam").iterdir()) == ["2.jpg"]  # 600 kB fits in 1 MiB, 1.2 MB not
+        assert [e.event_seq for e in store.evidence()] == [3]
+    finally:
+        job.close()
+        store.close()

@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from ivs.bench import ROOT
-from ivs.bench.results import CountFigures, RssFigures, SoakFigures, SoakSensor
+from ivs.bench.soak_results import CountFigures, RssFigures, SoakFigures, SoakSensor
 
 SENSOR_ID = "soak"
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -17,6 +17,16 @@ from ivs.cli.app import (
     hub_app,
     package_app,
 )
+from ivs.cli.retention import (
+    KEEP_AUDIT,
+    KEEP_EVIDENCE,
+    KEEP_MESSAGES,
+    KEEP_ROLLUPS,
+    MAX_EVIDENCE,
+    MAX_MESSAGES,
+    evidence_retention,
+    retention_of,
+)
 from ivs.errors import IvsError
 
 HUB_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "psycopg", "argon2")
@@ -34,77 +44,6 @@ def _hub_installed() -> None:
             "expected `pip install 'ivs[hub]'` on the hub's machine",
             2,
         )
-
-
-_KEEP_MESSAGES = "Delete raw messages (events, frame records) older than this many days."
-_KEEP_ROLLUPS = "Delete hourly count rollups older than this many days (at least --keep-messages-days)."
-_KEEP_AUDIT = "Delete audit log entries older than this many days."
-_MAX_MESSAGES = "Keep at most this many raw messages: the oldest beyond it are deleted."
-_KEEP_EVIDENCE = "Delete evidence (snapshots, clips) older than this many days (needs --evidence-dir)."
-_MAX_EVIDENCE = "Keep at most this many MB of evidence: the oldest beyond it are deleted (needs --evidence-dir)."
-
-
-def _evidence_retention(folder: Path | None, days: float | None, mb: float | None) -> Any:
-    from ivs.hub.retention import EvidenceRetention
-
-    if days is None and mb is None:
-        return None
-    if folder is None:
-        raise fail("--keep-evidence-days/--max-evidence-mb without --evidence-dir: expected the folder too", 2)
-    if (days is not None and days <= 0) or (mb is not None and mb <= 0):
-        raise fail(f"--keep-evidence-days {days}, --max-evidence-mb {mb}: expected numbers > 0", 2)
-    return EvidenceRetention(folder, days, mb)
-
-
-def _retention(messages: float | None, rollups: float | None, audit: float | None, most: int | None) -> Any:
-    """The `Retention` of the --keep-* options; exits 2 saying what is wrong."""
-    from ivs.hub.store import Retention
-
-    try:
-        return Retention(messages, rollups, audit, most)
-    except ValueError as err:
-        why = str(err)
-        for field, option in (("messages_days", "--keep-messages-days"), ("rollups_days", "--keep-rollups-days"),
-                              ("audit_days", "--keep-audit-days"), ("max_messages", "--max-messages")):  # fmt: skip
-            why = why.replace(field, option)
-        raise fail(why, 2) from None
-
-
-@hub_app.command("prune")
-def hub_prune(
-    db: Annotated[str, typer.Option(help="SQLAlchemy URL of the hub's database.")] = "sqlite:///ivs-hub.db",
-    keep_messages_days: Annotated[float | None, typer.Option(help=_KEEP_MESSAGES)] = None,
-    keep_rollups_days: Annotated[float | None, typer.Option(help=_KEEP_ROLLUPS)] = None,
-    keep_audit_days: Annotated[float | None, typer.Option(help=_KEEP_AUDIT)] = None,
-    max_messages: Annotated[int | None, typer.Option(help=_MAX_MESSAGES)] = None,
-    evidence_dir: Annotated[Path | None, typer.Option(help="The hub's evidence folder.")] = None,
-    keep_evidence_days: Annotated[float | None, typer.Option(help=_KEEP_EVIDENCE)] = None,
-    max_evidence_mb: Annotated[float | None, typer.Option(help=_MAX_EVIDENCE)] = None,
-) -> None:
-    """Apply retention once (from cron or a systemd timer; `ivs hub serve` takes the same options
-    and does it every hour), and say what was deleted and how big the database is."""
-    retention = _retention(keep_messages_days, keep_rollups_days, keep_audit_days, max_messages)
-    evidence = _evidence_retention(evidence_dir, keep_evidence_days, max_evidence_mb)
-    if not retention.active and evidence is None:
-        raise fail("nothing to prune: expected --keep-messages-days, --keep-rollups-days, --keep-audit-days,"
-                   " --max-messages, --keep-evidence-days or --max-evidence-mb", 2)  # fmt: skip
-    from ivs.hub.store import Store
-
-    try:
-        store = Store(db)
-    except IvsError as err:
-        raise fail(str(err), 1) from None
-    try:
-        pruned = store.prune(retention)
-        evidence_deleted = evidence.run(store) if evidence is not None else 0
-        size, left = store.database_bytes(), store.message_count()
-    finally:
-        store.close()
-    typer.echo(
-        f"deleted {pruned.messages} messages, {pruned.rollups} rollup rows, {pruned.audit} audit entries,"
-        f" {evidence_deleted} evidence files;"
-        f" {left} messages left, {size / 2**20:.1f} MiB of data"
-    )
 
 
 @hub_app.command("serve")
@@ -146,15 +85,15 @@ def hub_serve(
     open_read: Annotated[
         bool, typer.Option(help="Let anyone read what a viewer may (events, counts, sensors, dashboard): a demo.")
     ] = False,
-    keep_messages_days: Annotated[float | None, typer.Option(help=_KEEP_MESSAGES)] = None,
-    keep_rollups_days: Annotated[float | None, typer.Option(help=_KEEP_ROLLUPS)] = None,
-    keep_audit_days: Annotated[float | None, typer.Option(help=_KEEP_AUDIT)] = None,
-    max_messages: Annotated[int | None, typer.Option(help=_MAX_MESSAGES)] = None,
+    keep_messages_days: Annotated[float | None, typer.Option(help=KEEP_MESSAGES)] = None,
+    keep_rollups_days: Annotated[float | None, typer.Option(help=KEEP_ROLLUPS)] = None,
+    keep_audit_days: Annotated[float | None, typer.Option(help=KEEP_AUDIT)] = None,
+    max_messages: Annotated[int | None, typer.Option(help=MAX_MESSAGES)] = None,
     evidence_dir: Annotated[
         Path | None, typer.Option(help="Keep the snapshots and clips sensors upload here (default: refuse them).")
     ] = None,
-    keep_evidence_days: Annotated[float | None, typer.Option(help=_KEEP_EVIDENCE)] = None,
-    max_evidence_mb: Annotated[float | None, typer.Option(help=_MAX_EVIDENCE)] = None,
+    keep_evidence_days: Annotated[float | None, typer.Option(help=KEEP_EVIDENCE)] = None,
+    max_evidence_mb: Annotated[float | None, typer.Option(help=MAX_EVIDENCE)] = None,
 ) -> None:
     """Serve the hub's HTTP API (ingest, queries, OpenAPI docs at /docs, /metrics).
 
@@ -168,7 +107,7 @@ def hub_serve(
 
     from ivs.hub.serve import serve
 
-    retention = _retention(keep_messages_days, keep_rollups_days, keep_audit_days, max_messages)
+    retention = retention_of(keep_messages_days, keep_rollups_days, keep_audit_days, max_messages)
     mqtt_password = None
     if mqtt_password_file is not None:
         try:
@@ -198,7 +137,7 @@ def hub_serve(
             mqtt_broker_pid=str(mqtt_broker_pid) if mqtt_broker_pid else None,
             offline_after_s=offline_after or None, open_read=open_read, retention=retention,
             evidence_dir=str(evidence_dir) if evidence_dir else None,
-            evidence_retention=_evidence_retention(evidence_dir, keep_evidence_days, max_evidence_mb),
+            evidence_retention=evidence_retention(evidence_dir, keep_evidence_days, max_evidence_mb),
         )  # fmt: skip
     except IvsError as err:
         raise fail(str(err), 1) from None
