@@ -372,7 +372,7 @@ def hub_deploy_status(
 @hub_app.command("command")
 def hub_command(
     device: Annotated[str, typer.Argument(help="The device (sensor id).")],
-    name: Annotated[str, typer.Argument(help="ping | reload | app | log | restart (docs/fleet.md).")],
+    name: Annotated[str, typer.Argument(help="ping | reload | app | log | restart | evidence (docs/fleet.md).")],
     arg: Annotated[
         list[str] | None, typer.Option("--arg", help="KEY=VALUE, a JSON value or a string; repeat for more.")
     ] = None,
