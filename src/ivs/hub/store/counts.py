@@ -29,6 +29,7 @@ import msgspec
 from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from ivs.hub.store.messages import MessageStore
 from ivs.hub.store.schema import FLEET, ROLLUP_S, AuditRow, CountRollup, MessageRow
 
 log = logging.getLogger(__name__)
@@ -155,15 +156,9 @@ class CountStore:
         since: float | None,
         until: float | None,
     ) -> None:
-        stmt = select(MessageRow.time, MessageRow.payload).where(MessageRow.kind == "count")
-        if sensor is not None:
-            stmt = stmt.where(MessageRow.sensor_id == sensor)
-        if app is not None:
-            stmt = stmt.where(MessageRow.app == app)
-        if since is not None:
-            stmt = stmt.where(MessageRow.time >= since)
-        if until is not None:
-            stmt = stmt.where(MessageRow.time < until)
+        stmt = select(MessageRow.time, MessageRow.payload).where(
+            *MessageStore._filters(sensor, "count", app, since, until)
+        )
         with self.engine.connect() as conn:
             for t, payload in conn.execute(stmt):
                 fields = _count_decoder.decode(payload)
