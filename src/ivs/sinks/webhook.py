@@ -34,6 +34,7 @@ from ivs.outbox import Outbox, Pending
 from ivs.sinks.http import HttpSink
 
 DEFAULT_TOLERANCE_S = 300.0
+"""How old a timestamp `verify` accepts by default: a replayed request is refused after it."""
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -42,7 +43,13 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
 
 
 def verify(
-    secret: bytes, body: bytes, timestamp: str, sig: str, *, now: float | None = None, tolerance_s: float = 300.0
+    secret: bytes,
+    body: bytes,
+    timestamp: str,
+    sig: str,
+    *,
+    now: float | None = None,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
 ) -> bool:
     """What a receiver checks: the signature matches and the timestamp is recent."""
     try:
