@@ -83,7 +83,8 @@ class Recorder:
         self._jobs: list[_Job] = []
         self._t_source = 0.0
         self._lock = threading.Lock()
-        self._work: queue.Queue[_Job | None] = queue.Queue()
+        self._work: queue.Queue[_Job | threading.Event | None] = queue.Queue()
+        """Jobs to make; an Event is set once everything before it is made; None ends the worker."""
         self._worker = threading.Thread(target=self._run, name=f"ivs-evidence-{sensor_id}", daemon=True)
         self._worker.start()
 
@@ -129,7 +130,7 @@ class Recorder:
         for job in jobs:
             self._dispatch(job)
         done = threading.Event()
-        self._work.put(_Job(0.0, {"__flush__": done}, 0.0, 0.0))
+        self._work.put(done)
         return done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -153,9 +154,8 @@ class Recorder:
             job = self._work.get()
             if job is None:
                 return
-            flush = job.meta.get("__flush__")
-            if flush is not None:
-                flush.set()
+            if isinstance(job, threading.Event):  # a flush: everything before it is made
+                job.set()
                 continue
             try:
                 self._make(job)

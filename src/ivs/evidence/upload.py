@@ -19,6 +19,7 @@ import json
 import logging
 import random
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -88,16 +89,11 @@ class Uploader:
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until the spool is empty (everything stored by the hub) or the timeout passes."""
-        deadline = threading.Event()
-        timer = threading.Timer(timeout, deadline.set)
-        timer.start()
-        try:
-            while self.spool.depth() and not deadline.is_set():
-                self._wake.set()
-                deadline.wait(0.05)
-            return self.spool.depth() == 0
-        finally:
-            timer.cancel()
+        deadline = time.monotonic() + timeout
+        while self.spool.depth() and time.monotonic() < deadline:
+            self._wake.set()
+            self._stop.wait(0.05)
+        return self.spool.depth() == 0
 
     def close(self) -> None:
         self._stop.set()
