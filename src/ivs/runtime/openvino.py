@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,10 @@ import openvino as ov
 from ivs.errors import ModelError
 
 _SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "openvino": ".xml"}
+
+_bridge_lock = threading.Lock()
+_bridge_ready = False
+"""Whether this process has made its first inference (see `_first_inference`)."""
 
 
 class OpenVinoRunner:
@@ -48,6 +53,7 @@ class OpenVinoRunner:
         )
         self._request = self._compiled.create_infer_request()
         self._input = input_name
+        _first_inference(self._request, self._compiled.input(input_name))
         # A tensor may carry several names (a frozen graph's "logits:0" is also "Identity:0"):
         # answer to each of them.
         self._outputs = [(o, sorted(o.get_names())) for o in self._compiled.outputs]
@@ -59,6 +65,32 @@ class OpenVinoRunner:
     def close(self) -> None:
         self.__dict__.pop("_request", None)
         self.__dict__.pop("_compiled", None)
+
+
+def _first_inference(request: ov.InferRequest, port: ov.ConstOutput) -> None:
+    """The process's first inference, on zeros, made by one thread while others wait.
+
+    Why: OpenVINO's Python module builds pybind11's numpy bridge (function-local statics) on
+    first use, and two threads that first use it at the same moment can deadlock: one holds the
+    static's guard and waits for the GIL, the other holds the GIL and waits for the guard
+    (pybind11 #4877; seen here as a node whose two inference workers sat forever inside
+    `InferRequest.infer`, at 0% CPU). Once built, the bridge is safe to share, so one inference
+    through the same path (numpy in, numpy out) before any worker starts is enough.
+    """
+    global _bridge_ready
+    with _bridge_lock:
+        if _bridge_ready:
+            return
+        shape = port.get_partial_shape()
+        dims = [d.get_length() if d.is_static else 1 for d in shape]
+        zeros = np.zeros(dims, dtype=port.get_element_type().to_dtype())
+        try:
+            result = request.infer({port: zeros})
+            for value in result.values():
+                np.asarray(value)
+        except RuntimeError:  # a shape the network refuses: build the bridge through a bare tensor
+            np.asarray(ov.Tensor(zeros).data)
+        _bridge_ready = True
 
 
 def _read_file(core: ov.Core, model: bytes, suffix: str) -> ov.Model:
