@@ -1,8 +1,14 @@
 """A staged rollout end to end: 12 real sensors in one `ivs node`, tagged in two sites, a real
 Mosquitto, a hub on PostgreSQL; package v2 to one site in 3 waves. Wave 1 is healthy; on wave 2
-v2 loads but cannot keep up (its sensors drop frames), the gate fails, waves 1-2 go back to v1
+v2 loads but runs at about half the frame rate, the gate fails, waves 1-2 go back to v1
 by themselves, wave 3 never gets v2 and the other site is untouched; every step in the API and
-the dashboard (headless Chromium)."""
+the dashboard (headless Chromium).
+
+Why the gate fails whatever the machine's speed: the two cameras of wave 2 are unpaced (`fps: 0`,
+a frame as soon as the last one is done), so their frames per second are set by the cost of a
+frame alone; v2 costs about twice v1's a frame (0.46 of v1's rate measured here), so they run at
+about half their rate before, under the gate's 80% on a machine half or twice as fast. Wave 1's
+camera is paced at 2 fps, which either network keeps with room to spare."""
 
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 BERLIN = [f"b{i}" for i in range(1, 7)]
 PARIS = [f"p{i}" for i in range(1, 7)]
-FAST = {"b2", "b3"}  # 30 fps cameras: v2 (the 80-class detector) cannot keep up there
+FAST = {"b2", "b3"}  # unpaced cameras: their rate is 1 / the cost of a frame, which v2 doubles
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +61,8 @@ def site_yaml(path: Path, broker: int, hub: str, v1: Path, ring: Path) -> Path:
         "sensors:",
     ]
     for name in BERLIN + PARIS:
-        fps = 30 if name in FAST else 2
-        lines.append(
-            f"  - {{id: {name}, source: {{url: 'synthetic:160x120@{fps}'}}, deploy: {{token_env: TOKEN_{name.upper()}}}}}"
-        )
+        source = "{url: 'synthetic:160x120@30', fps: 0}" if name in FAST else "{url: 'synthetic:160x120@2'}"
+        lines.append(f"  - {{id: {name}, source: {source}, deploy: {{token_env: TOKEN_{name.upper()}}}}}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -97,8 +101,9 @@ def _rollout(signed: dict[str, Any], v2: Path, store: Store, hub: Hub, broker: L
     env = {f"TOKEN_{n.upper()}": t for n, t in tokens.items()}
     node = Proc(ivs("node", "--config", str(site), "--status-s", "10"), tmp_path / "node.log", env=env)
     procs.append(node)
-    # Every sensor's health known, on v1 (classifier 1.0.0) at its rate, before the rollout.
-    wait_for(lambda: all((h := store.health(n)) is not None and h.fps >= (25 if n in FAST else 1.5)
+    # Every sensor's health known, on v1 (classifier 1.0.0), before the rollout: the paced ones at
+    # their 2 fps, the unpaced ones at whatever this machine gives them.
+    wait_for(lambda: all((h := store.health(n)) is not None and h.fps >= (1 if n in FAST else 1.5)
                          for n in BERLIN + PARIS), 120, "every sensor's health on v1", procs=[node.proc])  # fmt: skip
     paris_before = {n: store.desired(n) for n in PARIS}
 

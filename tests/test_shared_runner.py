@@ -32,6 +32,9 @@ class Gate:
         self.order.append(tag)
         return {"out": tensor}
 
+    def cancel(self) -> bool:
+        return False
+
     def close(self) -> None:
         self.closed = True
 

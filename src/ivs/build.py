@@ -30,7 +30,7 @@ from ivs.isp import Roi
 from ivs.model import Model, load_model
 from ivs.package.signing import Keyring
 from ivs.package.zoo import resolve
-from ivs.runtime.shared import RunnerPool
+from ivs.runtime.shared import Runners
 from ivs.sensor import Sensor
 from ivs.sinks import Sink
 from ivs.sinks.mqtt import MqttSink
@@ -63,7 +63,7 @@ class RunOptions:
     """Where a swap, a refused package or a deploy is said (the console, a log)."""
     source: Source | None = None
     """An already open source to use instead of the config's (a benchmark's looped video)."""
-    runners: RunnerPool | None = None
+    runners: Runners | None = None
     """A node's shared inference services: the sensor's networks run there, not on runners of its own."""
     restart: Callable[[], None] | None = None
     """How the `restart` command restarts this sensor (a node's); None: it cannot (`ivs run`)."""

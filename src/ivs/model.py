@@ -24,7 +24,7 @@ from ivs.package.zoo import resolve
 from ivs.runtime import choose, create
 from ivs.runtime.base import Runner
 from ivs.runtime.choice import Choice
-from ivs.runtime.shared import RunnerPool
+from ivs.runtime.shared import Runners
 
 
 @dataclass
@@ -105,7 +105,7 @@ def load_model(
     keyring: Keyring | None = None,
     allow_unsigned: bool = False,
     retime: bool = False,
-    pool: RunnerPool | None = None,
+    pool: Runners | None = None,
 ) -> Model:
     """Resolve a zoo name or package path, verify it, and make it runnable. `runtime="auto"`:
     the runtime remembered for this network on this machine, else the fastest, timed now

@@ -8,7 +8,10 @@ sized to the machine, whatever the number of cameras.
 
 Isolation: a sensor whose build or run fails (a camera that is not there, a reconnect that
 gave up, an app that raised) is logged, marked `failed` and restarted after `restart_s` by
-itself; the others run on. `reload` applies a changed file while the rest keep running:
+itself; the others run on. A watchdog thread (`ivs-node-watchdog`) marks a sensor `stuck` when
+its inference has not answered for `stuck_s`, wakes it with an error and so restarts it (a
+runtime that never answers would otherwise hold the sensor, and `stop`, forever). `reload`
+applies a changed file while the rest keep running:
 sensors added start, removed stop, changed restart; an unchanged one is not touched, so its
 frames and seq go on without a gap.
 """
@@ -29,12 +32,12 @@ from ivs.build import BuiltSensor, RunOptions, build_sensor
 from ivs.config import SensorConfig
 from ivs.metrics import SensorCollector, serve_collectors
 from ivs.node_config import NodeConfig
-from ivs.runtime.shared import RunnerPool
+from ivs.runtime.shared import RunnerPool, SensorRunners
 from ivs.sensor import Sensor
 
 log = logging.getLogger(__name__)
 
-State = Literal["starting", "running", "failed", "ended", "stopped"]
+State = Literal["starting", "running", "stuck", "failed", "ended", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class SensorHealth:
     """Seconds since the sensor last finished a frame (None: none yet)."""
     restarts: int
     error: str | None
+    stuck: int = 0
+    """Times its inference was found stuck (each one restarted it)."""
 
 
 class _Slot:
@@ -68,6 +73,9 @@ class _Slot:
         """Asked to restart (the `restart` command): stop the run, build it again at once."""
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
+        self.runners: SensorRunners | None = None
+        """The runners the sensor now built was handed (the watchdog reads how long they wait)."""
+        self.stuck = 0
 
 
 class Node:
@@ -80,10 +88,13 @@ class Node:
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="ivs-node-watchdog", daemon=True)
 
     def start(self) -> Node:
         for sensor in self.config.sensors:
             self._start(sensor)
+        self._watchdog.start()
         return self
 
     def sensors(self) -> list[Sensor]:
@@ -106,7 +117,7 @@ class Node:
                     dropped=st.dropped if st else 0,
                     fps=round(st.recent_fps(), 2) if st else 0.0,
                     last_frame_age_s=None if last is None else round(now - last, 3),
-                    restarts=s.restarts, error=s.error,
+                    restarts=s.restarts, error=s.error, stuck=s.stuck,
                 )
             )  # fmt: skip
         return out
@@ -133,18 +144,47 @@ class Node:
         log.info("node reload: added %s, removed %s, restarted %s", added, removed, changed)
         return {"added": added, "removed": removed, "restarted": changed}
 
-    def stop(self) -> None:
-        """Stop every sensor after its frame in hand, and wait for them."""
+    def stop(self, timeout: float | None = None) -> list[str]:
+        """Stop every sensor after its frame in hand, and wait for them (at most `timeout`
+        seconds in all). Returns what still runs then: one line per sensor that did not stop,
+        saying where it is, and one per inference worker still inside its runtime."""
+        self._closing.set()
         with self._lock:
-            ids = list(self._slots)
-        for sid in ids:
-            slot = self._slots[sid]
+            slots = list(self._slots.values())
+        for slot in slots:
             slot.stop.set()
             with slot.lock:
                 if slot.built is not None:
                     slot.built.sensor.stop()
-        for sid in ids:
-            self._join(sid)
+        if timeout is None:
+            for slot in slots:
+                if slot.thread is not None:
+                    slot.thread.join()
+            return []
+        deadline = time.monotonic() + timeout
+        # Half the time to finish the frame in hand; then a sensor still waiting on inference is
+        # woken with an error (a runtime that never answers would hold it past any deadline).
+        self._join_all(slots, time.monotonic() + timeout / 2)
+        for slot in slots:
+            if slot.thread is not None and slot.thread.is_alive() and slot.runners is not None:
+                slot.runners.abandon("the node is stopping")
+        self._join_all(slots, deadline)
+        left = [self._where(s) for s in slots if s.thread is not None and s.thread.is_alive()]
+        return left + [f"inference worker {name} (never answered)" for name in self.pool.stuck()]
+
+    @staticmethod
+    def _join_all(slots: list[_Slot], deadline: float) -> None:
+        for slot in slots:
+            if slot.thread is not None:
+                slot.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _where(self, slot: _Slot) -> str:
+        """Where a sensor that does not stop is (its state, and an inference it waits on)."""
+        waiting = slot.runners.waiting() if slot.runners is not None else None
+        where = f"{slot.config.id} ({slot.state}"
+        if waiting is not None:
+            where += f"; inference on {waiting[0].service.name} unanswered for {waiting[1]:.0f} s"
+        return where + ")"
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every sensor has ended or stopped; False if `timeout` passed first."""
@@ -196,9 +236,12 @@ class Node:
                 if slot.built is not None:
                     slot.built.sensor.stop()
 
-        options = replace(self.options, on_message=lambda msg: log.warning("%s: %s", sid, msg), restart=restart)
         while not slot.stop.is_set():
             slot.state = "starting"
+            runners = SensorRunners(self.pool)
+            options = replace(self.options, on_message=lambda msg: log.warning("%s: %s", sid, msg), restart=restart,
+                              runners=runners)  # fmt: skip
+            slot.runners = runners
             try:
                 built = build_sensor(slot.config, options)
             except Exception as err:  # a camera not up yet, a package that will not load: retry
@@ -235,7 +278,27 @@ class Node:
         if slot.state == "ended":
             log.info("%s: source ended", sid)
 
+    def _watch(self) -> None:
+        """Every second: a sensor whose inference has waited past `stuck_s` is marked stuck and
+        woken with an error, so that its supervisor restarts it."""
+        limit = self.config.node.stuck_s
+        while not self._closing.wait(min(1.0, limit / 4)):
+            with self._lock:
+                slots = list(self._slots.values())
+            for slot in slots:
+                waiting = slot.runners.waiting() if slot.runners is not None else None
+                if waiting is None or waiting[1] < limit or slot.stop.is_set():
+                    continue
+                runner, waited = waiting
+                why = f"inference on {runner.service.name} has not answered for {waited:.0f} s"
+                log.error("%s: stuck: %s; restarting it", slot.config.id, why)
+                slot.stuck += 1
+                slot.state, slot.error = "stuck", why
+                runner.abandon(f"{why} (stuck_s {limit:g})")
+
     def _failed(self, slot: _Slot, err: BaseException) -> None:
+        if slot.state == "stuck":  # the watchdog woke it: keep its state and reason until it restarts
+            return
         slot.state, slot.error = "failed", str(err) or type(err).__name__
         if slot.stop.is_set():
             return
@@ -259,11 +322,15 @@ class NodeCollector(Collector):
             labels=["sensor"],
         )
         restarts = CounterMetricFamily("ivs_node_sensor_restarts", "Restarts after a failure.", labels=["sensor"])
+        stuck = CounterMetricFamily(
+            "ivs_node_sensor_stuck", "Times the sensor's inference did not answer within stuck_s.", labels=["sensor"]
+        )
         for h in self.node.health():
             state.add_metric([h.id, h.state], 1)
             if h.last_frame_age_s is not None:
                 age.add_metric([h.id], h.last_frame_age_s)
             restarts.add_metric([h.id], h.restarts)
+            stuck.add_metric([h.id], h.stuck)
         clients = GaugeMetricFamily(
             "ivs_node_inference_clients", "Models (sensors) sharing an inference service.", labels=["service"]
         )
@@ -276,6 +343,7 @@ class NodeCollector(Collector):
         yield state
         yield age
         yield restarts
+        yield stuck
         yield clients
         yield served
 

@@ -80,6 +80,20 @@ class NodeSettings(_Model):
     restart_s: float = Field(
         5.0, gt=0, le=3600, description="Wait before restarting a sensor whose run failed (seconds)."
     )
+    stuck_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="A sensor whose inference has not answered for this long is reported stuck and restarted "
+        "(seconds).",
+    )
+    stop_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="On SIGTERM/SIGINT, wait this long for the sensors to stop; a part still running then is named "
+        "and the node exits with status 3 (seconds).",
+    )
     hub: NodeHubSettings | None = Field(
         None, description="Take the site file the hub deploys to this node (its id is a device on the hub)."
     )

@@ -1,14 +1,18 @@
 """`ivs node`: a site's cameras in one process, from one YAML file (`ivs.node`).
 
 SIGHUP re-reads the file and applies what changed while the other sensors run on; SIGINT or
-SIGTERM stop every sensor after its frame in hand. A file with errors is refused at start
-(exit 2) and, on SIGHUP, reported while the node runs on with the config it has.
+SIGTERM stop every sensor after its frame in hand, within `node.stop_s`: a sensor still running
+then (a runtime or a source that never answers) is named and the node exits with status 3 at
+once, without waiting for it (its outbox keeps what it had committed). A file with errors is
+refused at start (exit 2) and, on SIGHUP, reported while the node runs on with the config it has.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -93,8 +97,14 @@ def node(
     finally:
         if agent is not None:
             agent.close()
-        site.stop()
+        stuck = site.stop(timeout=cfg.node.stop_s)
     _print_health(site)
+    if stuck:
+        why = f"node {cfg.node.id}: not stopped within {cfg.node.stop_s:g} s: {', '.join(stuck)}"
+        err_console.print(Text(f"ivs: error: {why}; exiting without them", style="bold red"), soft_wrap=True)
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(3)  # their threads never end: only the process's end stops them
 
 
 def _load(path: Path) -> NodeConfig | None:

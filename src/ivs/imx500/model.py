@@ -51,6 +51,9 @@ class SensorRunner:
     def run(self, tensor: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
         raise ModelError("the network runs on the IMX500: the host gets its outputs from the frame metadata")
 
+    def cancel(self) -> bool:
+        return False  # nothing runs here to cancel
+
     def close(self) -> None:
         pass
 

@@ -14,4 +14,9 @@ class Runner(Protocol):
 
     def run(self, tensor: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]: ...
 
+    def cancel(self) -> bool:
+        """Interrupt a `run` in progress, from another thread: that run raises. False where the
+        runtime cannot (the run goes on to its end)."""
+        ...
+
     def close(self) -> None: ...

@@ -31,5 +31,8 @@ class LiteRtRunner:
         self._interp.invoke()
         return {name: self._interp.get_tensor(index) for name, index in self._outputs}
 
+    def cancel(self) -> bool:
+        return False  # the interpreter has no way to interrupt an invoke
+
     def close(self) -> None:
         self.__dict__.pop("_interp", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -33,10 +34,29 @@ class OnnxRuntimeRunner:
             raise ModelError(f"model input {input_name!r} not found: the network has inputs {inputs}")
         self._input = input_name
         self._outputs = [o.name for o in self._session.get_outputs()]
+        self._running: ort.RunOptions | None = None
+        self._lock = threading.Lock()
 
     def run(self, tensor: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
-        values = self._session.run(self._outputs, {self._input: tensor})
+        options = ort.RunOptions()  # one per run: its terminate flag is how `cancel` stops this run
+        with self._lock:
+            self._running = options
+        try:
+            values = self._session.run(self._outputs, {self._input: tensor}, options)
+        except Exception:
+            if options.terminate:
+                raise ModelError("onnxruntime: the run was cancelled") from None
+            raise
+        finally:
+            with self._lock:
+                self._running = None
         return dict(zip(self._outputs, values, strict=True))
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._running is not None:
+                self._running.terminate = True
+        return True
 
     def close(self) -> None:
         self.__dict__.pop("_session", None)

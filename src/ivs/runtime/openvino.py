@@ -62,6 +62,12 @@ class OpenVinoRunner:
         result = self._request.infer({self._input: tensor})
         return {name: np.asarray(result[port]) for port, names in self._outputs for name in names}
 
+    def cancel(self) -> bool:
+        request = self.__dict__.get("_request")
+        if request is not None:
+            request.cancel()  # a run in progress raises; with none, this does nothing
+        return True
+
     def close(self) -> None:
         self.__dict__.pop("_request", None)
         self.__dict__.pop("_compiled", None)

@@ -22,10 +22,11 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -43,6 +44,15 @@ class _Request:
     done: threading.Event = field(default_factory=threading.Event)
     result: Outputs | None = None
     error: BaseException | None = None
+    asked: float = field(default_factory=time.monotonic)
+    """When the client asked (monotonic seconds): how long it has waited, queued or running."""
+
+
+class Runners(Protocol):
+    """Where a sensor gets its runners from when it does not own them: a node's pool, or one
+    sensor's view of it (`SensorRunners`)."""
+
+    def runner(self, network: str, runtime: str, make: Callable[[int], Runner]) -> SharedRunner: ...
 
 
 class InferenceService:
@@ -76,6 +86,12 @@ class InferenceService:
         self._closed = False
         self.served: dict[int, int] = {}
         """Requests answered, per client."""
+        self.left: list[threading.Thread] = []
+        """Workers still inside their runtime when the service closed (stuck: never answered)."""
+        self._waiting: dict[int, _Request] = {}
+        """Each client's request not yet answered (a client waits for one at a time)."""
+        self._running: dict[int, Runner] = {}
+        """The runner running each request now, by id(request): what `abandon` cancels."""
         self.total_served = 0
         self._threads = [
             threading.Thread(target=self._work, args=(r,), name=f"ivs-infer-{name}-{i}", daemon=True)
@@ -109,12 +125,42 @@ class InferenceService:
             if not queue:
                 self._ready.append(cid)
             queue.append(req)
+            self._waiting[cid] = req
             self._cond.notify()
-        req.done.wait()
+        try:
+            req.done.wait()
+        finally:
+            with self._cond:
+                if self._waiting.get(cid) is req:
+                    del self._waiting[cid]
         if req.error is not None:
             raise req.error
         assert req.result is not None
         return req.result
+
+    def waiting_s(self, cid: int) -> float | None:
+        """Seconds client `cid` has waited for its answer (None: it waits for none now)."""
+        with self._cond:
+            req = self._waiting.get(cid)
+        return None if req is None else time.monotonic() - req.asked
+
+    def abandon(self, cid: int, why: str) -> None:
+        """Answer client `cid`'s waiting request with an error now (the sensor thread waiting on
+        it wakes and fails), whether it is still queued or a worker is stuck running it; a
+        runtime that can cancel a run (`Runner.cancel`) gets its worker back."""
+        with self._cond:
+            req = self._waiting.pop(cid, None)
+            queue = self._queues.get(cid)
+            if req is not None and queue is not None and req in queue:
+                queue.remove(req)
+                if not queue and cid in self._ready:
+                    self._ready.remove(cid)
+            runner = self._running.get(id(req)) if req is not None else None
+        if runner is not None and not runner.cancel():
+            log.error("inference service %s: %s cannot cancel a run: its worker stays busy", self.name, runner.name)
+        if req is not None:
+            req.error = ModelError(f"inference service {self.name}: {why}")
+            req.done.set()
 
     def release(self, cid: int) -> None:
         """Client `cid` is done; the last one to go closes the service."""
@@ -147,21 +193,31 @@ class InferenceService:
                 req = queue.popleft()
                 if queue:  # more from this client: back of the line, after every other client
                     self._ready.append(cid)
+                if req.done.is_set():  # abandoned while queued: nobody waits for it
+                    continue
+                self._running[id(req)] = runner
             try:
-                req.result = runner.run(req.tensor)
+                result = runner.run(req.tensor)
+                if not req.done.is_set():
+                    req.result = result
             except BaseException as err:  # the sensor that asked gets the error, the worker goes on
-                req.error = err
+                if not req.done.is_set():
+                    req.error = err
             with self._cond:
+                del self._running[id(req)]
                 self.total_served += 1
                 if cid in self.served:
                     self.served[cid] += 1
             req.done.set()
 
     def _close(self) -> None:
-        for t in self._threads:
+        for t, r in zip(self._threads, self._runners, strict=True):
             if t is not threading.current_thread():
-                t.join(timeout=10)
-        for r in self._runners:
+                t.join(timeout=2)
+                if t.is_alive():  # stuck inside the runtime: its runner is in use and stays; the thread is a daemon
+                    log.error("inference service %s: worker %s never answered; left running", self.name, t.name)
+                    self.left.append(t)
+                    continue
             r.close()
         log.debug("inference service %s closed", self.name)
         if self._on_empty is not None:
@@ -178,6 +234,19 @@ class SharedRunner:
 
     def run(self, tensor: np.ndarray[Any, Any]) -> Outputs:
         return self.service.run(self.cid, tensor)
+
+    def waiting_s(self) -> float | None:
+        """Seconds this runner's `run` has waited for its answer (None: not waiting)."""
+        return None if self._closed else self.service.waiting_s(self.cid)
+
+    def abandon(self, why: str) -> None:
+        """Fail the `run` waiting now (see `InferenceService.abandon`)."""
+        if not self._closed:
+            self.service.abandon(self.cid, why)
+
+    def cancel(self) -> bool:
+        self.abandon("the run was cancelled")
+        return True
 
     def close(self) -> None:
         if not self._closed:
@@ -201,6 +270,7 @@ class RunnerPool:
         self.threads = threads
         self._services: dict[tuple[str, str], InferenceService] = {}
         self._lock = threading.Lock()
+        self._left: list[threading.Thread] = []
 
     def runner(self, network: str, runtime: str, make: Callable[[int], Runner]) -> SharedRunner:
         """A runner of `network` (a digest of its bytes) on `runtime`, sharing the service."""
@@ -220,8 +290,43 @@ class RunnerPool:
         with self._lock:
             return list(self._services.values())
 
+    def stuck(self) -> list[str]:
+        """The inference workers of closed services still inside their runtime (never answered)."""
+        with self._lock:
+            return [t.name for t in self._left if t.is_alive()]
+
     def _forget(self, service: InferenceService) -> None:
         with self._lock:
+            self._left.extend(service.left)
             for key, s in list(self._services.items()):
                 if s is service:
                     del self._services[key]
+
+
+class SensorRunners:
+    """One sensor's view of a node's pool: the runners handed to it, so that the node's watchdog
+    can tell how long its inference has waited and wake it when a runtime never answers."""
+
+    def __init__(self, pool: Runners) -> None:
+        self.pool = pool
+        self._handed: list[SharedRunner] = []
+        self._lock = threading.Lock()
+
+    def runner(self, network: str, runtime: str, make: Callable[[int], Runner]) -> SharedRunner:
+        r = self.pool.runner(network, runtime, make)
+        with self._lock:
+            self._handed = [h for h in self._handed if not h._closed] + [r]
+        return r
+
+    def waiting(self) -> tuple[SharedRunner, float] | None:
+        """The runner that has waited longest for an answer, and for how many seconds."""
+        with self._lock:
+            handed = list(self._handed)
+        waits = [(r, w) for r in handed if (w := r.waiting_s()) is not None]
+        return max(waits, key=lambda rw: rw[1]) if waits else None
+
+    def abandon(self, why: str) -> None:
+        with self._lock:
+            handed = list(self._handed)
+        for r in handed:
+            r.abandon(why)
