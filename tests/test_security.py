@@ -768,3 +768,93 @@ def test_a_device_enrols_with_its_groups_secret_and_once_revoked_is_refused_on_h
         assert closed.exit_code == 1 and "does not take this secret" in closed.output
     finally:
         assert hub.stop()
+
+
+BAD_NAMES = ["x\n", "cam-a\n", "x\r", "a b", "a/b", "a#", "a+", "a\x00", " cam", "cam\t"]
+"""Names that Mosquitto's password file or ACL cannot hold as one word (a trailing newline once
+passed `re.match(... $)` and left the broker with no ACL)."""
+
+
+def test_names_the_broker_files_cannot_hold_are_refused_and_the_acl_stays_whole(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    from ivs.hub.mqtt_auth import BrokerSync, check_acl
+
+    d = deployment
+    assert d.broker.proc is not None
+    pid = tmp_path / "mosquitto.pid"
+    pid.write_text(f"{d.broker.proc.pid}\n")
+    sync = BrokerSync(d.store, d.auth, pid_file=pid)
+    hub = ServerThread(create_app(d.store, ADMIN, devices_changed=sync))
+    secret = d.store.add_group("site-a")
+
+    def post(path: str, body: dict[str, Any], token: str | None = None) -> int:
+        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        req = urllib.request.Request(hub.url + path, data=json.dumps(body).encode(), headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+
+    try:
+        for bad in BAD_NAMES:
+            assert post("/api/v1/enrol", {"group": "site-a", "device": bad, "secret": secret}) == 422, repr(bad)
+            assert post("/api/v1/devices", {"name": bad}, ADMIN) == 422, repr(bad)
+            added = CliRunner().invoke(cli, ["hub", "device", "add", bad, "--db", str(d.store.engine.url)])
+            assert added.exit_code == 1 and "invalid name" in added.output, (repr(bad), added.output)
+        assert {dev.name for dev in d.store.devices()} == {"cam-a", "cam-b"}
+        assert sync.syncs == 0  # nothing refused reached the broker's files
+
+        # A good enrolment rewrites the files and reloads the broker: its ACL checks clean.
+        reloads = mosquitto_reloads(d.broker)
+        assert post("/api/v1/enrol", {"group": "site-a", "device": "cam-c", "secret": secret}) == 201
+        wait_for(lambda: mosquitto_reloads(d.broker) > reloads, 10, "the broker reloaded after the enrolment")
+        acl = (d.auth / "acl").read_text()
+        check_acl(acl, ["ivs-hub", "cam-a", "cam-b", "cam-c"])
+        assert "user cam-c" in acl and d.broker.proc.poll() is None
+    finally:
+        assert hub.stop()
+
+    # The broker still enforces it: cam-a neither publishes as cam-b nor reads cam-b's topics.
+    watcher = Client(d.broker.port, "ivs-hub", d.hub_password())
+    a = Client(d.tls_port, "cam-a", d.tokens["cam-a"], ca=d.pki / "ca.pem")
+    b = Client(d.tls_port, "cam-b", d.tokens["cam-b"], ca=d.pki / "ca.pem")
+    try:
+        watcher.subscribe("ivs/#")
+        a.client.subscribe("ivs/#", qos=1)
+        a.client.publish("ivs/cam-b/events/stop", b"spoofed", qos=1).wait_for_publish(5)
+        a.client.publish("ivs/cam-a/marker", b"a-done", qos=1).wait_for_publish(5)
+        b.client.publish("ivs/cam-b/events/stop", b"cam-b's own", qos=1).wait_for_publish(5)
+        b.client.publish("ivs/cam-b/marker", b"b-done", qos=1).wait_for_publish(5)
+        wait_for(lambda: ("ivs/cam-b/marker", b"b-done") in watcher.got, 10, "cam-b's marker at the hub")
+        wait_for(lambda: ("ivs/cam-a/marker", b"a-done") in watcher.got, 10, "cam-a's marker at the hub")
+        wait_for(lambda: ("ivs/cam-a/marker", b"a-done") in a.got, 10, "cam-a's own marker back")
+        assert ("ivs/cam-b/events/stop", b"spoofed") not in watcher.got
+        assert ("ivs/cam-b/events/stop", b"cam-b's own") in watcher.got
+        assert not [t for t, _ in a.got if t.startswith("ivs/cam-b/")]  # cam-b's messages never reached cam-a
+    finally:
+        for c in (watcher, a, b):
+            c.close()
+
+
+def test_the_broker_files_writer_leaves_out_a_bad_name_already_stored(pki: Path, tmp_path: Path) -> None:
+    """A name stored before names were checked whole is left out of the files with a warning;
+    every other device keeps its ACL."""
+    from sqlalchemy.orm import Session
+
+    from ivs.hub.passwords import mosquitto_hash
+    from ivs.hub.store.schema import Device, MqttCredential
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite'}")
+    try:
+        store.add_device("cam-a")
+        with Session(store.engine) as s, s.begin():  # as an older hub could have stored it
+            s.add(Device(name="cam-x\n", token_hash="0" * 64, created=1.0))
+            s.add(MqttCredential(name="cam-x\n", password_hash=mosquitto_hash("x")))
+        result = write_mqtt_auth(store, tmp_path / "auth", certs=pki, listen="127.0.0.1:8883", hub_listen=None)
+        assert result.devices == ["cam-a"]
+        assert any("'cam-x\\n' left out of the broker's files" in w for w in result.warnings)
+        assert "cam-x" not in result.acl.read_text() and "cam-x" not in result.passwd.read_text()
+    finally:
+        store.close()

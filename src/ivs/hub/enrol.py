@@ -13,6 +13,7 @@ and a revoked one is refused there too (`app.state.devices_changed`).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request
@@ -21,12 +22,14 @@ from pydantic import BaseModel, Field
 from ivs.hub.auth import ADMIN_RESPONSES, require_admin
 from ivs.hub.store import NAME_PATTERN, EnrolmentRefused, HubError, Store
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(tags=["enrolment"])
 
 
 class EnrolIn(BaseModel):
     group: str = Field(max_length=128, description="the enrolment group")
-    device: str = Field(max_length=128, description="the name the device will have (its sensor id)")
+    device: str = Field(pattern=NAME_PATTERN, description="the name the device will have (its sensor id)")
     secret: str = Field(max_length=256, description="the group's secret")
 
 
@@ -101,5 +104,9 @@ def revoke_group(request: Request, name: Annotated[str, Path(pattern=NAME_PATTER
 def devices_changed(request: Request) -> None:
     """Tell the broker's auth files (when the hub keeps them) that the devices changed."""
     hook = request.app.state.devices_changed
-    if hook is not None:
+    if hook is None:
+        return
+    try:
         hook()
+    except Exception:  # the change is made; the broker keeps its last good files and is not reloaded
+        log.exception("the broker's password file and ACL were not rewritten")

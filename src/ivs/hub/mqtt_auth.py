@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import signal
 import threading
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING
 
 from ivs.errors import ConfigError
 from ivs.hub.passwords import mosquitto_hash
+from ivs.hub.store.schema import check_name
 
 if TYPE_CHECKING:
     from ivs.hub.store import Store
@@ -212,6 +214,11 @@ def _passwd_and_acl(credentials: dict[str, str | None], result: MqttAuth, hub_us
         raise ConfigError(f"{result.hub_password} is empty: expected the hub's MQTT password (delete it for a new one)")
     passwd = [f"{hub_user}:{mosquitto_hash(hub_password)}"]
     for name, hashed in sorted(credentials.items()):
+        why = check_name(name)
+        if why is not None:  # never written: a stray newline or space here once emptied the ACL
+            result.warnings.append(f"device {name!r} left out of the broker's files: {why}")
+            log.error("device %r left out of the broker's files: %s", name, why)
+            continue
         if hashed is None:
             result.warnings.append(
                 f"device {name!r} has no MQTT credential (registered before ivs kept one): "
@@ -228,8 +235,25 @@ def _passwd_and_acl(credentials: dict[str, str | None], result: MqttAuth, hub_us
             result.warnings.append(
                 f"devices {', '.join(same)} share a Home Assistant id: each may overwrite the others' discovery topics"
             )
+    acl = acl_text(result.devices, hub_user=hub_user, ha_prefix=ha_prefix)
+    check_acl(acl, [hub_user, *result.devices])
     _write_private(result.passwd, "\n".join(passwd) + "\n")
-    _write_private(result.acl, acl_text(result.devices, hub_user=hub_user, ha_prefix=ha_prefix))
+    _write_private(result.acl, acl)
+
+
+_ACL_LINE = re.compile(r"user (\S+)|topic (?:read|write|readwrite) \S+|#.*|")
+
+
+def check_acl(text: str, users: list[str]) -> None:
+    """Refuse (ConfigError) an ACL Mosquitto might read otherwise than meant: a line that is not
+    a comment, `user NAME` or `topic ACCESS TOPIC`, or a user that is not one of `users`.
+    Mosquitto refuses a malformed ACL on start (the broker exits) and, on a reload, keeps running
+    with no ACL at all: so nothing unchecked is ever written, and the broker is not signalled."""
+    allowed = set(users)
+    for number, line in enumerate(text.split("\n"), 1):
+        m = _ACL_LINE.fullmatch(line)
+        if m is None or (m.group(1) is not None and m.group(1) not in allowed):
+            raise ConfigError(f"the broker's ACL line {number} would be {line!r}: expected `user NAME` or `topic ...`")
 
 
 class BrokerSync:

@@ -49,7 +49,7 @@ def set_tags(
     if name not in {d.name for d in store.devices()}:
         raise HTTPException(404, detail=f"no device named {name!r}: expected one of `GET /api/v1/devices`")
     for key, value in tags.items():
-        if TAG_KEY.match(key) is None or (value is not None and not 0 < len(value) <= 256):
+        if TAG_KEY.fullmatch(key) is None or (value is not None and not 0 < len(value) <= 256):
             raise HTTPException(
                 409, detail=f"tag {key!r}: expected a key of letters, digits, '.', '_', '-' and a value"
             )

@@ -50,7 +50,7 @@ def parse_condition(text: str) -> Condition:
         if m is None:
             raise ConditionError(f"target clause {i + 1} {part.strip()!r}: expected KEY = VALUE or KEY != VALUE")
         key, op, value = (g.strip("'") for g in m.groups())
-        if TAG_KEY.match(key) is None:
+        if TAG_KEY.fullmatch(key) is None:
             raise ConditionError(f"tag key {key!r}: expected letters, digits, '.', '_' or '-' (at most 64)")
         clauses.append((key, op, value))
     return Condition(text, tuple(clauses))

@@ -60,7 +60,7 @@ class DeployStore(MessageStore):
         """A package by sha256 (64 hex digits), NAME@VERSION, or NAME (the newest upload of that
         name). Raises HubNotFound, or HubError when NAME@VERSION names more than one package."""
         with self.engine.connect() as conn:
-            if _SHA256_RE.match(ref.lower()):
+            if _SHA256_RE.fullmatch(ref.lower()):
                 row = conn.execute(select(*_PACKAGE_INFO).where(PackageRow.sha256 == ref.lower())).one_or_none()
                 if row is None:
                     raise HubNotFound(f"no package with sha256 {ref}: expected one of `GET /api/v1/packages`")

@@ -29,8 +29,11 @@ _INT64 = 2**63 - 1
 _SCHEMA_LOCK = 0x1F5_0001
 """The PostgreSQL advisory lock key `create_schema` holds (any constant no other program uses)."""
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
-"""What a device name (= the sensor_id it posts as) may look like: it is also an MQTT topic level."""
-_NAME_RE = re.compile(NAME_PATTERN)
+"""What a device name (= the sensor_id it posts as) may look like: it is also an MQTT topic level
+and a word in Mosquitto's password and ACL files, so no whitespace, no control character, no '/',
+'#' or '+'. The one definition: pydantic fields and path parameters take it as `pattern` (its `$`
+is the end of the text there), Python code calls `check_name`, which matches it whole."""
+_NAME_RE = re.compile(NAME_PATTERN.removeprefix("^").removesuffix("$"))
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 _Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite only auto-increments INTEGER PRIMARY KEY
@@ -370,7 +373,9 @@ def hash_token(token: str) -> str:
 
 def check_name(name: str) -> str | None:
     """Why `name` cannot be a device name / sensor_id, or None when it can."""
-    if not _NAME_RE.match(name):
+    # fullmatch, not match: re's "$" also matches before a final newline, and "cam\n" written
+    # into Mosquitto's ACL once switched its ACL off.
+    if not _NAME_RE.fullmatch(name):
         return (
             f"invalid name {name[:MAX_NAME]!r}: expected 1 to {MAX_NAME} characters of letters, digits, '_', '.', '-',"
             " starting with a letter or digit"
