@@ -6,6 +6,7 @@ stop, and both clear on the frame of the clear, after the configured empty frame
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 from pathlib import Path
@@ -114,7 +115,10 @@ def test_a_stop_sets_the_coil_and_the_variable_on_its_frame_and_both_clear_with_
         assert coil[stop] is True and variable[stop] is True  # on the stop's own frame
         assert all(coil[f] and variable[f] for f in range(stop, clear))
         assert coil[clear] is False and variable[clear] is False
-    assert sub.changes == [False, True, False, True, False]  # the initial value, then each change once
+    # The initial value (asyncua may report it twice when the subscription's first publish and
+    # the server's first notification cross, as under load), then each change once.
+    initial = len(list(itertools.takewhile(lambda v: v is False, sub.changes)))
+    assert initial >= 1 and sub.changes[initial:] == [True, False, True, False], sub.changes
 
 
 def test_writes_are_refused_and_counts_read_back_as_uint32(tmp_path: Path):
