@@ -351,20 +351,36 @@ def load(path: Path) -> tuple[SensorConfig | None, list[Problem], yaml.Node | No
 
 MAX_DEPTH = 32
 """Nesting a config may have (it needs 4); deeper YAML would exhaust the parser's recursion."""
+MAX_NODES = 100_000
+"""Values a config may hold with its aliases expanded (a site of 1,000 sensors needs ~30,000):
+16 KB of YAML whose aliases nest ten deep expand to billions ("billion laughs")."""
 
 
 def _structure_problems(text: str) -> list[Problem]:
-    """Nesting too deep and keys set twice (YAML keeps the last silently, losing the first),
-    found on the parser's events, before anything recurses into the document."""
+    """Nesting too deep, keys set twice (YAML keeps the last silently, losing the first) and
+    aliases that expand past `MAX_NODES` values, found on the parser's events, before anything
+    recurses into the document or expands an alias."""
     problems: list[Problem] = []
     keys: list[dict[str, int] | None] = []  # per open collection: a mapping's keys -> line; None: a sequence
     items: list[int] = []  # per open collection: items so far (a mapping's even ones are keys)
+    expanded = 0  # values so far, each alias counted as the values of what it names
+    anchored: dict[str, int] = {}  # anchor -> values in its node, expanded
+    opened: list[tuple[str | None, int]] = []  # per open collection: its anchor, `expanded` at its start
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         line = (event.start_mark.line if event.start_mark is not None else 0) + 1  # the parser marks every event
         if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
             keys.pop()
             items.pop()
+            anchor, start = opened.pop()
+            if anchor is not None:
+                anchored[anchor] = expanded - start
             continue
+        expanded += anchored.get(event.anchor, 0) if isinstance(event, yaml.AliasEvent) else 1
+        if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+            anchored[event.anchor] = 1
+        if expanded > MAX_NODES:
+            return [Problem((), f"more than {MAX_NODES} values with its aliases expanded: expected a config of "
+                                "plain settings", line)]  # fmt: skip
         if keys:
             seen = keys[-1]
             if seen is not None and items[-1] % 2 == 0 and isinstance(event, yaml.ScalarEvent):
@@ -378,6 +394,7 @@ def _structure_problems(text: str) -> list[Problem]:
                 return [Problem((), f"nested more than {MAX_DEPTH} deep: expected a config of plain settings", line)]
             keys.append({} if isinstance(event, yaml.MappingStartEvent) else None)
             items.append(0)
+            opened.append((event.anchor, expanded))
     return problems
 
 

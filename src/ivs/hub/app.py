@@ -31,7 +31,9 @@ from typing import Annotated, Any
 import msgspec
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
@@ -40,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ivs.consumer import Message, decode_message
 from ivs.hub.auth import VIEWER_RESPONSES, bearer, require_admin, require_viewer, unauthorized
-from ivs.hub.body import read_body
+from ivs.hub.body import MAX_SITE_BYTES, BodyLimit, read_body
 from ivs.hub.commands import router as commands_router
 from ivs.hub.dashboard import router as dashboard_router
 from ivs.hub.deploy import MAX_UPLOAD_BYTES
@@ -48,6 +50,7 @@ from ivs.hub.deploy import router as deploy_router
 from ivs.hub.enrol import devices_changed as _devices_changed
 from ivs.hub.enrol import router as enrol_router
 from ivs.hub.evidence import router as evidence_router
+from ivs.hub.login_guard import LoginGuard
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.node_routes import router as node_router
 from ivs.hub.rollout_routes import router as rollout_router
@@ -201,6 +204,7 @@ def create_app(
     app.state.evidence_dir = Path(evidence_dir) if evidence_dir is not None else None
     app.state.metrics.offline_after_s = offline_after_s
     app.state.rollouts = rollouts if rollouts is not None else RolloutController(store, push_desired)
+    app.state.login_guard = LoginGuard()
     app.include_router(router)
     app.include_router(dashboard_router)
     app.include_router(deploy_router)
@@ -211,7 +215,18 @@ def create_app(
     app.include_router(users_router)
     app.include_router(evidence_router)
     add_audit(app)
+    # Outermost: a body is bounded before anything reads it or asks who sent it.
+    app.add_middleware(
+        BodyLimit,  # type: ignore[arg-type]
+        bounds=[
+            ("POST", "/api/v1/ingest", None),
+            ("POST", "/api/v1/packages", None),
+            ("POST", "/api/v1/evidence", None),
+            ("PUT", "/api/v1/devices/[^/]+/node-config", MAX_SITE_BYTES),
+        ],
+    )
     app.add_exception_handler(StarletteHTTPException, _refused)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     plain_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -238,8 +253,18 @@ async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
             "msg": f"the body is not UTF-8 ({cause.reason}): expected JSON",
             "input": {},
         }
-        return await request_validation_exception_handler(request, RequestValidationError([error]))
+        return await _invalid(request, RequestValidationError([error]))
     return await http_exception_handler(request, exc)
+
+
+_ECHOED = ("input", "ctx", "url")
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+    """422 with where and what was wrong, never the input itself: a refused body is not sent
+    back (a 50 MB enrolment once came back three times), nor a secret typed in the wrong field."""
+    errors = [{k: v for k, v in e.items() if k not in _ECHOED} for e in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
 
 def _ingest_batch(state: Any, device: str, body: bytes) -> IngestResult:
