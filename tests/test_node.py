@@ -6,6 +6,7 @@ and a real hub storing what they send."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -118,7 +119,7 @@ def frames_of(db: Path, sensor: str) -> list[int]:
 def one_run(values: list[int]) -> bool:
     """Frame indices of one run of a sensor: strictly increasing (a restart begins at 0 again;
     a frame the sensor dropped while the machine was busy is a gap, not a restart)."""
-    return bool(values) and all(a < b for a, b in zip(values, values[1:], strict=False))
+    return bool(values) and all(a < b for a, b in itertools.pairwise(values))
 
 
 def seqs_once_in_order(db: Path, sensor: str) -> bool:

@@ -375,7 +375,7 @@ def _structure_problems(text: str) -> list[Problem]:
             if anchor is not None:
                 anchored[anchor] = expanded - start
             continue
-        expanded += anchored.get(event.anchor, 0) if isinstance(event, yaml.AliasEvent) else 1
+        expanded += anchored.get(event.anchor or "", 0) if isinstance(event, yaml.AliasEvent) else 1
         if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
             anchored[event.anchor] = 1
         if expanded > MAX_NODES:

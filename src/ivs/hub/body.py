@@ -45,9 +45,7 @@ class BodyLimit:
     """ASGI middleware: every request's body within its route's bound (`bounds`: (method, path
     regex, bytes), first match wins, None: the route bounds its own body; else `default`)."""
 
-    def __init__(
-        self, app: ASGIApp, bounds: list[tuple[str, str, int | None]], default: int = MAX_JSON_BYTES
-    ) -> None:
+    def __init__(self, app: ASGIApp, bounds: list[tuple[str, str, int | None]], default: int = MAX_JSON_BYTES) -> None:
         self.app = app
         self.bounds = [(method, re.compile(path), limit) for method, path, limit in bounds]
         self.default = default

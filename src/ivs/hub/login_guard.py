@@ -104,7 +104,8 @@ class LoginGuard:
         """Every name and address that must wait now, longest wait first."""
         now = self._clock()
         with self._lock:
-            out = [Lockout(k, f.count, math.ceil(w)) for k, f in self._failures.items() if (w := self._wait(f, now)) > 0]
+            waits = [(k, f, self._wait(f, now)) for k, f in self._failures.items()]
+        out = [Lockout(k, f.count, math.ceil(w)) for k, f, w in waits if w > 0]
         return sorted(out, key=lambda lo: -lo.retry_after_s)
 
     def lift(self, key: str) -> bool:
