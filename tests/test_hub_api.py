@@ -343,10 +343,24 @@ def test_malformed_requests_never_give_a_5xx(client: TestClient) -> None:
 
 
 def test_openapi_documents_the_api(client: TestClient) -> None:
-    spec = client.get("/openapi.json").json()
+    spec = client.get("/openapi.json", headers=admin()).json()
     for path in ("/api/v1/ingest", "/api/v1/events", "/api/v1/counts", "/api/v1/sensors", "/api/v1/devices"):
         assert path in spec["paths"], path
     assert spec["paths"]["/api/v1/ingest"]["post"]["requestBody"]["content"]["application/json"]["schema"]["type"] == (
         "array"
     )
-    assert client.get("/docs").status_code == 200
+    # No Swagger or ReDoc page (they would run a CDN's script on the hub's origin).
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+
+
+def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
+    answers = [client.get("/healthz"), client.get("/nowhere"), client.get("/api/v1/devices"),
+               client.post("/api/v1/login", content=b"\xff\xfe", headers={"Content-Type": "application/json"}),
+               client.get("/dashboard")]  # fmt: skip
+    assert [r.status_code for r in answers] == [200, 404, 401, 422, 200]
+    for r in answers:
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+        csp = r.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp and "unsafe-inline" not in csp
+    page = answers[-1]
+    assert "script-src 'sha256-" in page.headers["content-security-policy"]  # its own inline script, by hash

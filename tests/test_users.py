@@ -46,13 +46,15 @@ READS = ["/api/v1/events", "/api/v1/counts", "/api/v1/sensors", "/metrics", "/ap
 
 
 def test_nothing_but_health_answers_anonymously(hub) -> None:
-    _, client, _ = hub
+    _, client, t = hub
     assert client.get("/healthz").json() == {"ok": True}
     for path in [*READS, "/api/v1/stream", "/api/v1/rollouts", "/api/v1/devices", "/api/v1/audit"]:
         r = client.get(path)
         assert r.status_code == 401, (path, r.text)
         assert r.headers["WWW-Authenticate"] == "Bearer"
     assert client.get("/dashboard").status_code == 200  # the page itself: it shows its login
+    assert client.get("/openapi.json").status_code == 401  # the API's document: viewers and up
+    assert client.get("/openapi.json", headers=auth(t["vera"])).json()["info"]["title"] == "ivs hub"
 
 
 def test_a_viewer_reads_an_operator_deploys_an_admin_manages(hub) -> None:

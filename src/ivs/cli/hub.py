@@ -94,8 +94,12 @@ def hub_serve(
     ] = None,
     keep_evidence_days: Annotated[float | None, typer.Option(help=KEEP_EVIDENCE)] = None,
     max_evidence_mb: Annotated[float | None, typer.Option(help=MAX_EVIDENCE)] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(help="A reverse proxy whose X-Forwarded-For names the caller (an address; repeat for more)."),
+    ] = None,
 ) -> None:
-    """Serve the hub's HTTP API (ingest, queries, OpenAPI docs at /docs, /metrics).
+    """Serve the hub's HTTP API (ingest, queries, its OpenAPI document at /openapi.json, /metrics).
 
     With a --keep-* or --max-messages option, the hub prunes its database at start and every
     hour (`ivs hub prune` does it once).
@@ -138,6 +142,7 @@ def hub_serve(
             offline_after_s=offline_after or None, open_read=open_read, retention=retention,
             evidence_dir=str(evidence_dir) if evidence_dir else None,
             evidence_retention=evidence_retention(evidence_dir, keep_evidence_days, max_evidence_mb),
+            trusted_proxies=trusted_proxy,
         )  # fmt: skip
     except IvsError as err:
         raise fail(str(err), 1) from None

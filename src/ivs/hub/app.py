@@ -1,4 +1,4 @@
-"""The hub's HTTP API (FastAPI; OpenAPI docs at /docs and /openapi.json).
+"""The hub's HTTP API (FastAPI; its OpenAPI document at /openapi.json, for viewers and up).
 
     POST   /api/v1/ingest           a JSON array of messages, `Authorization: Bearer <device token>`
     GET    /api/v1/events           stored messages, filtered
@@ -30,6 +30,7 @@ from typing import Annotated, Any
 
 import msgspec
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
@@ -42,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ivs.consumer import Message, decode_message
 from ivs.hub.auth import VIEWER_RESPONSES, bearer, require_admin, require_viewer, unauthorized
-from ivs.hub.body import MAX_SITE_BYTES, BodyLimit, read_body
+from ivs.hub.body import MAX_JSON_BYTES, OWN_BOUND, read_body
 from ivs.hub.commands import router as commands_router
 from ivs.hub.dashboard import router as dashboard_router
 from ivs.hub.deploy import MAX_UPLOAD_BYTES
@@ -50,12 +51,13 @@ from ivs.hub.deploy import router as deploy_router
 from ivs.hub.enrol import devices_changed as _devices_changed
 from ivs.hub.enrol import router as enrol_router
 from ivs.hub.evidence import router as evidence_router
+from ivs.hub.headers import SecurityHeaders
 from ivs.hub.login_guard import LoginGuard
 from ivs.hub.metrics import HubMetrics
 from ivs.hub.node_routes import router as node_router
 from ivs.hub.rollout_routes import router as rollout_router
 from ivs.hub.rollouts import RolloutController
-from ivs.hub.store import NAME_PATTERN, HubError, Store, check_message
+from ivs.hub.store import NAME_PATTERN, HubError, Store, TextRefused, check_message
 from ivs.hub.users import add_audit
 from ivs.hub.users import router as users_router
 
@@ -190,6 +192,12 @@ def create_app(
         title="ivs hub",
         summary="Stores what ivs sensors send: events and frame records, exactly once per (sensor_id, seq).",
         version="1",
+        # No Swagger or ReDoc page: they run a CDN's script on the hub's origin. The document
+        # itself is served to viewers below, for any OpenAPI viewer or client generator.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        max_body_size=MAX_JSON_BYTES,  # before anything parses a body or asks who sent it
     )
     app.state.store = store
     app.state.admin_token = admin_token
@@ -215,18 +223,10 @@ def create_app(
     app.include_router(users_router)
     app.include_router(evidence_router)
     add_audit(app)
-    # Outermost: a body is bounded before anything reads it or asks who sent it.
-    app.add_middleware(
-        BodyLimit,  # type: ignore[arg-type]
-        bounds=[
-            ("POST", "/api/v1/ingest", None),
-            ("POST", "/api/v1/packages", None),
-            ("POST", "/api/v1/evidence", None),
-            ("PUT", "/api/v1/devices/[^/]+/node-config", MAX_SITE_BYTES),
-        ],
-    )
+    app.add_middleware(SecurityHeaders)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _refused)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(TextRefused, _text_refused)  # type: ignore[arg-type]
     plain_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -239,6 +239,11 @@ def create_app(
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_viewer)])
+    def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     return app
 
 
@@ -255,6 +260,11 @@ async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
         }
         return await _invalid(request, RequestValidationError([error]))
     return await http_exception_handler(request, exc)
+
+
+async def _text_refused(request: Request, exc: TextRefused) -> Response:
+    """Text the store refuses (NUL, unpaired surrogates), wherever in the request it came: 422."""
+    return JSONResponse(status_code=422, content={"detail": str(exc)})
 
 
 _ECHOED = ("input", "ctx", "url")
@@ -311,6 +321,7 @@ def _ingest_batch(state: Any, device: str, body: bytes) -> IngestResult:
 @router.post(
     "/api/v1/ingest",
     tags=["ingest"],
+    max_body_size=OWN_BOUND,  # read_body, within the hub's max_bytes
     responses=_refusals(
         {
             400: "the body is not a JSON array",
@@ -438,7 +449,7 @@ def list_devices(request: Request) -> list[DeviceOut]:
     dependencies=[Depends(require_admin)],
     responses=_refusals({**_ADMIN_REFUSALS, 404: "no device of that name"}),
 )
-def revoke_device(request: Request, name: str) -> DeviceRevoked:
+def revoke_device(request: Request, name: Annotated[str, PathParam(pattern=NAME_PATTERN)]) -> DeviceRevoked:
     """Revoke a device's token: its posts get 401 from now on."""
     if not request.app.state.store.revoke_device(name):
         raise HTTPException(404, detail=f"no device named {name[:128]!r}")

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ivs.config import parse as parse_config
 from ivs.hub.auth import Caller, require_caller, require_device, require_operator
-from ivs.hub.body import read_body
+from ivs.hub.body import OWN_BOUND, read_body
 from ivs.hub.store import (
     NAME_PATTERN,
     Assignment,
@@ -299,6 +299,7 @@ router = APIRouter(tags=["deploy"], responses=_AUTH_RESPONSES)
 @router.post(
     "/api/v1/packages",
     status_code=201,
+    max_body_size=OWN_BOUND,  # read_body, within the hub's max_upload_bytes
     dependencies=[Depends(require_operator)],
     responses={
         200: {"description": "the same bytes were uploaded before: nothing changed"},

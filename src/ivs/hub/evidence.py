@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 
 from ivs.hub.auth import ADMIN_RESPONSES, VIEWER_RESPONSES, Caller, require_admin, require_device, require_viewer
-from ivs.hub.body import read_body
+from ivs.hub.body import OWN_BOUND, read_body
 from ivs.hub.store import Store
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,10 @@ def _folder(request: Request) -> Path:
     return folder
 
 
-@router.post("/api/v1/evidence", status_code=201, responses=UPLOAD_RESPONSES)
+EvidenceId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="an id from GET /api/v1/evidence")]
+
+
+@router.post("/api/v1/evidence", status_code=201, responses=UPLOAD_RESPONSES, max_body_size=OWN_BOUND)  # read_body
 async def upload(
     request: Request,
     device: Annotated[str, Depends(require_device)],
@@ -68,7 +72,7 @@ async def upload(
         raise HTTPException(415, detail=f"content type {content_type!r}: expected image/jpeg or video/mp4")
     try:
         meta = json.loads(x_ivs_evidence)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a header of thousands of nested brackets
         raise HTTPException(422, detail="X-Ivs-Evidence: expected a JSON object") from None
     if not isinstance(meta, dict) or meta.get("kind") not in KINDS:
         raise HTTPException(422, detail='X-Ivs-Evidence: expected a JSON object with "kind": "snapshot" or "clip"')
@@ -85,9 +89,12 @@ async def upload(
         raise HTTPException(422, detail=f"the bytes are not {content_type}")
     rel = Path(device) / f"{time.strftime('%Y%m%d')}-{uuid.uuid4().hex}{ext}"
     path = folder / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Pixels of a site: the owner's only (folders 0700, files 0600), whatever the umask.
+    for d in (folder, path.parent):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
-    tmp.write_bytes(data)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(data)
     os.replace(tmp, path)
     store: Store = request.app.state.store
     evidence_id = store.add_evidence(device, seq, meta["kind"], content_type, len(data), str(rel), meta)
@@ -110,7 +117,7 @@ def index(
     responses={**VIEWER_RESPONSES, 404: {"description": "no such evidence (or retention removed it)"}},
     response_class=FileResponse,
 )
-def view(request: Request, evidence_id: int, who: Annotated[Caller, Depends(require_viewer)]) -> FileResponse:
+def view(request: Request, evidence_id: EvidenceId, who: Annotated[Caller, Depends(require_viewer)]) -> FileResponse:
     """One snapshot or clip; the view is written to the audit log."""
     store: Store = request.app.state.store
     item = store.evidence_item(evidence_id)
@@ -129,7 +136,7 @@ def view(request: Request, evidence_id: int, who: Annotated[Caller, Depends(requ
     dependencies=[Depends(require_admin)],
     responses={**ADMIN_RESPONSES, 404: {"description": "no such evidence"}},
 )
-def remove(request: Request, evidence_id: int) -> dict[str, Any]:
+def remove(request: Request, evidence_id: EvidenceId) -> dict[str, Any]:
     """Delete one snapshot or clip (the deletion is in the audit log)."""
     item = request.app.state.store.delete_evidence(evidence_id)
     if item is None:

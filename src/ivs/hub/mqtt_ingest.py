@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ivs.consumer import Consumer, Message
 from ivs.hub.metrics import HubMetrics
-from ivs.hub.store import Store, check_message, check_name
+from ivs.hub.store import Store, TextRefused, check_message, check_name
 from ivs.mqtt_client import MqttSettings, MqttSetupError, tls_context, tls_problem
 
 log = logging.getLogger(__name__)
@@ -263,6 +263,9 @@ class MqttIngest:
             health = _health(payload) if what == "state" and not msg.retain else None
             if health is not None:  # fresh only: what gates a rollout (ivs.hub.rollouts)
                 self.store.set_health(sensor, *health, fields.get("model"), fields.get("version"))
+        except TextRefused as err:  # a NUL or a lone surrogate in what it reported
+            log.warning("ignored the %s of %s: %s", what, sensor, err)
+            self._count_reject("schema")
         except SQLAlchemyError:
             log.exception("could not record the %s of %s", what, sensor)
 
@@ -292,6 +295,14 @@ class MqttIngest:
             started = time.perf_counter()
             try:
                 accepted, duplicates = self.store.ingest(batch)
+            except TextRefused:  # checked messages should hold none; if one does, it alone is refused
+                if len(batch) == 1:
+                    log.warning("refused a message of %s: text the store cannot hold", batch[0].sensor_id)
+                    self._count_reject("schema")
+                    return
+                for message in batch:
+                    self._store([message])
+                return
             except SQLAlchemyError:
                 if self._closing.is_set():
                     log.exception("gave up storing %d messages: the hub is closing", len(batch))

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
 from ivs.hub.auth import OPERATOR_RESPONSES, require_device, require_operator
+from ivs.hub.body import MAX_SITE_BYTES
 from ivs.hub.store import NAME_PATTERN, Store
 from ivs.node_config import parse_node
 
@@ -45,6 +46,7 @@ def _known(store: Store, name: str) -> None:
 
 @router.put(
     "/api/v1/devices/{name}/node-config",
+    max_body_size=MAX_SITE_BYTES,
     dependencies=[Depends(require_operator)],
     responses={
         **OPERATOR_RESPONSES,

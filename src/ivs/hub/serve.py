@@ -43,6 +43,7 @@ def serve(
     retention: Retention | None = None,
     evidence_dir: str | None = None,
     evidence_retention: EvidenceRetention | None = None,
+    trusted_proxies: list[str] | None = None,
 ) -> None:
     """Serve the hub's API on host:port over the database at `database` (a SQLAlchemy url:
     sqlite:///path or postgresql://...) until interrupted. With `mqtt_host`, also store what
@@ -112,8 +113,12 @@ def serve(
             evidence_dir=evidence_dir,
         )
         scheme = "https" if tls_cert else "http"
-        log.info("hub on %s://%s:%d (docs at /docs), database %s", scheme, host, port, store.engine.url)
-        uvicorn.run(app, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key)
+        log.info("hub on %s://%s:%d (its API at /openapi.json), database %s", scheme, host, port, store.engine.url)
+        # X-Forwarded-For names the caller (the audit log's address, the login backoff's key) only
+        # when the request came through one of these proxies; uvicorn's default trusts loopback.
+        proxies = trusted_proxies or []
+        uvicorn.run(app, host=host, port=port, log_level="info", ssl_certfile=tls_cert, ssl_keyfile=tls_key,
+                    proxy_headers=bool(proxies), forwarded_allow_ips=",".join(proxies) or None)  # fmt: skip
     finally:
         if job is not None:
             job.close()

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ivs.hub.auth import ADMIN_RESPONSES, SESSION_COOKIE, VIEWER_RESPONSES, Caller, require_admin, require_viewer
 from ivs.hub.login_guard import LoginGuard
-from ivs.hub.store import Store, User
+from ivs.hub.store import Store, TextRefused, User
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +136,20 @@ def login_lockouts(request: Request) -> list[dict[str, Any]]:
 @router.delete(
     "/api/v1/login-lockouts",
     dependencies=[Depends(require_admin)],
-    responses={**ADMIN_RESPONSES, 404: {"description": "no failed logins for that user or address"}},
+    responses={
+        **ADMIN_RESPONSES,
+        400: {"description": "not exactly one of user and address"},
+        404: {"description": "no failed logins for that user or address"},
+    },
 )
 def lift_lockout(
     request: Request,
     user: Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
-    address: Annotated[str | None, Query(max_length=64, pattern=r"^[0-9A-Fa-f.:]+$")] = None,
+    address: Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
 ) -> dict[str, Any]:
     """Forget a user's (or an address's) failed logins: it may log in again at once."""
     if (user is None) == (address is None):
-        raise HTTPException(422, detail="expected exactly one of ?user=NAME or ?address=IP")
+        raise HTTPException(400, detail="expected exactly one of ?user=NAME or ?address=IP")
     key = f"user:{user}" if user is not None else f"address:{address}"
     guard: LoginGuard = request.app.state.login_guard
     if not guard.lift(key):
@@ -172,10 +176,12 @@ def add_audit(app: FastAPI) -> None:
             return response
         store: Store = request.app.state.store
         address = request.client.host if request.client is not None else None
-        label = who.label if who is not None else "anonymous"
+        # A name as the caller typed it, made storable (a NUL or a lone surrogate escaped).
+        label = (who.label if who is not None else "anonymous").encode("unicode_escape").decode("ascii")[:144]
+        action = f"{request.method} {path}".encode("unicode_escape").decode("ascii")[:256]
         try:
-            await run_in_threadpool(store.audit, label, who.role if who else None, f"{request.method} {path}",
-                                    response.status_code, address)  # fmt: skip
-        except SQLAlchemyError:
+            await run_in_threadpool(store.audit, label, who.role if who else None, action, response.status_code,
+                                    address)  # fmt: skip
+        except (SQLAlchemyError, TextRefused):
             log.exception("could not write the audit log for %s %s", request.method, path)
         return response

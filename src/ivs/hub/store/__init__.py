@@ -45,7 +45,9 @@ PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT) and is idem
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -80,10 +82,20 @@ from ivs.hub.store.schema import (
     HubNotFound,
     MessageRow,
     SchemaVersion,
+    TextRefused,
     check_name,
+    check_text,
     hash_token,
 )
 from ivs.hub.store.users import ROLES, AuditEntry, User, UserStore
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite database file readable by its owner only (0600; SQLite gives its -wal
+    and -shm files the same mode): it holds token and password hashes and every message."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, UserStore, CountStore, EvidenceStore):
@@ -109,6 +121,8 @@ class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, U
                 " postgresql://... or postgresql+psycopg://... (psycopg 3)"
             )
         kwargs: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            _private_file(Path(parsed.database))
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
             if parsed.database in (None, "", ":memory:"):
@@ -118,6 +132,8 @@ class Store(DeviceStore, DeployStore, EnrolmentStore, RolloutStore, NodeStore, U
         self.engine: Engine = create_engine(parsed, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, params, context, many: check_text(statement, params))  # fmt: skip
         # SQLite has one writer at a time: serialising this process's writers avoids "database is
         # locked" retries; other processes wait on the busy timeout.
         self._write_lock: contextlib.AbstractContextManager[Any] = (
@@ -195,6 +211,7 @@ __all__ = [
     "RolloutDevice",
     "SensorInfo",
     "Store",
+    "TextRefused",
     "User",
     "check_message",
     "check_name",

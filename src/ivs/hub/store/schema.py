@@ -43,6 +43,29 @@ class HubError(IvsError):
     """A hub operation was refused (an unknown device, a name in use, ...)."""
 
 
+class TextRefused(HubError, ValueError):
+    """Text no database of the hub's can hold the same way: a NUL character (PostgreSQL refuses
+    it, SQLite keeps it) or an unpaired surrogate (not UTF-8 at all)."""
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_text(statement: object, parameters: object) -> None:
+    """Refuse (TextRefused) a statement whose parameters hold text `_UNSTORABLE` matches: checked
+    on every statement, before the database sees it, so both databases answer alike."""
+    stack = [parameters]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                raise TextRefused("text with a NUL character or an unpaired surrogate: expected plain text")
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
+
+
 class Base(DeclarativeBase):
     """The hub's tables."""
 
