@@ -16,7 +16,7 @@ for _ in $(seq 50); do
 done
 export IVS_HUB_TOKEN=$("$BIN/ivs" hub device add demo-street --db sqlite:///out/demo-hub.db | awk '/^device / {print $4}')
 echo
-echo "hub and dashboard: http://127.0.0.1:8765/   (API docs: http://127.0.0.1:8765/docs)"
+echo "hub and dashboard: http://127.0.0.1:8765/   (its OpenAPI document: http://127.0.0.1:8765/openapi.json)"
 echo
 "$BIN/ivs" run --config examples/demo.yaml
 echo

@@ -95,3 +95,23 @@ def test_examples_are_valid(example: Path, media):
         cwd=ROOT,
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    from ivs.config import MAX_NODES, read_yaml
+    from ivs.node_config import parse_node
+
+    # ten levels of nine aliases: 9**10 values once expanded, in 341 bytes
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(9)
+    )
+    data, _, problems = read_yaml(bomb)
+    assert data is None and len(problems) == 1
+    assert f"more than {MAX_NODES} values with its aliases expanded" in problems[0].message
+    assert problems[0].line == 6  # where the count passed the bound: 9**6 > 100,000
+    _, node_problems, _ = parse_node("sensors:\n  - {id: a}\n" + bomb)
+    assert any("aliases expanded" in p.message for p in node_problems)
+    # aliases as configs use them (a merge key, a shared list) still read
+    ordinary = "base: &base {fps: 10, max_frames: 5}\nsensor:\n  <<: *base\n  fps: 5\nzones: &z [1, 2]\nagain: *z\n"
+    data, _, problems = read_yaml(ordinary)
+    assert problems == [] and data["sensor"] == {"fps": 5, "max_frames": 5} and data["again"] == [1, 2]
