@@ -218,20 +218,25 @@ def test_the_stream_count_search_finds_the_largest_that_drops_nothing():
     from ivs.bench.results import StreamsTrial
     from ivs.bench.streams import most_streams, streams_row
 
-    def box(n: int) -> StreamsTrial:  # a box that keeps up with 11 streams
-        return StreamsTrial(streams=n, dropped=0 if n <= 11 else 5 * (n - 11), frames=100 * n, min_frames=100,
-                            rss_mib=200.0 + 20 * n)  # fmt: skip
+    def box(n: int, repeat: int) -> StreamsTrial:  # keeps up with 11 streams; 10 fail their third repeat
+        late = 0 if n <= 9 or n == 11 or (n == 10 and repeat < 3) else 7
+        return StreamsTrial(streams=n, repeat=repeat, dropped=0 if n <= 11 else 5 * (n - 11), late=late,
+                            frames=100 * n, min_frames=100, min_fps=10.0 if n <= 11 else 8.0,
+                            pss_mib=200.0 + 20 * n + repeat)  # fmt: skip
 
-    trials = most_streams(box)
-    assert [t.streams for t in trials] == [1, 2, 4, 8, 16, 12, 10, 11]
+    trials = most_streams(box, repeats=3)
+    assert [(t.streams, t.repeat) for t in trials] == [
+        (1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (4, 1), (4, 2), (4, 3), (8, 1), (8, 2), (8, 3),
+        (16, 1), (12, 1), (10, 1), (10, 2), (10, 3), (9, 1), (9, 2), (9, 3),
+    ]  # fmt: skip
     row = streams_row("fake", trials)
-    assert (row.max_streams, row.rss_mib_at_max) == (11, 420.0)
+    assert (row.max_streams, row.pss_mib_at_max) == (9, 383.0)  # 11 never tried: 10 failed a repeat
 
 
 @pytest.mark.slow
 def test_a_stream_trial_runs_a_real_node(vtest: Path):
     from ivs.bench.streams import node_trial
 
-    t = node_trial(vtest, 2.0, "onnxruntime")(2)
+    t = node_trial(vtest, 2.0, "onnxruntime")(2, 1)
     assert (t.streams, t.frames, t.min_frames) == (2, 40, 20)
-    assert t.rss_mib > 50
+    assert t.pss_mib > 50 and t.min_fps > 0

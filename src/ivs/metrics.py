@@ -37,6 +37,11 @@ class SensorCollector(Collector):
         yield counter(
             "ivs_sensor_frames_dropped", "Frames dropped because the model was busy.", lambda s: s.stats.dropped
         )
+        yield counter(
+            "ivs_sensor_frames_late",
+            "Paced frames captured a frame period or more after their time (behind the source's clock).",
+            lambda s: s.stats.late,
+        )
         yield counter("ivs_sensor_events", "Events the apps sent.", lambda s: s.events)
         yield counter("ivs_sensor_metadata_bytes", "Bytes of metadata sent (JSON).", lambda s: s.metadata_bytes)
         yield counter("ivs_sensor_raw_frame_bytes", "Bytes of the frames read, as raw RGB.", lambda s: s.raw_bytes)

@@ -48,11 +48,15 @@ class SensorHealth:
     state: State
     frames: int
     dropped: int
+    late: int
+    """Frames captured a period or more after their time (the sensor fell behind its source)."""
     fps: float
     last_frame_age_s: float | None
     """Seconds since the sensor last finished a frame (None: none yet)."""
     restarts: int
     error: str | None
+    seconds: float = 0.0
+    """Wall seconds of its current (or last) run, so far."""
     stuck: int = 0
     """Times its inference was found stuck (each one restarted it)."""
 
@@ -114,10 +118,10 @@ class Node:
             out.append(
                 SensorHealth(
                     id=s.config.id, state=s.state, frames=st.frames_processed if st else 0,
-                    dropped=st.dropped if st else 0,
+                    dropped=st.dropped if st else 0, late=st.late if st else 0,
                     fps=round(st.recent_fps(), 2) if st else 0.0,
                     last_frame_age_s=None if last is None else round(now - last, 3),
-                    restarts=s.restarts, error=s.error, stuck=s.stuck,
+                    restarts=s.restarts, error=s.error, seconds=round(st.elapsed(), 2) if st else 0.0, stuck=s.stuck,
                 )
             )  # fmt: skip
         return out

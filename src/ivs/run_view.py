@@ -145,6 +145,8 @@ def print_summary(console: Console, sensor: Any) -> None:
         f"frames read {s['frames_read']}, processed {s['frames_processed']}, dropped {s['dropped']}, "
         f"detections {s['detections']}, {s['seconds']:.1f} s, {s['fps']:.1f} fps"
     )
+    if s["late"]:
+        line += f", late {s['late']} (behind the source's clock)"
     if s["skipped"]:
         line += f", skipped {s['skipped']} undecodable"
     if s["gaps"]:

@@ -210,6 +210,8 @@ class Sensor:
                     delay = t0 + self.stats.frames_read * period - time.monotonic()
                     if delay > 0 and self._stop.wait(delay):
                         break
+                    if delay <= -period:  # behind the clock: not keeping the rate, dropped or not
+                        self.stats.late += 1
                 t = time.perf_counter()
                 frame = next(frames, None)
                 if frame is None:

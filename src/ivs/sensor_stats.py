@@ -80,6 +80,10 @@ class SensorStats:
     detections: int = 0
     skipped: int = 0
     """Frames of a damaged video that could not be decoded (the source's `frames_skipped`)."""
+    late: int = 0
+    """Paced frames captured a whole frame period or more after their time: the sensor fell
+    behind its source's clock (a camera would have lost them), so it did not run at its rate
+    even where it dropped nothing."""
     gaps: int = 0
     """Outages of a live source that it came back from (each sent as a `gap` event)."""
     frames_lost: int = 0
@@ -112,6 +116,7 @@ def summarize(stats: SensorStats) -> dict[str, Any]:
         "frames_processed": stats.frames_processed,
         "dropped": stats.dropped,
         "skipped": stats.skipped,
+        "late": stats.late,
         "gaps": stats.gaps,
         "frames_lost": stats.frames_lost,
         "detections": stats.detections,

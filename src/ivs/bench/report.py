@@ -172,19 +172,22 @@ def _print_footprint(result: BenchResult, console: Console) -> None:
 
 def _print_streams(result: BenchResult, console: Console) -> None:
     for r in result.streams:
-        rss = f", {r.rss_mib_at_max} MiB RSS" if r.rss_mib_at_max is not None else ""
-        tried = ", ".join(f"{t.streams}: {t.dropped} dropped" for t in r.trials)
-        console.print(f"[bold]i. streams[/] {r.how}: {r.max_streams} streams at 10 fps with 0 drops{rss} ({tried})")
+        pss = f", {r.pss_mib_at_max} MiB PSS" if r.pss_mib_at_max is not None else ""
+        tried = ", ".join(f"{t.streams}#{t.repeat}: {'ok' if t.passed else 'failed'}" for t in r.trials)
+        console.print(f"[bold]i. streams[/] {r.how}: {r.max_streams} streams at 10 fps in every repeat{pss} ({tried})")
 
 
 def _markdown_streams(result: BenchResult) -> list[str]:
     if not result.streams:
         return []
-    rows = [[r.how, f"{r.max_streams}", "-" if r.rss_mib_at_max is None else f"{r.rss_mib_at_max}",
-             ", ".join(f"{t.streams}: {t.dropped}" for t in r.trials)] for r in result.streams]  # fmt: skip
+    rows = [[r.how, f"{r.threads}", f"{r.max_streams}", "-" if r.pss_mib_at_max is None else f"{r.pss_mib_at_max}",
+             ", ".join(f"{t.streams}: {t.dropped}/{t.late}/{t.min_fps}" for t in r.trials)]
+            for r in result.streams]  # fmt: skip
     return _markdown_rows(
-        ("vtest.avi streams at 10 fps", "most with 0 drops", "RSS MiB there", "tried: dropped"), rows, left=1
-    )
+        ("vtest.avi streams at 10 fps", "threads per inference", "most at 10 fps, every repeat", "PSS MiB there",
+         "each trial: dropped/late/slowest fps"),
+        rows, left=1,
+    )  # fmt: skip
 
 
 def _opt(v: float | None) -> str:

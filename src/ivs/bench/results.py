@@ -357,25 +357,41 @@ class TrackIdentity(msgspec.Struct, kw_only=True):
 
 
 class StreamsTrial(msgspec.Struct, kw_only=True):
-    """N streams of the sample video at 10 fps for the part's seconds (`ivs.bench.streams`)."""
+    """N streams of the sample video at 10 fps for the part's seconds, once (`ivs.bench.streams`)."""
 
     streams: int
+    repeat: int = 1
+    """Which of the repeats of this N (1, 2, 3)."""
     dropped: int
-    """Frames dropped by all streams together (the trial passes at 0)."""
+    """Frames dropped by all streams together."""
+    late: int = 0
+    """Frames captured a frame period or more after their time, all streams together: a stream
+    that fell behind the video's clock, whether it dropped anything or not."""
     frames: int
     """Frames processed by all streams together."""
     min_frames: int
     """Frames processed by the stream that processed fewest."""
-    rss_mib: float
-    """Peak resident set: the node's, or the sum of the separate processes' peaks."""
+    min_fps: float = 0.0
+    """The slowest stream's frames processed over its wall seconds (its first to its last frame)."""
+    pss_mib: float
+    """Proportional set size of every process of the trial, summed at the same moment (sampled
+    every 0.5 s from /proc/PID/smaps_rollup), the largest such sum: shared pages counted once."""
+
+    @property
+    def passed(self) -> bool:
+        """No frame dropped, none late, every stream at 10 fps in wall time (within 2%)."""
+        return self.dropped == 0 and self.late == 0 and self.min_fps >= 9.8
 
 
 class StreamsRow(msgspec.Struct, kw_only=True):
-    """How many streams one box sustains with no frame dropped, one way of running them."""
+    """How many streams one box sustains at 10 fps in every repeat, one way of running them."""
 
     how: str
+    threads: int = 1
+    """Intra-op threads per inference, the same on both sides."""
     max_streams: int
-    rss_mib_at_max: float | None
+    pss_mib_at_max: float | None
+    """The largest PSS of the repeats at `max_streams`."""
     trials: list[StreamsTrial]
 
 

@@ -2,11 +2,17 @@
 
 Each trial runs N streams of the sample video (vtest.avi, 768x576) at its 10 fps for `seconds`,
 through the person detector in its shipped layout, metadata only, no apps and no sinks (the
-model is the cost). A trial passes when no stream dropped a frame. `ivs node` runs the N
-streams in one process (one inference service for the network); the separate way runs N
-`ivs run` processes side by side, as before nodes. The largest passing N is found by doubling
-from 1 until a trial drops, then bisecting. RSS: the node's peak resident set, or the sum of
-the processes' peaks (each from the kernel's `ru_maxrss`, `ivs.bench.memory`).
+model is the cost). Like with like: every inference runs on one intra-op thread on both sides
+(the node: `threads: 1`, a worker per core; each separate `ivs run`: `--threads 1`), the same
+runtime, the same video, the same layout.
+
+A trial passes when every stream kept the video's rate in wall time: no frame dropped, no frame
+captured a frame period or more behind the video's clock (`late`), and each stream's frames
+over its wall seconds at least 9.8 fps. An N passes when all its `repeats` pass (a failing
+repeat ends that N). The largest passing N is found by doubling from 1 until an N fails, then
+bisecting. Memory is proportional set size (PSS, /proc/PID/smaps_rollup) of every process of
+the trial, summed at the same moment every 0.5 s, and the largest sum kept: pages the separate
+processes share (the libraries) count once, as they cost once.
 
     python -m ivs.bench.streams --seconds 60      # part i alone, as JSON
 """
@@ -17,26 +23,66 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from ivs.bench.memory import _launch, _wait_peak
 from ivs.bench.results import StreamsRow, StreamsTrial
 
-Trial = Callable[[int], StreamsTrial]
+Trial = Callable[[int, int], StreamsTrial]
+"""(streams, repeat) -> the trial's result."""
+FPS = 10
+REPEATS = 3
+MIN_FPS = 9.8
+
+
+def pss_mib(pid: int) -> float:
+    """The process's proportional set size now (0 once it has gone)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    m = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+    return int(m.group(1)) / 1024 if m else 0.0
+
+
+class PssSampler:
+    """The largest sum of the given processes' PSS, sampled together every `period_s`."""
+
+    def __init__(self, pids: list[int], period_s: float = 0.5) -> None:
+        self.pids, self.period_s = pids, period_s
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ivs-bench-pss", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.peak = max(self.peak, sum(pss_mib(p) for p in self.pids))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return round(self.peak, 1)
+
+
+_HEALTH = re.compile(r"^\s+cam\d+: \w+(?: \(.*?\))?, (\d+) frames, (\d+) dropped, (\d+) late, .*?, ([\d.]+) s$", re.M)
+_RUN = re.compile(r"processed (\d+), dropped (\d+), detections \d+, ([\d.]+) s, [\d.]+ fps(?:, late (\d+))?")
 
 
 def node_trial(video: Path, seconds: float, runtime: str) -> Trial:
-    """N streams in one `ivs node`."""
+    """N streams in one `ivs node` (a worker per core, one thread each)."""
 
-    def run(n: int) -> StreamsTrial:
+    def run(n: int, repeat: int = 1) -> StreamsTrial:
         with tempfile.TemporaryDirectory(prefix="ivs-bench-streams-") as tmp:
             site = Path(tmp) / "site.yaml"
-            frames = int(seconds * 10)
+            frames = int(seconds * FPS)
             entries = "".join(f"  - {{id: cam{i}}}\n" for i in range(n))
             site.write_text(
+                "node: {threads: 1}\n"
                 "defaults:\n"
-                f"  source: {{url: '{video}', fps: 10, max_frames: {frames}}}\n"
+                f"  source: {{url: '{video}', fps: {FPS}, max_frames: {frames}}}\n"
                 f"  model: {{name: person, runtime: {runtime}}}\n"
                 "  sinks: []\n"
                 f"sensors:\n{entries}"
@@ -44,64 +90,77 @@ def node_trial(video: Path, seconds: float, runtime: str) -> Trial:
             argv = [sys.executable, "-m", "ivs", "node", "--config", str(site), "--status-s", "0"]
             log = Path(tmp) / "node.log"
             with log.open("wb") as out:
-                proc, _ = _launch(argv, Path(tmp) / "result.json", stdout=out, stderr=subprocess.STDOUT)
-                code, peak = _wait_peak(proc, Path(tmp) / "result.json", seconds * 3 + 120)
+                proc, pid = _launch(argv, Path(tmp) / "result.json", stdout=out, stderr=subprocess.STDOUT)
+                sampler = PssSampler([pid])
+                code, _ = _wait_peak(proc, Path(tmp) / "result.json", seconds * 3 + 120)
+                pss = sampler.stop()
             text = log.read_text(errors="replace")
             if code != 0:
                 raise RuntimeError(f"ivs node failed ({code}): {text[-500:]}")
-            rows = re.findall(r"^\s+cam\d+: \w+(?: \(.*?\))?, (\d+) frames, (\d+) dropped", text, re.M)
+            rows = _HEALTH.findall(text)
             if len(rows) != n:
                 raise RuntimeError(f"ivs node printed {len(rows)} sensors' health, expected {n}: {text[-500:]}")
-            processed = [int(f) for f, _ in rows]
-            return StreamsTrial(streams=n, dropped=sum(int(d) for _, d in rows), frames=sum(processed),
-                                min_frames=min(processed), rss_mib=peak)  # fmt: skip
+            processed = [int(f) for f, _, _, _ in rows]
+            return StreamsTrial(
+                streams=n, repeat=repeat, dropped=sum(int(d) for _, d, _, _ in rows),
+                late=sum(int(lt) for _, _, lt, _ in rows), frames=sum(processed), min_frames=min(processed),
+                min_fps=round(min(int(f) / float(s) for f, _, _, s in rows), 2), pss_mib=pss,
+            )  # fmt: skip
 
     return run
 
 
 def separate_trial(video: Path, seconds: float, runtime: str) -> Trial:
-    """N `ivs run` processes side by side."""
+    """N `ivs run --threads 1` processes side by side."""
 
-    def run(n: int) -> StreamsTrial:
-        frames = int(seconds * 10)
+    def run(n: int, repeat: int = 1) -> StreamsTrial:
+        frames = int(seconds * FPS)
         with tempfile.TemporaryDirectory(prefix="ivs-bench-streams-") as tmp:
             procs = []
             for i in range(n):
                 argv = [sys.executable, "-m", "ivs", "run", "--source", str(video), "--model", "person", "--runtime",
-                        runtime, "--fps", "10", "--max-frames", str(frames), "-q"]  # fmt: skip
+                        runtime, "--threads", "1", "--fps", str(FPS), "--max-frames", str(frames), "-q"]  # fmt: skip
                 log = (Path(tmp) / f"run{i}.log").open("wb")
-                proc, _ = _launch(argv, Path(tmp) / f"result{i}.json", stdout=log, stderr=subprocess.STDOUT)
-                procs.append((proc, log, Path(tmp) / f"result{i}.json", Path(tmp) / f"run{i}.log"))
-            dropped = processed_total = 0
-            peaks: list[float] = []
-            processed_each = []
-            for proc, log, result, path in procs:
-                code, peak = _wait_peak(proc, result, seconds * 3 + 120)
+                proc, pid = _launch(argv, Path(tmp) / f"result{i}.json", stdout=log, stderr=subprocess.STDOUT)
+                procs.append((proc, pid, log, Path(tmp) / f"result{i}.json", Path(tmp) / f"run{i}.log"))
+            sampler = PssSampler([pid for _, pid, _, _, _ in procs])
+            dropped = late = 0
+            processed_each: list[int] = []
+            fps_each: list[float] = []
+            for proc, _, log, result, path in procs:
+                code, _ = _wait_peak(proc, result, seconds * 3 + 120)
                 log.close()
                 text = path.read_text(errors="replace")
-                m = re.search(r"processed (\d+), dropped (\d+)", text)
+                m = _RUN.search(text)
                 if code != 0 or m is None:
                     raise RuntimeError(f"ivs run failed ({code}): {text[-500:]}")
                 processed_each.append(int(m.group(1)))
-                processed_total += int(m.group(1))
                 dropped += int(m.group(2))
-                peaks.append(peak)
-            return StreamsTrial(streams=n, dropped=dropped, frames=processed_total, min_frames=min(processed_each),
-                                rss_mib=round(sum(peaks), 1))  # fmt: skip
+                late += int(m.group(4) or 0)
+                fps_each.append(int(m.group(1)) / float(m.group(3)))
+            return StreamsTrial(streams=n, repeat=repeat, dropped=dropped, late=late, frames=sum(processed_each),
+                                min_frames=min(processed_each), min_fps=round(min(fps_each), 2),
+                                pss_mib=sampler.stop())  # fmt: skip
 
     return run
 
 
-def most_streams(trial: Trial, limit: int = 32, log: Callable[[str], None] = lambda _: None) -> list[StreamsTrial]:
-    """Every trial run to find the largest N with no frame dropped: 1, 2, 4, ... until one
-    drops (or `limit`), then bisect between the last that passed and the first that dropped."""
+def most_streams(
+    trial: Trial, limit: int = 32, repeats: int = REPEATS, log: Callable[[str], None] = lambda _: None
+) -> list[StreamsTrial]:
+    """Every trial run to find the largest N whose every repeat passes: 1, 2, 4, ... until one
+    fails (or `limit`), then bisect between the last that passed and the first that failed."""
     trials: list[StreamsTrial] = []
 
     def passes(n: int) -> bool:
-        t = trial(n)
-        trials.append(t)
-        log(f"i. {n} streams: {t.dropped} dropped, {t.frames} frames, {t.rss_mib} MiB")
-        return t.dropped == 0
+        for r in range(1, repeats + 1):
+            t = trial(n, r)
+            trials.append(t)
+            log(f"i. {n} streams, repeat {r}: {t.dropped} dropped, {t.late} late, slowest {t.min_fps} fps, "
+                f"{t.pss_mib} MiB PSS")  # fmt: skip
+            if not t.passed:
+                return False
+        return True
 
     good, bad = 0, None
     n = 1
@@ -122,10 +181,14 @@ def most_streams(trial: Trial, limit: int = 32, log: Callable[[str], None] = lam
 
 
 def streams_row(how: str, trials: list[StreamsTrial]) -> StreamsRow:
-    passing = [t for t in trials if t.dropped == 0]
-    best = max(passing, key=lambda t: t.streams) if passing else None
-    return StreamsRow(how=how, max_streams=best.streams if best else 0, rss_mib_at_max=best.rss_mib if best else None,
-                      trials=sorted(trials, key=lambda t: t.streams))  # fmt: skip
+    by_n: dict[int, list[StreamsTrial]] = {}
+    for t in trials:
+        by_n.setdefault(t.streams, []).append(t)
+    passing = [n for n, ts in by_n.items() if all(t.passed for t in ts)]
+    best = max(passing, default=0)
+    return StreamsRow(how=how, threads=1, max_streams=best,
+                      pss_mib_at_max=max(t.pss_mib for t in by_n[best]) if best else None,
+                      trials=sorted(trials, key=lambda t: (t.streams, t.repeat)))  # fmt: skip
 
 
 def bench_streams(video: Path, seconds: float, runtime: str, log: Callable[[str], None]) -> list[StreamsRow]:
@@ -149,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--runtime", default="onnxruntime", help="onnxruntime | openvino | auto")
     parser.add_argument("--only", choices=("node", "separate"), help="one of the two rows")
-    parser.add_argument("--streams", type=int, help="one trial of this many streams, not the search")
+    parser.add_argument("--streams", type=int, nargs="+", help="these N (each repeated), not the search")
+    parser.add_argument("--repeats", type=int, default=REPEATS)
     args = parser.parse_args(argv)
     video = media_dir() / "vtest.avi"
 
@@ -162,7 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.only not in (None, name):
             continue
         trial = make(video, args.seconds, args.runtime)
-        trials = [trial(args.streams)] if args.streams else most_streams(trial, log=log)
+        if args.streams:
+            trials = [trial(n, r) for n in args.streams for r in range(1, args.repeats + 1)]
+            for t in trials:
+                log(f"i. {name} {t.streams} streams, repeat {t.repeat}: {t.dropped} dropped, {t.late} late, "
+                    f"slowest {t.min_fps} fps, {t.pss_mib} MiB PSS")  # fmt: skip
+        else:
+            trials = most_streams(trial, repeats=args.repeats, log=log)
         rows.append(streams_row(name, trials))
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(rows), indent=2).decode() + "\n")
     return 0

@@ -125,7 +125,7 @@ def _print_health(site: Node) -> None:
         age = "-" if h.last_frame_age_s is None else f"{h.last_frame_age_s:.1f} s"
         why = f" ({h.error})" if h.error else ""
         err_console.print(
-            f"  {h.id}: {h.state}{why}, {h.frames} frames, {h.dropped} dropped, {h.fps:.1f} fps, "
-            f"last frame {age} ago, {h.restarts} restarts",
+            f"  {h.id}: {h.state}{why}, {h.frames} frames, {h.dropped} dropped, {h.late} late, {h.fps:.1f} fps, "
+            f"last frame {age} ago, {h.restarts} restarts, {h.seconds:.2f} s",
             soft_wrap=True,
         )
