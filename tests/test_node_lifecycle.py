@@ -29,12 +29,12 @@ from tests.test_faults import metric, scrape
 from tests.waiting import wait_for
 
 RUNTIMES = ["auto", *available("onnx")]
-STARTS = 5
-"""Starts of each node per runtime: a race seen once in three or six starts shows in five with
-probability 0.87 to 0.99 for each of the (size, runtime) cases, and the cases add up."""
+STARTS = 4
+"""Starts of each node per runtime and size: the OpenVINO race (once in three to six starts)
+shows in the eight starts pinned to OpenVINO with probability 0.77 to 0.96, before `auto`'s."""
 
 
-def site(path: Path, source: str, sensors: int, runtime: str, frames: int = 10) -> Path:
+def site(path: Path, source: str, sensors: int, runtime: str, frames: int = 5) -> Path:
     lines = [
         "node: {id: site, restart_s: 1}",
         "defaults:",
@@ -67,7 +67,7 @@ def test_a_node_starts_runs_and_ends_every_time(
             raise AssertionError(f"start {start}: the node did not end within 300 s:\n{err.stderr}") from None
         assert done.returncode == 0, (start, done.stderr[-2000:])
         for i in range(1, sensors + 1):
-            assert f"cam{i}: ended, 10 frames, 0 dropped" in done.stderr, (start, i, done.stderr[-2000:])
+            assert f"cam{i}: ended, 5 frames, 0 dropped" in done.stderr, (start, i, done.stderr[-2000:])
 
 
 def hanging_classifier() -> bytes:

@@ -17,12 +17,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+_HANDED_OUT: set[int] = set()
+"""Ports `free_port` gave this process: the kernel may hand the same free port to two calls in a
+row (nothing is bound to it in between), and a broker given it for two listeners fails to start."""
+_HANDED_OUT_LOCK = threading.Lock()
+
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now, and not one this process was given before."""
+    with _HANDED_OUT_LOCK:
+        for _ in range(100):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    raise RuntimeError("no TCP port free on 127.0.0.1 that this process was not given before")
 
 
 def mosquitto_path() -> str | None:
