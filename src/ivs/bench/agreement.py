@@ -13,7 +13,6 @@ The whole clip runs once per runtime, unpaced, through the detector in its shipp
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import msgspec
 
 from ivs.apps.line import LineCounter
+from ivs.bench.common import git_commit
 from ivs.model import load_model
 from ivs.runtime import available
 from ivs.sensor import Sensor
@@ -80,8 +80,7 @@ def agreement(video: Path, step: int = 40, runtimes: list[str] | None = None) ->
     for name, _, _ in grid(step):
         totals = {rt: per_runtime[rt][name] for rt in names}
         rows.append(LineTotals(line=name, totals=totals, agree=len(set(totals.values())) == 1))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    return Agreement(commit=commit.stdout.strip() or "unknown", video=video.name, step=step, runtimes=names,
+    return Agreement(commit=git_commit(), video=video.name, step=step, runtimes=names,
                      lines=rows, agreeing=sum(r.agree for r in rows))  # fmt: skip
 
 

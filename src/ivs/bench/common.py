@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -132,6 +133,14 @@ def spread(values: Sequence[float]) -> Spread:
         return Spread(p50_ms=0.0, p99_ms=0.0, max_ms=0.0)
     p50, p99 = (float(v) for v in np.percentile(a, [50, 99]))
     return Spread(p50_ms=round(p50, 3), p99_ms=round(p99, 3), max_ms=round(float(a.max()), 3))
+
+
+def git_commit() -> str:
+    """The checkout's commit (short), with "+changes" when the tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           check=False)  # fmt: skip
+    return (head.stdout.strip() or "unknown") + ("+changes" if dirty.stdout.strip() else "")
 
 
 def machine_info() -> Machine:

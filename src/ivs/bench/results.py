@@ -383,6 +383,18 @@ class StreamsTrial(msgspec.Struct, kw_only=True):
         return self.dropped == 0 and self.late == 0 and self.min_fps >= 9.8
 
 
+class StreamsRun(msgspec.Struct, kw_only=True):
+    """`python -m ivs.bench.streams` on its own: its rows and where and when they were measured."""
+
+    commit: str
+    machine: Machine
+    when: str
+    """UTC, ISO 8601."""
+    seconds: float
+    runtime: str
+    rows: list[StreamsRow]
+
+
 class StreamsRow(msgspec.Struct, kw_only=True):
     """How many streams one box sustains at 10 fps in every repeat, one way of running them."""
 

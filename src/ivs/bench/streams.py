@@ -19,6 +19,7 @@ processes share (the libraries) count once, as they cost once.
 
 from __future__ import annotations
 
+import datetime
 import re
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ivs.bench.memory import _launch, _wait_peak
-from ivs.bench.results import StreamsRow, StreamsTrial
+from ivs.bench.results import StreamsRow, StreamsRun, StreamsTrial
 
 Trial = Callable[[int, int], StreamsTrial]
 """(streams, repeat) -> the trial's result."""
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import msgspec
 
-    from ivs.bench.common import media_dir
+    from ivs.bench.common import git_commit, machine_info, media_dir
 
     parser = argparse.ArgumentParser(prog="python -m ivs.bench.streams", description=main.__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -234,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             trials = most_streams(trial, repeats=args.repeats, log=log)
         rows.append(streams_row(name, trials))
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(rows), indent=2).decode() + "\n")
+    run = StreamsRun(commit=git_commit(), machine=machine_info(), seconds=args.seconds, runtime=args.runtime,
+                     when=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), rows=rows)  # fmt: skip
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(run), indent=2).decode() + "\n")
     return 0
 
 
