@@ -3,7 +3,10 @@ the outbox, frame records never posted."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +68,11 @@ def test_each_event_is_one_signed_post_and_frames_are_not_posted(server: Server,
         h = {k.lower(): v for k, v in request.headers.items()}
         body = json.loads(request.body)
         assert (body["kind"], body["seq"], h["x-ivs-event"], h["x-ivs-seq"]) == (kind, seq, kind, str(seq))
+        # What a receiver in another language computes from the documented scheme, with nothing
+        # of ivs's: HMAC-SHA256(secret, "<timestamp>.<body>"), hex, after "sha256=".
+        expected = hmac.new(SECRET, h["x-ivs-timestamp"].encode() + b"." + request.body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(h["x-ivs-signature"], "sha256=" + expected)
+        assert abs(int(h["x-ivs-timestamp"]) - time.time()) < 300
         assert verify(SECRET, request.body, h["x-ivs-timestamp"], h["x-ivs-signature"])
         assert not verify(b"another secret", request.body, h["x-ivs-timestamp"], h["x-ivs-signature"])
         assert not verify(SECRET, request.body + b" ", h["x-ivs-timestamp"], h["x-ivs-signature"])  # tampered
