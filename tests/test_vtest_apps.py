@@ -1,8 +1,9 @@
 """Counting, zone occupancy and track identity on real video against hand-made ground truth
 (tests/data/vtest_counts.json, vtest_zone.json, vtest_tracks.json; tests/data/README.md).
 
-vtest_line2.json and vtest_zone2.json are test labels only: a second line (x = 200) and zone
-(the left of the scene), labelled after every parameter was chosen on the first ones."""
+vtest_line2.json and vtest_zone2.json, a second line (x = 200) and zone (the left of the scene),
+are tuning labels (tests/data/README.md): they came with the parameter chosen beside them, and
+one label was changed after ivs's answer was seen."""
 
 from __future__ import annotations
 
