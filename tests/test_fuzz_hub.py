@@ -125,11 +125,14 @@ def test_hub_api_never_fails_and_explains_every_rejection(
     )
     operation = schema[path][method]
     token = hub.device_token if path.startswith(DEVICE_FACING) else ADMIN
+    # PostgreSQL's leg with half the examples: what only it failed on (NUL in text) is replayed
+    # deterministically by tests/test_hub_attacks.py on both databases.
+    examples = EXAMPLES if hub.store.dialect == "sqlite" else EXAMPLES // 2
     seen: dict[int, int] = {}
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=EXAMPLES // 2 if negatable else EXAMPLES,
+        max_examples=examples // 2 if negatable else examples,
         derandomize=True,
         deadline=None,
         database=None,

@@ -29,9 +29,10 @@ from tests.test_faults import metric, scrape
 from tests.waiting import wait_for
 
 RUNTIMES = ["auto", *available("onnx")]
-STARTS = 4
+STARTS = 3
 """Starts of each node per runtime and size: the OpenVINO race (once in three to six starts)
-shows in the eight starts pinned to OpenVINO with probability 0.77 to 0.96, before `auto`'s."""
+shows in the six starts pinned to OpenVINO with probability 0.67 to 0.91, before `auto`'s (the
+suite must stay under 20 minutes; run the file alone with more to hunt a race)."""
 
 
 def site(path: Path, source: str, sensors: int, runtime: str, frames: int = 5) -> Path:

@@ -93,15 +93,21 @@ def run_clip(vtest, runtime: str):
 
 
 @pytest.fixture(scope="module")
-def run(vtest):
-    counts, probe, _ = run_clip(vtest, "onnxruntime")
+def ort_clip(vtest):
+    """The clip on onnxruntime, once for the module."""
+    return run_clip(vtest, "onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def run(ort_clip):
+    counts, probe, _ = ort_clip
     return counts, probe
 
 
 @pytest.mark.slow
-def test_the_apps_totals_are_the_same_on_onnxruntime_and_openvino(vtest):
+def test_the_apps_totals_are_the_same_on_onnxruntime_and_openvino(vtest, ort_clip):
     """Their boxes differ in the last digits; what the apps conclude must not."""
-    (a, probe_a, zone_a), (b, probe_b, zone_b) = run_clip(vtest, "onnxruntime"), run_clip(vtest, "openvino")
+    (a, probe_a, zone_a), (b, probe_b, zone_b) = ort_clip, run_clip(vtest, "openvino")
     totals = [{d: sum(1 for c in counts if c.direction == d) for d in ("in", "out")} for counts in (a, b)]
     assert totals[0] == totals[1] == COUNTS["totals"]
     unseen = [
