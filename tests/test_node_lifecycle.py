@@ -21,11 +21,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from ivs.localnet import free_port
-from ivs.package.budget import budget_report
 from ivs.package.writer import write_package
 from ivs.runtime import available
 from tests.processes import Proc, ivs
 from tests.test_faults import metric, scrape
+from tests.test_package import fields
 from tests.waiting import wait_for
 
 RUNTIMES = ["auto", *available("onnx")]
@@ -112,18 +112,7 @@ def hanging_classifier() -> bytes:
 
 def hanging_package(path: Path) -> Path:
     model = hanging_classifier()
-    fields = {
-        "name": "hang",
-        "version": "0.0.1",
-        "task": "classification",
-        "model": {"path": "model.onnx", "format": "onnx", "precision": "fp32"},
-        "input": {"name": "input", "width": 8, "height": 8, "layout": "NCHW", "std": [255.0, 255.0, 255.0]},
-        "outputs": {"logits": "logits"},
-        "labels": ["a", "b", "c", "d"],
-        "decoder": {"name": "classify", "params": {"top_k": 1}},
-        "budget": budget_report(model).model_dump(),
-    }
-    write_package(path, fields, {"model.onnx": model}, None)
+    write_package(path, fields(model, name="hang"), {"model.onnx": model}, None)
     return path
 
 

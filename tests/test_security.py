@@ -698,21 +698,28 @@ def test_deploy_trusts_an_https_hub_through_ca_file(pki: Path, tmp_path: Path) -
         store.close()
 
 
+def hub_keeping_the_broker_files(d: Deployment, tmp_path: Path) -> tuple[ServerThread, Any]:
+    """A hub that rewrites the deployment's Mosquitto files after each enrolment and revocation
+    and reloads the broker (`--mqtt-auth`, `--mqtt-broker-pid`), and its `BrokerSync`."""
+    from ivs.hub.mqtt_auth import BrokerSync
+
+    assert d.broker.proc is not None
+    pid = tmp_path / "mosquitto.pid"
+    pid.write_text(f"{d.broker.proc.pid}\n")
+    sync = BrokerSync(d.store, d.auth, pid_file=pid)
+    return ServerThread(create_app(d.store, ADMIN, devices_changed=sync)), sync
+
+
 def test_a_device_enrols_with_its_groups_secret_and_once_revoked_is_refused_on_http_and_mqtt(
     deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Enrolment end to end with no `ivs hub device add`: `ivs enrol` with the group's secret gets
     the device its token; the hub rewrites Mosquitto's files and reloads it (`--mqtt-auth`), so
     the device publishes over TLS at once; revoked over the API, it is refused on both."""
-    from ivs.hub.mqtt_auth import BrokerSync
     from tests.messages import body, count
 
     d = deployment
-    assert d.broker.proc is not None
-    pid = tmp_path / "mosquitto.pid"
-    pid.write_text(f"{d.broker.proc.pid}\n")
-    sync = BrokerSync(d.store, d.auth, pid_file=pid)
-    hub = ServerThread(create_app(d.store, ADMIN, devices_changed=sync))
+    hub, _ = hub_keeping_the_broker_files(d, tmp_path)
     try:
         secret = d.store.add_group("site-a")
         runner = CliRunner()
@@ -778,14 +785,11 @@ passed `re.match(... $)` and left the broker with no ACL)."""
 def test_names_the_broker_files_cannot_hold_are_refused_and_the_acl_stays_whole(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    from ivs.hub.mqtt_auth import BrokerSync, check_acl
+    from ivs.hub.mqtt_auth import check_acl
 
     d = deployment
     assert d.broker.proc is not None
-    pid = tmp_path / "mosquitto.pid"
-    pid.write_text(f"{d.broker.proc.pid}\n")
-    sync = BrokerSync(d.store, d.auth, pid_file=pid)
-    hub = ServerThread(create_app(d.store, ADMIN, devices_changed=sync))
+    hub, sync = hub_keeping_the_broker_files(d, tmp_path)
     secret = d.store.add_group("site-a")
 
     def post(path: str, body: dict[str, Any], token: str | None = None) -> int:
